@@ -1,1 +1,14 @@
-pub fn placeholder() {}
+//! Shared building blocks of the gateway, the worker and the simulator:
+//! configuration, domain types, storage, the queue, the Sent client and
+//! webhook signatures.
+
+pub mod config;
+pub mod domain;
+pub mod queue;
+pub mod rate;
+pub mod sent;
+pub mod signature;
+pub mod store;
+pub mod telemetry;
+#[cfg(feature = "test-support")]
+pub mod test_support;

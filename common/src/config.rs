@@ -1,0 +1,467 @@
+//! Configuration, parsed once from the environment (and `.env`) into typed
+//! structs. A bad or missing value stops the process at start-up with an error
+//! that names the variable.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::rate::Quota;
+
+/// Deployment profile, as in the original integration (`APP_ENV` or `FLASK_CONFIG`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Development,
+    Testing,
+    Production,
+}
+
+impl FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "development" | "default" | "dev" => Ok(Profile::Development),
+            "testing" | "test" => Ok(Profile::Testing),
+            "production" | "prod" => Ok(Profile::Production),
+            other => Err(format!(
+                "unknown profile '{other}' (expected development, testing or production)"
+            )),
+        }
+    }
+}
+
+/// A value that must never be printed: `Debug` shows only that it is set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// `LOG_LEVEL`: level for this project's crates (`debug`, `info`, ...),
+    /// or a full `tracing` filter directive.
+    pub level: String,
+    pub format: LogFormat,
+    pub otlp_endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// `RATELIMIT_STORAGE_URI`: `None` for `memory://`, else a Redis URL.
+    pub redis_url: Option<String>,
+    pub messages: Quota,
+    pub webhooks: Quota,
+    pub default: Quota,
+}
+
+#[derive(Debug, Clone)]
+pub struct SentConfig {
+    pub api_key: Option<Secret>,
+    pub base_url: String,
+    pub timeout: Duration,
+    /// Fleet-wide outbound budget in messages per minute; 0 means no limit.
+    pub messages_per_minute: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// `SENT_DM_WEBHOOK_SECRET`: comma-separated, newest first, for rotation.
+    pub sent_secrets: Vec<Secret>,
+    pub tolerance: Duration,
+    pub allow_legacy_signature: bool,
+    pub stripe_secrets: Vec<Secret>,
+    pub telegram_secret_tokens: Vec<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TemplateConfig {
+    pub welcome_id: String,
+    pub welcome_name: String,
+    pub order_confirmation_id: String,
+    pub order_confirmation_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub heartbeat_interval: Duration,
+    pub missed_heartbeats: usize,
+    pub reconcile_interval: Duration,
+    pub reconcile_after: Duration,
+    pub metrics_bind: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub profile: Profile,
+    pub service_name: String,
+    pub log: LogConfig,
+    pub database_url: Secret,
+    pub database_max_connections: u32,
+    pub redis_url: Secret,
+    /// Prefix of every Redis key this deployment owns (queue, rate limits).
+    pub redis_prefix: String,
+    pub gateway_bind: SocketAddr,
+    /// `API_KEYS`: bootstrap keys as `(name, key)`.
+    pub api_keys: Vec<(String, Secret)>,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub idempotency_ttl: Duration,
+    pub public_dashboard: bool,
+    pub rate_limit: RateLimitConfig,
+    pub sent: SentConfig,
+    pub webhooks: WebhookConfig,
+    pub templates: TemplateConfig,
+    pub worker: WorkerConfig,
+}
+
+/// A configuration error: always names the variable at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {var}: {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+impl Config {
+    /// Reads `.env` (if present) and then the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let _ = dotenvy::dotenv();
+        Config::from_map(&std::env::vars().collect())
+    }
+
+    pub fn from_map(vars: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let env = Env { vars };
+        let profile = match env.get("APP_ENV").or_else(|| env.get("FLASK_CONFIG")) {
+            Some(v) => v.parse().map_err(|problem| ConfigError {
+                var: if env.get("APP_ENV").is_some() {
+                    "APP_ENV"
+                } else {
+                    "FLASK_CONFIG"
+                },
+                problem,
+            })?,
+            None => Profile::Development,
+        };
+        let dev_default = |value: &str| (profile != Profile::Production).then(|| value.to_owned());
+        let testing = profile == Profile::Testing;
+
+        let log = LogConfig {
+            level: env.string(
+                "LOG_LEVEL",
+                match profile {
+                    Profile::Development => "debug",
+                    Profile::Testing => "info",
+                    Profile::Production => "warn",
+                },
+            ),
+            format: match env
+                .string(
+                    "LOG_FORMAT",
+                    if profile == Profile::Production {
+                        "json"
+                    } else {
+                        "pretty"
+                    },
+                )
+                .as_str()
+            {
+                "json" => LogFormat::Json,
+                "pretty" | "text" => LogFormat::Pretty,
+                other => return Err(env.bad("LOG_FORMAT", format!("'{other}' is not json or pretty"))),
+            },
+            otlp_endpoint: env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        };
+
+        let rate_limit_uri = env.string("RATELIMIT_STORAGE_URI", "memory://");
+        let rate_limit = RateLimitConfig {
+            enabled: env.parse("RATELIMIT_ENABLED", !testing)?,
+            redis_url: match rate_limit_uri.as_str() {
+                "memory://" | "" => None,
+                uri if uri.starts_with("redis://") || uri.starts_with("rediss://") => {
+                    Some(uri.to_owned())
+                }
+                other => {
+                    return Err(env.bad(
+                        "RATELIMIT_STORAGE_URI",
+                        format!("'{other}' is neither memory:// nor redis://..."),
+                    ));
+                }
+            },
+            messages: env.parse("RATELIMIT_MESSAGES", Quota::per_minute(10))?,
+            webhooks: env.parse("RATELIMIT_WEBHOOKS", Quota::per_minute(100))?,
+            default: env.parse("RATELIMIT_DEFAULT", Quota::per_minute(100))?,
+        };
+
+        let sent = SentConfig {
+            api_key: env
+                .get("SENT_DM_API_KEY")
+                .or_else(|| testing.then(|| "test-api-key".to_owned()))
+                .map(Secret),
+            base_url: env
+                .string("SENT_BASE_URL", "https://api.sent.dm")
+                .trim_end_matches('/')
+                .to_owned(),
+            timeout: env.seconds("SENT_TIMEOUT_SECS", 10)?,
+            messages_per_minute: env.parse("SENT_MESSAGES_PER_MINUTE", 0)?,
+        };
+
+        let webhooks = WebhookConfig {
+            sent_secrets: env.list("SENT_DM_WEBHOOK_SECRET").map(Secret).collect(),
+            tolerance: env.seconds("WEBHOOK_TOLERANCE_SECS", 300)?,
+            allow_legacy_signature: env
+                .parse("WEBHOOK_ALLOW_LEGACY_SIGNATURE", profile != Profile::Production)?,
+            stripe_secrets: env.list("STRIPE_WEBHOOK_SECRET").map(Secret).collect(),
+            telegram_secret_tokens: env.list("TELEGRAM_WEBHOOK_SECRET_TOKEN").map(Secret).collect(),
+        };
+        let webhooks = if testing && webhooks.sent_secrets.is_empty() {
+            WebhookConfig {
+                sent_secrets: vec![Secret::new("test-webhook-secret")],
+                ..webhooks
+            }
+        } else {
+            webhooks
+        };
+
+        let templates = TemplateConfig {
+            welcome_id: env.string("WELCOME_TEMPLATE_ID", "welcome-template-id"),
+            welcome_name: env.string("WELCOME_TEMPLATE_NAME", "welcome"),
+            order_confirmation_id: env.string("ORDER_CONFIRMATION_TEMPLATE_ID", "order-confirmation-id"),
+            order_confirmation_name: env.string("ORDER_CONFIRMATION_TEMPLATE_NAME", "order_confirmation"),
+        };
+
+        let worker = WorkerConfig {
+            concurrency: env.parse("WORKER_CONCURRENCY", 64)?,
+            max_attempts: env.parse("WORKER_MAX_ATTEMPTS", 8)?,
+            backoff_base: Duration::from_millis(env.parse("WORKER_BACKOFF_BASE_MS", 1000)?),
+            backoff_max: env.seconds("WORKER_BACKOFF_MAX_SECS", 300)?,
+            heartbeat_interval: env.seconds("WORKER_HEARTBEAT_SECS", 5)?,
+            missed_heartbeats: env.parse("WORKER_MISSED_HEARTBEATS", 3)?,
+            reconcile_interval: env.seconds("RECONCILE_INTERVAL_SECS", 30)?,
+            reconcile_after: env.seconds("RECONCILE_AFTER_SECS", 120)?,
+            metrics_bind: env.parse("WORKER_METRICS_BIND", "0.0.0.0:9100".parse().unwrap())?,
+        };
+        if worker.concurrency == 0 {
+            return Err(env.bad("WORKER_CONCURRENCY", "must be at least 1".into()));
+        }
+        if worker.max_attempts == 0 {
+            return Err(env.bad("WORKER_MAX_ATTEMPTS", "must be at least 1".into()));
+        }
+
+        let api_keys = env
+            .list("API_KEYS")
+            .map(|pair| match pair.split_once(':') {
+                Some((name, key)) if !name.trim().is_empty() && key.trim().len() >= 8 => {
+                    Ok((name.trim().to_owned(), Secret(key.trim().to_owned())))
+                }
+                _ => Err(env.bad(
+                    "API_KEYS",
+                    "expected comma-separated name:key pairs, keys of 8 characters or more".into(),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        Ok(Config {
+            profile,
+            service_name: env.string("SERVICE_NAME", "sent-gateway"),
+            log,
+            database_url: Secret(env.required_or(
+                "DATABASE_URL",
+                dev_default("postgres://postgres@127.0.0.1:5432/sent_gateway"),
+            )?),
+            database_max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 16)?,
+            redis_url: Secret(env.required_or("REDIS_URL", dev_default("redis://127.0.0.1:6379"))?),
+            redis_prefix: env.string("REDIS_PREFIX", "sentgw"),
+            gateway_bind: env.parse("GATEWAY_BIND", "0.0.0.0:8000".parse().unwrap())?,
+            api_keys,
+            max_body_bytes: env.parse("MAX_BODY_BYTES", 2 * 1024 * 1024)?,
+            request_timeout: env.seconds("REQUEST_TIMEOUT_SECS", 15)?,
+            idempotency_ttl: env.seconds("IDEMPOTENCY_TTL_SECS", 24 * 3600)?,
+            public_dashboard: env.parse("DASHBOARD_PUBLIC", false)?,
+            rate_limit,
+            sent,
+            webhooks,
+            templates,
+            worker,
+        })
+    }
+
+    /// The Sent API key, which only processes that call Sent need.
+    pub fn require_sent_api_key(&self) -> Result<&Secret, ConfigError> {
+        self.sent.api_key.as_ref().ok_or(ConfigError {
+            var: "SENT_DM_API_KEY",
+            problem: "required to call Sent (point SENT_BASE_URL at sent-sim to run without an account)"
+                .into(),
+        })
+    }
+}
+
+struct Env<'a> {
+    vars: &'a HashMap<String, String>,
+}
+
+impl Env<'_> {
+    fn get(&self, var: &str) -> Option<String> {
+        self.vars
+            .get(var)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    }
+
+    fn string(&self, var: &str, default: &str) -> String {
+        self.get(var).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn list(&self, var: &str) -> impl Iterator<Item = String> {
+        self.get(var)
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    fn bad(&self, var: &'static str, problem: String) -> ConfigError {
+        ConfigError { var, problem }
+    }
+
+    fn required_or(&self, var: &'static str, default: Option<String>) -> Result<String, ConfigError> {
+        self.get(var).or(default).ok_or(ConfigError {
+            var,
+            problem: "is required in production".into(),
+        })
+    }
+
+    fn parse<T: FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.get(var) {
+            None => Ok(default),
+            Some(raw) => parse_value(&raw).map_err(|e| self.bad(var, format!("'{raw}': {e}"))),
+        }
+    }
+
+    fn seconds(&self, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
+        self.parse(var, default).map(Duration::from_secs)
+    }
+}
+
+/// `FromStr` with the spellings of booleans people write in env files.
+fn parse_value<T: FromStr>(raw: &str) -> Result<T, String>
+where
+    T::Err: fmt::Display,
+{
+    let normalized = match raw.to_ascii_lowercase().as_str() {
+        "1" | "yes" | "on" | "true" if std::any::type_name::<T>() == "bool" => "true".to_owned(),
+        "0" | "no" | "off" | "false" if std::any::type_name::<T>() == "bool" => "false".to_owned(),
+        _ => raw.to_owned(),
+    };
+    normalized.parse::<T>().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn development_defaults_need_nothing() {
+        let config = Config::from_map(&vars(&[])).unwrap();
+        assert_eq!(config.profile, Profile::Development);
+        assert!(config.rate_limit.enabled);
+        assert_eq!(config.rate_limit.messages, Quota::per_minute(10));
+        assert_eq!(config.sent.base_url, "https://api.sent.dm");
+        assert!(config.webhooks.allow_legacy_signature);
+    }
+
+    #[test]
+    fn testing_profile_disables_rate_limits_like_the_original() {
+        let config = Config::from_map(&vars(&[("FLASK_CONFIG", "testing")])).unwrap();
+        assert!(!config.rate_limit.enabled);
+        assert_eq!(config.sent.api_key.unwrap().expose(), "test-api-key");
+    }
+
+    #[test]
+    fn production_requires_database_url_and_names_it() {
+        let err = Config::from_map(&vars(&[("APP_ENV", "production")])).unwrap_err();
+        assert_eq!(err.var, "DATABASE_URL");
+        let err = Config::from_map(&vars(&[
+            ("APP_ENV", "production"),
+            ("DATABASE_URL", "postgres://x/y"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "REDIS_URL");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("RATELIMIT_MESSAGES", "ten per minute"),
+            ("GATEWAY_BIND", "nowhere"),
+            ("MAX_BODY_BYTES", "-1"),
+            ("API_KEYS", "justakey"),
+            ("RATELIMIT_STORAGE_URI", "memcached://x"),
+            ("APP_ENV", "staging"),
+        ] {
+            let err = Config::from_map(&vars(&[(var, value)])).unwrap_err();
+            assert_eq!(err.var, var, "{err}");
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let config = Config::from_map(&vars(&[
+            ("API_KEYS", "ops:supersecretkey"),
+            ("SENT_DM_API_KEY", "sentsecret"),
+        ]))
+        .unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("supersecretkey"));
+        assert!(!printed.contains("sentsecret"));
+    }
+
+    #[test]
+    fn api_keys_and_rotation_lists_parse() {
+        let config = Config::from_map(&vars(&[
+            ("API_KEYS", "a:key-aaaaaaaa, b:key-bbbbbbbb"),
+            ("SENT_DM_WEBHOOK_SECRET", "whsec_new,whsec_old"),
+            ("RATELIMIT_ENABLED", "off"),
+        ]))
+        .unwrap();
+        assert_eq!(config.api_keys.len(), 2);
+        assert_eq!(config.api_keys[1].0, "b");
+        assert_eq!(config.webhooks.sent_secrets.len(), 2);
+        assert!(!config.rate_limit.enabled);
+    }
+}

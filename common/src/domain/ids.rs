@@ -1,0 +1,35 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+/// Our id of a message: a ULID, so ids sort by creation time and are valid
+/// as Sent's `Idempotency-Key` (`[A-Za-z0-9_-]`) as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MessageId(pub Ulid);
+
+impl MessageId {
+    pub fn new() -> MessageId {
+        MessageId(Ulid::generate())
+    }
+}
+
+impl Default for MessageId {
+    fn default() -> Self {
+        MessageId::new()
+    }
+}
+
+impl FromStr for MessageId {
+    type Err = ulid::DecodeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ulid::from_string(s).map(MessageId)
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}

@@ -1,0 +1,188 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a message is in its life. Statuses are ordered by progress; a status
+/// only ever moves forward, so events that arrive out of order (a late `sent`
+/// after `delivered`) are recorded in the timeline but do not change it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    Queued,
+    Scheduled,
+    Sending,
+    Accepted,
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+    Blocked,
+    Filtered,
+    Cancelled,
+}
+
+impl MessageStatus {
+    pub const ALL: [MessageStatus; 11] = [
+        MessageStatus::Queued,
+        MessageStatus::Scheduled,
+        MessageStatus::Sending,
+        MessageStatus::Accepted,
+        MessageStatus::Sent,
+        MessageStatus::Delivered,
+        MessageStatus::Read,
+        MessageStatus::Failed,
+        MessageStatus::Blocked,
+        MessageStatus::Filtered,
+        MessageStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Queued => "queued",
+            MessageStatus::Scheduled => "scheduled",
+            MessageStatus::Sending => "sending",
+            MessageStatus::Accepted => "accepted",
+            MessageStatus::Sent => "sent",
+            MessageStatus::Delivered => "delivered",
+            MessageStatus::Read => "read",
+            MessageStatus::Failed => "failed",
+            MessageStatus::Blocked => "blocked",
+            MessageStatus::Filtered => "filtered",
+            MessageStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Progress rank. Terminal failures outrank every success short of
+    /// `delivered`: a message Sent reports failed after `sent` is failed, but a
+    /// stray `failed` after `delivered` (a reroute) does not undo delivery.
+    /// The same rank lives in SQL (`status_rank` in the migrations) so that the
+    /// guarded UPDATE and this function always agree.
+    pub fn rank(self) -> u8 {
+        match self {
+            MessageStatus::Queued => 0,
+            MessageStatus::Scheduled => 1,
+            MessageStatus::Sending => 2,
+            MessageStatus::Accepted => 3,
+            MessageStatus::Sent => 4,
+            MessageStatus::Failed
+            | MessageStatus::Blocked
+            | MessageStatus::Filtered
+            | MessageStatus::Cancelled => 5,
+            MessageStatus::Delivered => 6,
+            MessageStatus::Read => 7,
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            MessageStatus::Read
+                | MessageStatus::Failed
+                | MessageStatus::Blocked
+                | MessageStatus::Filtered
+                | MessageStatus::Cancelled
+        )
+    }
+
+    /// Whether moving from `self` to `next` is progress (and so applied).
+    pub fn can_become(self, next: MessageStatus) -> bool {
+        next.rank() > self.rank()
+    }
+
+    /// Sent's status name (`DELIVERED`, ...) to ours. `ROUTED` and `QUEUED` at
+    /// Sent mean Sent has the message: for us that is `accepted`.
+    pub fn from_sent(status: &str) -> Option<MessageStatus> {
+        Some(match status.to_ascii_uppercase().as_str() {
+            "QUEUED" | "ROUTED" | "ACCEPTED" | "PENDING" => MessageStatus::Accepted,
+            "SCHEDULED" => MessageStatus::Scheduled,
+            "SENT" => MessageStatus::Sent,
+            "DELIVERED" => MessageStatus::Delivered,
+            "READ" => MessageStatus::Read,
+            "FAILED" | "UNDELIVERED" => MessageStatus::Failed,
+            "BLOCKED" => MessageStatus::Blocked,
+            "FILTERED" => MessageStatus::Filtered,
+            "CANCELLED" | "CANCELED" => MessageStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+impl FromStr for MessageStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        MessageStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("Must be one of: {}.", MessageStatus::ALL.map(MessageStatus::as_str).join(", ")))
+    }
+}
+
+impl fmt::Display for MessageStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MessageStatus::*;
+    use super::*;
+
+    #[test]
+    fn a_late_sent_does_not_undo_delivered() {
+        assert!(Sent.can_become(Delivered));
+        assert!(!Delivered.can_become(Sent));
+        assert!(!Read.can_become(Delivered));
+        assert!(!Delivered.can_become(Failed));
+    }
+
+    #[test]
+    fn failure_after_sent_is_applied() {
+        assert!(Sent.can_become(Failed));
+        assert!(Accepted.can_become(Blocked));
+        assert!(!Failed.can_become(Sent));
+        assert!(!Failed.can_become(Blocked));
+    }
+
+    #[test]
+    fn every_order_of_events_ends_in_the_highest_rank() {
+        // Applying statuses in any order with can_become ends at the max rank.
+        let events = [Accepted, Sent, Delivered, Read];
+        for perm in permutations(&events) {
+            let mut current = Queued;
+            for next in perm {
+                if current.can_become(next) {
+                    current = next;
+                }
+            }
+            assert_eq!(current, Read);
+        }
+    }
+
+    fn permutations(items: &[MessageStatus]) -> Vec<Vec<MessageStatus>> {
+        if items.len() <= 1 {
+            return vec![items.to_vec()];
+        }
+        let mut out = Vec::new();
+        for i in 0..items.len() {
+            let mut rest = items.to_vec();
+            let first = rest.remove(i);
+            for mut perm in permutations(&rest) {
+                perm.insert(0, first);
+                out.push(perm);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for status in MessageStatus::ALL {
+            assert_eq!(status.as_str().parse::<MessageStatus>().unwrap(), status);
+        }
+        assert_eq!(MessageStatus::from_sent("DELIVERED"), Some(Delivered));
+        assert_eq!(MessageStatus::from_sent("ROUTED"), Some(Accepted));
+        assert_eq!(MessageStatus::from_sent("WHATEVER"), None);
+    }
+}

@@ -1,0 +1,54 @@
+//! Postgres storage. All SQL of the project lives in this module.
+
+mod accept;
+mod inbox;
+mod keys;
+mod messages;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+pub use accept::{IdempotencyClaim, NewMessage, Submission, SubmitOutcome};
+pub use inbox::{InboxEvent, InboxInsert, InboxInsertOutcome};
+pub use keys::{ApiKeyRecord, NewApiKey};
+pub use messages::{EventRecord, MessageFilter, MessageRecord, StatusChange};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Handle on the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects lazily: the process starts even while Postgres is down, and
+    /// requests answer 503 until it is back. `acquire_timeout` bounds how long a
+    /// request waits for a connection, so an outage never hangs a client.
+    pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Store, sqlx::Error> {
+        let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.disable_statement_logging();
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(options);
+        Ok(Store { pool })
+    }
+
+    pub fn from_pool(pool: PgPool) -> Store {
+        Store { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        MIGRATOR.run(&self.pool).await
+    }
+
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+    }
+}

@@ -1,0 +1,143 @@
+//! Isolation for integration tests: each test gets its own Postgres database,
+//! cloned from a migrated template (fast), and its own Redis key prefix. Both
+//! are removed when the test ends.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+use sqlx::{Connection, Executor, PgConnection};
+
+use crate::store::{MIGRATOR, Store};
+
+/// Server to create test databases on (`TEST_DATABASE_URL`, else local trust auth).
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn database_url(name: &str) -> String {
+    let admin = admin_url();
+    let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin);
+    format!("{base}/{name}")
+}
+
+/// A fresh, migrated database that is dropped with this value.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+    pub store: Store,
+}
+
+impl TestDatabase {
+    pub async fn new() -> TestDatabase {
+        let template = ensure_template().await;
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "gwtest_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            ulid::Ulid::generate().to_string().to_lowercase()
+        );
+        let mut admin = PgConnection::connect(&admin_url()).await.expect("connect to Postgres for tests");
+        // Two tests may clone the template at once; Postgres refuses while
+        // another session copies it, so retry briefly.
+        for attempt in 0.. {
+            match admin.execute(format!(r#"CREATE DATABASE "{name}" TEMPLATE "{template}""#).as_str()).await {
+                Ok(_) => break,
+                Err(e) if attempt < 50 => {
+                    let _ = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(50 + attempt * 10)).await;
+                }
+                Err(e) => panic!("create test database: {e}"),
+            }
+        }
+        let url = database_url(&name);
+        let store = Store::connect_lazy(&url, 10).expect("test database url");
+        TestDatabase { name, url, store }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async context rules: use a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
+                    let _ = admin.execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str()).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The template's name carries a hash of the migrations, so a changed schema
+/// gets a new template and old ones never serve stale tables.
+async fn ensure_template() -> String {
+    let mut hasher = Sha256::new();
+    for m in MIGRATOR.iter() {
+        hasher.update(m.version.to_le_bytes());
+        hasher.update(&*m.checksum);
+    }
+    let template = format!("gwtemplate_{}", &hex::encode(hasher.finalize())[..16]);
+    let mut admin = PgConnection::connect(&admin_url()).await.expect("connect to Postgres for tests");
+    // One test process at a time builds the template.
+    admin.execute("SELECT pg_advisory_lock(727274)").await.unwrap();
+    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate")
+        .bind(&template)
+        .fetch_optional(&mut admin)
+        .await
+        .unwrap();
+    if exists.is_none() {
+        let building = format!("{template}_building");
+        admin.execute(format!(r#"DROP DATABASE IF EXISTS "{building}" WITH (FORCE)"#).as_str()).await.unwrap();
+        admin.execute(format!(r#"CREATE DATABASE "{building}""#).as_str()).await.unwrap();
+        {
+            let mut conn = PgConnection::connect(&database_url(&building)).await.unwrap();
+            MIGRATOR.run(&mut conn).await.expect("migrate template");
+            conn.close().await.unwrap();
+        }
+        admin.execute(format!(r#"ALTER DATABASE "{building}" RENAME TO "{template}""#).as_str()).await.unwrap();
+        admin.execute(format!(r#"ALTER DATABASE "{template}" WITH is_template true"#).as_str()).await.unwrap();
+    }
+    admin.execute("SELECT pg_advisory_unlock(727274)").await.unwrap();
+    template
+}
+
+/// A Redis key prefix of this test's own; its keys are deleted on drop.
+pub struct TestRedis {
+    pub prefix: String,
+    pub url: String,
+}
+
+impl TestRedis {
+    pub fn new() -> TestRedis {
+        TestRedis {
+            prefix: format!("gwtest:{}", ulid::Ulid::generate().to_string().to_lowercase()),
+            url: redis_url(),
+        }
+    }
+}
+
+impl Default for TestRedis {
+    fn default() -> Self {
+        TestRedis::new()
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(self.url.as_str()) else { return };
+        let Ok(mut conn) = client.get_connection() else { return };
+        // Keys of a queue named "{prefix}:send" all start with the prefix.
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query(&mut conn).unwrap_or_default();
+        for chunk in keys.chunks(500) {
+            let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The application: state, every route, and the layers around them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use common::config::{Config, Profile};
+use common::queue::SendQueue;
+use common::rate::RateLimiter;
+use common::store::Store;
+use redis::aio::ConnectionManager;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::accept::Accepter;
+use crate::auth::{self, KeyRing};
+use crate::error::status_body;
+use crate::rate_limit;
+use crate::routes::{health, messages};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub queue: SendQueue,
+    pub redis: ConnectionManager,
+    pub accepter: Accepter,
+    pub keys: Arc<KeyRing>,
+    pub limiter: Option<RateLimiter>,
+}
+
+impl AppState {
+    pub async fn new(config: Config, store: Store, redis: ConnectionManager) -> anyhow::Result<AppState> {
+        let queue = SendQueue::new(redis.clone(), &config.redis_prefix);
+        let limiter = match (&config.rate_limit.enabled, &config.rate_limit.redis_url) {
+            (false, _) => None,
+            (true, None) => Some(RateLimiter::memory()),
+            (true, Some(url)) => {
+                let conn = common::queue::connect(url).await?;
+                Some(RateLimiter::redis(conn, config.redis_prefix.clone()))
+            }
+        };
+        Ok(AppState {
+            accepter: Accepter::start(store.clone(), queue.clone(), config.idempotency_ttl),
+            keys: Arc::new(KeyRing::new(&config.api_keys, store.clone())),
+            config: Arc::new(config),
+            store,
+            queue,
+            redis,
+            limiter,
+        })
+    }
+
+    pub fn allow_http_callbacks(&self) -> bool {
+        self.config.profile != Profile::Production
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Every route of the gateway, in one place.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/messages/send", post(messages::send))
+        .route("/api/messages/welcome", post(messages::welcome))
+        .route("/api/messages/order-confirmation", post(messages::order_confirmation))
+        .route("/api/messages/batch", post(messages::batch))
+        .route("/api/messages", get(messages::list))
+        .route("/api/messages/{id}", get(messages::get_one))
+        .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit::limit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_api_key));
+
+    let public = Router::new()
+        .route("/", get(health::index))
+        .route("/health", get(health::health))
+        .route("/health/live", get(health::live))
+        .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit::limit));
+
+    let max_body = state.config.max_body_bytes;
+    let timeout = state.config.request_timeout;
+    api.merge(public)
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                    let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(),
+                        request_id = %id, client = tracing::field::Empty)
+                }))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(middleware::from_fn(security_headers))
+                .layer(middleware::from_fn(json_errors))
+                .layer(CatchPanicLayer::custom(|_| panic_response()))
+                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout)),
+        )
+}
+
+/// The headers flask-talisman set, on every response.
+const SECURITY_HEADERS: [(HeaderName, &str); 6] = [
+    (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000; includeSubDomains"),
+    (header::CONTENT_SECURITY_POLICY, "default-src 'self'; script-src 'self'"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::X_FRAME_OPTIONS, "SAMEORIGIN"),
+    (header::REFERRER_POLICY, "strict-origin-when-cross-origin"),
+    (header::X_XSS_PROTECTION, "1; mode=block"),
+];
+
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.entry(name).or_insert(HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// Gives every error response the contract's JSON shape, including the ones
+/// the framework makes itself (404, 405, timeouts).
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let (mut parts, _) = response.into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return Response::from_parts(parts, Body::from(status_body(status).to_string()));
+    }
+    response
+}
+
+fn panic_response() -> Response {
+    tracing::error!("handler panicked");
+    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(status_body(StatusCode::INTERNAL_SERVER_ERROR))).into_response()
+}
+
+/// How long in-flight requests get to finish after SIGTERM.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);

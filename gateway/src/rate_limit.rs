@@ -1,0 +1,80 @@
+//! Per-client rate limits by route class, as in the original integration:
+//! sending routes, webhooks, everything else.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use common::rate::Quota;
+
+use crate::app::AppState;
+use crate::auth::Client;
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteClass {
+    Messages,
+    Webhooks,
+    Default,
+}
+
+impl RouteClass {
+    pub fn of(method: &Method, path: &str) -> Option<RouteClass> {
+        if path == "/health/live" || path == "/metrics" {
+            return None;
+        }
+        Some(if method == Method::POST && path.starts_with("/api/messages/") {
+            RouteClass::Messages
+        } else if path.starts_with("/webhooks/") {
+            RouteClass::Webhooks
+        } else {
+            RouteClass::Default
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RouteClass::Messages => "messages",
+            RouteClass::Webhooks => "webhooks",
+            RouteClass::Default => "default",
+        }
+    }
+}
+
+/// Runs after authentication, so an API key's client is known; others are limited by IP.
+pub async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+    let Some(limiter) = &state.limiter else {
+        return Ok(next.run(request).await);
+    };
+    let Some(class) = RouteClass::of(request.method(), request.uri().path()) else {
+        return Ok(next.run(request).await);
+    };
+    let config = &state.config.rate_limit;
+    let client = request.extensions().get::<Client>();
+    let quota: Quota = match class {
+        RouteClass::Messages => client.and_then(|c| c.rate_limit).unwrap_or(config.messages),
+        RouteClass::Webhooks => config.webhooks,
+        RouteClass::Default => config.default,
+    };
+    let who = match client {
+        Some(c) => format!("key:{}", c.name),
+        None => match request.extensions().get::<ConnectInfo<SocketAddr>>() {
+            Some(ConnectInfo(addr)) => format!("ip:{}", addr.ip()),
+            None => "ip:unknown".to_owned(),
+        },
+    };
+    match limiter.check(&format!("{}:{who}", class.name()), quota).await {
+        Ok(Ok(())) => Ok(next.run(request).await),
+        Ok(Err(wait)) => {
+            tracing::info!(class = class.name(), client = %who, "rate limited");
+            Err(ApiError::RateLimited { retry_after: wait.seconds() })
+        }
+        // A rate-limit store outage must not take the gateway down with it.
+        Err(error) => {
+            tracing::warn!(%error, "rate limit store unavailable; request allowed");
+            Ok(next.run(request).await)
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Submitting messages and reading their status.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, SecondsFormat, Utc};
+use common::domain::{Channel, MessageId, MessageStatus, PhoneNumber, TemplateRef};
+use common::store::{EventRecord, IdempotencyClaim, MessageFilter, MessageRecord, NewMessage, Submission, SubmitOutcome};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::app::AppState;
+use crate::auth::Client;
+use crate::error::{ApiError, FieldErrors};
+use crate::json::JsonObject;
+use crate::validation::{self, Fields, SendRequest, SendRules};
+
+const IDEMPOTENCY_KEY_MAX: usize = 255;
+pub const BATCH_MAX: usize = 1000;
+
+pub async fn send(
+    State(state): State<AppState>,
+    Extension(client): Extension<Client>,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let request = validation::send_request(&body, &rules(&state), Utc::now()).map_err(ApiError::Validation)?;
+    accept_one(&state, client, &headers, "send", request).await
+}
+
+pub async fn welcome(
+    State(state): State<AppState>,
+    Extension(client): Extension<Client>,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let mut f = Fields::new(&body, &["phone_number", "name"]);
+    let phone = f.phone("phone_number");
+    let name = f.string("name", false, Some(100)).unwrap_or_else(|| "Valued Customer".to_owned());
+    let phone = f.finish(phone).map_err(ApiError::Validation)?;
+    let templates = &state.config.templates;
+    let request = shortcut(
+        phone,
+        &templates.welcome_id,
+        &templates.welcome_name,
+        [("name", name)],
+        vec![Channel::Whatsapp],
+    );
+    accept_one(&state, client, &headers, "welcome", request).await
+}
+
+pub async fn order_confirmation(
+    State(state): State<AppState>,
+    Extension(client): Extension<Client>,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let mut f = Fields::new(&body, &["phone_number", "order_number", "total"]);
+    let phone = f.phone("phone_number");
+    let order_number = f.string("order_number", true, Some(100));
+    let total = f.string("total", true, Some(100));
+    let (phone, (order_number, total)) =
+        f.finish(phone.zip(order_number.zip(total))).map_err(ApiError::Validation)?;
+    let templates = &state.config.templates;
+    let request = shortcut(
+        phone,
+        &templates.order_confirmation_id,
+        &templates.order_confirmation_name,
+        [("order_number", order_number), ("total", total)],
+        vec![Channel::Sms, Channel::Whatsapp],
+    );
+    accept_one(&state, client, &headers, "order-confirmation", request).await
+}
+
+pub async fn batch(
+    State(state): State<AppState>,
+    Extension(client): Extension<Client>,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let mut f = Fields::new(&body, &["messages"]);
+    let items = match body.get("messages") {
+        Some(Value::Array(items)) if (1..=BATCH_MAX).contains(&items.len()) => Some(items),
+        Some(Value::Array(_)) => {
+            f.error("messages", format!("Length must be between 1 and {BATCH_MAX}."));
+            None
+        }
+        None => {
+            f.error("messages", validation::MISSING);
+            None
+        }
+        Some(_) => {
+            f.error("messages", "Not a valid list.");
+            None
+        }
+    };
+    let items = f.finish(items).map_err(ApiError::Validation)?;
+
+    let now = Utc::now();
+    let rules = rules(&state);
+    let checked: Vec<Result<SendRequest, FieldErrors>> = items
+        .iter()
+        .map(|item| match item.as_object() {
+            Some(object) => validation::send_request(object, &rules, now),
+            None => Err(FieldErrors::from([("_item".to_owned(), vec!["Not a valid object.".to_owned()])])),
+        })
+        .collect();
+
+    let mut messages = Vec::new();
+    let results: Vec<Value> = checked
+        .iter()
+        .map(|result| match result {
+            Ok(request) => {
+                let message = new_message(request);
+                let id = message.id.to_string();
+                messages.push(message);
+                json!({"message_id": id, "status": "queued"})
+            }
+            Err(errors) => ApiError::Validation(errors.clone()).body(),
+        })
+        .collect();
+    let canonical: Vec<Value> = checked
+        .iter()
+        .map(|r| match r {
+            Ok(request) => serde_json::to_value(request).unwrap_or_default(),
+            Err(errors) => json!({"invalid": errors}),
+        })
+        .collect();
+    let response_body = json!({"results": results, "created_at": timestamp(now)});
+    let submission = submission(&client, &headers, "batch", &canonical, messages, now, response_body)?;
+    submit(&state, submission, None).await
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    Extension(client): Extension<Client>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if id.parse::<MessageId>().is_err() {
+        return Err(ApiError::NotFound);
+    }
+    let message = state.store.message(&client.name, &id).await?.ok_or(ApiError::NotFound)?;
+    let events = state.store.events(&id).await?;
+    let mut view = message_view(&message);
+    view["events"] = events.iter().map(event_view).collect();
+    Ok(Json(view))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    since: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+pub const LIST_DEFAULT: i64 = 50;
+pub const LIST_MAX: i64 = 200;
+
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(client): Extension<Client>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let mut errors = FieldErrors::new();
+    let mut bad = |field: &str, problem: String| errors.entry(field.to_owned()).or_default().push(problem);
+    let status = query.status.as_deref().and_then(|s| s.parse::<MessageStatus>().map_err(|e| bad("status", e)).ok());
+    let since = query.since.as_deref().and_then(|s| {
+        DateTime::parse_from_rfc3339(s)
+            .map(|d| d.with_timezone(&Utc))
+            .map_err(|_| bad("since", "Not a valid RFC 3339 date-time with offset.".into()))
+            .ok()
+    });
+    let limit = match query.limit.as_deref().map(str::parse::<i64>) {
+        None => LIST_DEFAULT,
+        Some(Ok(n)) if (1..=LIST_MAX).contains(&n) => n,
+        Some(_) => {
+            bad("limit", format!("Must be between 1 and {LIST_MAX}."));
+            LIST_DEFAULT
+        }
+    };
+    let before = match query.cursor {
+        Some(c) if c.parse::<MessageId>().is_err() => {
+            bad("cursor", "Not a valid cursor.".into());
+            None
+        }
+        other => other,
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let filter = MessageFilter { status, since, before, limit };
+    let messages = state.store.messages(&client.name, &filter).await?;
+    let next_cursor = (messages.len() as i64 == limit).then(|| messages.last().map(|m| m.id.clone())).flatten();
+    Ok(Json(json!({
+        "messages": messages.iter().map(message_view).collect::<Vec<_>>(),
+        "next_cursor": next_cursor,
+    })))
+}
+
+fn rules(state: &AppState) -> SendRules {
+    SendRules { allow_http_callbacks: state.allow_http_callbacks() }
+}
+
+fn shortcut<const N: usize>(
+    phone_number: PhoneNumber,
+    template_id: &str,
+    template_name: &str,
+    parameters: [(&str, String); N],
+    channels: Vec<Channel>,
+) -> SendRequest {
+    SendRequest {
+        phone_number,
+        template: TemplateRef { id: Some(template_id.to_owned()), name: Some(template_name.to_owned()) },
+        parameters: parameters.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        channels,
+        scheduled_at: None,
+        sandbox: false,
+        callback_url: None,
+        metadata: BTreeMap::new(),
+    }
+}
+
+fn new_message(request: &SendRequest) -> NewMessage {
+    NewMessage {
+        id: MessageId::new(),
+        phone_number: request.phone_number.to_string(),
+        template_id: request.template.id.clone(),
+        template_name: request.template.name.clone(),
+        parameters: json!(request.parameters),
+        channels: request.channels.iter().map(|c| c.as_str().to_owned()).collect(),
+        scheduled_at: request.scheduled_at,
+        sandbox: request.sandbox,
+        callback_url: request.callback_url.clone(),
+        metadata: json!(request.metadata),
+    }
+}
+
+async fn accept_one(
+    state: &AppState,
+    client: Client,
+    headers: &HeaderMap,
+    route: &str,
+    request: SendRequest,
+) -> Result<Response, ApiError> {
+    let now = Utc::now();
+    let message = new_message(&request);
+    let location = format!("/api/messages/{}", message.id);
+    let body = json!({"message_id": message.id.to_string(), "status": "queued", "created_at": timestamp(now)});
+    let submission = submission(&client, headers, route, &request, vec![message], now, body)?;
+    submit(state, submission, Some(location)).await
+}
+
+fn submission(
+    client: &Client,
+    headers: &HeaderMap,
+    route: &str,
+    canonical_request: &impl serde::Serialize,
+    messages: Vec<NewMessage>,
+    created_at: DateTime<Utc>,
+    response_body: Value,
+) -> Result<Submission, ApiError> {
+    let idempotency = idempotency_key(headers)?.map(|key| {
+        let mut hasher = Sha256::new();
+        hasher.update(route.as_bytes());
+        hasher.update(serde_json::to_vec(canonical_request).unwrap_or_default());
+        IdempotencyClaim { key, route: route.to_owned(), request_hash: hasher.finalize().to_vec() }
+    });
+    Ok(Submission {
+        client: client.name.clone(),
+        idempotency,
+        messages,
+        created_at,
+        response_status: StatusCode::ACCEPTED.as_u16(),
+        response_body,
+    })
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    match value.to_str() {
+        Ok(key) if !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_MAX && key.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(key.to_owned()))
+        }
+        _ => Err(ApiError::field(
+            "Idempotency-Key",
+            format!("Must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters."),
+        )),
+    }
+}
+
+async fn submit(state: &AppState, submission: Submission, location: Option<String>) -> Result<Response, ApiError> {
+    let fresh_body = submission.response_body.clone();
+    let (status, body, replayed) = match state.accepter.submit(submission, Default::default()).await? {
+        SubmitOutcome::Stored => (StatusCode::ACCEPTED, fresh_body, false),
+        SubmitOutcome::Replay { status, body } => {
+            (StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED), body, true)
+        }
+        SubmitOutcome::Conflict => return Err(ApiError::IdempotencyConflict),
+    };
+    let location = location.map(|_| body["message_id"].as_str().map(|id| format!("/api/messages/{id}"))).flatten();
+    let mut response = (status, Json(body)).into_response();
+    if let Some(location) = location.and_then(|l| HeaderValue::try_from(l).ok()) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn message_view(m: &MessageRecord) -> Value {
+    json!({
+        "message_id": m.id,
+        "status": m.status,
+        "phone_number": m.phone_number,
+        "template_id": m.template_id,
+        "template_name": m.template_name,
+        "channels": m.channels,
+        "attempts": m.attempts,
+        "provider_message_id": m.provider_message_id,
+        "last_error": m.last_error,
+        "last_error_code": m.last_error_code,
+        "scheduled_at": m.scheduled_at.map(timestamp),
+        "dead_lettered": m.dead_lettered_at.is_some(),
+        "metadata": m.metadata,
+        "created_at": timestamp(m.created_at),
+        "updated_at": timestamp(m.updated_at),
+    })
+}
+
+fn event_view(e: &EventRecord) -> Value {
+    json!({"status": e.status, "at": timestamp(e.at), "source": e.source, "applied": e.applied,
+           "attempt": e.attempt, "detail": e.detail})
+}

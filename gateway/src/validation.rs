@@ -1,0 +1,291 @@
+//! Validation of request bodies into domain values, collecting every
+//! problem by field (messages worded as in the original integration).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use common::domain::{Channel, PhoneNumber, TEMPLATE_FIELD_MAX, TemplateRef};
+use serde_json::{Map, Value};
+
+use crate::error::FieldErrors;
+
+pub const MISSING: &str = "Missing data for required field.";
+const NOT_STRING: &str = "Not a valid string.";
+const UNKNOWN: &str = "Unknown field.";
+pub const METADATA_MAX_KEYS: usize = 20;
+const METADATA_MAX_KEY_CHARS: usize = 64;
+const METADATA_MAX_VALUE_CHARS: usize = 512;
+const PARAMETERS_MAX_KEYS: usize = 100;
+const PARAMETER_MAX_KEY_CHARS: usize = 128;
+const PARAMETER_MAX_CHARS: usize = 1024;
+
+/// A validated send request. Its JSON form is canonical (sorted maps), so
+/// it is what an `Idempotency-Key` repeat is compared on.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SendRequest {
+    pub phone_number: PhoneNumber,
+    pub template: TemplateRef,
+    pub parameters: BTreeMap<String, String>,
+    pub channels: Vec<Channel>,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub sandbox: bool,
+    pub callback_url: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Reads fields off one JSON object, remembering each problem.
+pub struct Fields<'a> {
+    object: &'a Map<String, Value>,
+    pub errors: FieldErrors,
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(object: &'a Map<String, Value>, allowed: &[&str]) -> Fields<'a> {
+        let mut fields = Fields { object, errors: FieldErrors::new() };
+        for key in object.keys() {
+            if !allowed.contains(&key.as_str()) {
+                fields.error(key, UNKNOWN);
+            }
+        }
+        fields
+    }
+
+    pub fn error(&mut self, field: &str, problem: impl Into<String>) {
+        self.errors.entry(field.to_owned()).or_default().push(problem.into());
+    }
+
+    fn present(&self, field: &str) -> Option<&'a Value> {
+        self.object.get(field).filter(|v| !v.is_null())
+    }
+
+    pub fn string(&mut self, field: &str, required: bool, max_chars: Option<usize>) -> Option<String> {
+        match self.present(field) {
+            None => {
+                if required {
+                    self.error(field, MISSING);
+                }
+                None
+            }
+            Some(Value::String(s)) => {
+                if let Some(max) = max_chars
+                    && s.chars().count() > max
+                {
+                    self.error(field, format!("Longer than maximum length {max}."));
+                    return None;
+                }
+                Some(s.clone())
+            }
+            Some(_) => {
+                self.error(field, NOT_STRING);
+                None
+            }
+        }
+    }
+
+    pub fn phone(&mut self, field: &str) -> Option<PhoneNumber> {
+        let raw = self.string(field, true, None)?;
+        PhoneNumber::parse(&raw).map_err(|e| self.error(field, e)).ok()
+    }
+
+    pub fn string_map(&mut self, field: &str, max_keys: usize, max_key: usize, max_value: usize) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        match self.present(field) {
+            None => {}
+            Some(Value::Object(map)) => {
+                if map.len() > max_keys {
+                    self.error(field, format!("At most {max_keys} entries."));
+                    return out;
+                }
+                for (key, value) in map {
+                    match value {
+                        Value::String(s) if key.chars().count() <= max_key && s.chars().count() <= max_value => {
+                            out.insert(key.clone(), s.clone());
+                        }
+                        Value::String(_) => self.error(
+                            &format!("{field}.{key}"),
+                            format!("Keys up to {max_key} and values up to {max_value} characters."),
+                        ),
+                        _ => self.error(&format!("{field}.{key}"), NOT_STRING),
+                    }
+                }
+            }
+            Some(_) => self.error(field, "Not a valid mapping type."),
+        }
+        out
+    }
+
+    pub fn boolean(&mut self, field: &str) -> bool {
+        match self.present(field) {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                self.error(field, "Not a valid boolean.");
+                false
+            }
+        }
+    }
+
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, FieldErrors> {
+        match value {
+            Some(v) if self.errors.is_empty() => Ok(v),
+            _ => Err(self.errors),
+        }
+    }
+}
+
+pub struct SendRules {
+    pub allow_http_callbacks: bool,
+}
+
+const SEND_FIELDS: &[&str] = &[
+    "phone_number", "template_id", "template_name", "parameters", "channels", "scheduled_at", "sandbox",
+    "callback_url", "metadata",
+];
+
+pub fn send_request(object: &Map<String, Value>, rules: &SendRules, now: DateTime<Utc>) -> Result<SendRequest, FieldErrors> {
+    let mut f = Fields::new(object, SEND_FIELDS);
+    let phone_number = f.phone("phone_number");
+    let template = template(&mut f);
+    let parameters = f.string_map("parameters", PARAMETERS_MAX_KEYS, PARAMETER_MAX_KEY_CHARS, PARAMETER_MAX_CHARS);
+    let channels = channels(&mut f);
+    let scheduled_at = scheduled_at(&mut f, now);
+    let sandbox = f.boolean("sandbox");
+    let callback_url = callback_url(&mut f, rules);
+    let metadata = f.string_map("metadata", METADATA_MAX_KEYS, METADATA_MAX_KEY_CHARS, METADATA_MAX_VALUE_CHARS);
+    let request = phone_number.zip(template).map(|(phone_number, template)| SendRequest {
+        phone_number,
+        template,
+        parameters,
+        channels,
+        scheduled_at,
+        sandbox,
+        callback_url,
+        metadata,
+    });
+    f.finish(request)
+}
+
+/// `template_id` and/or `template_name`, each 1..=100 characters.
+fn template(f: &mut Fields<'_>) -> Option<TemplateRef> {
+    let id = f.string("template_id", false, None);
+    let name = f.string("template_name", false, None);
+    if f.errors.contains_key("template_id") || f.errors.contains_key("template_name") {
+        return None;
+    }
+    if id.is_none() && name.is_none() {
+        for field in ["template_id", "template_name"] {
+            f.error(field, "One of template_id or template_name is required.");
+        }
+        return None;
+    }
+    for (field, value) in [("template_id", &id), ("template_name", &name)] {
+        if value.as_ref().is_some_and(|v| !(1..=TEMPLATE_FIELD_MAX).contains(&v.chars().count())) {
+            f.error(field, "Length must be between 1 and 100.");
+        }
+    }
+    TemplateRef::new(id, name).ok()
+}
+
+fn channels(f: &mut Fields<'_>) -> Vec<Channel> {
+    let mut out = Vec::new();
+    match f.present("channels") {
+        None => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                match item.as_str().map(str::parse::<Channel>) {
+                    Some(Ok(c)) if !out.contains(&c) => out.push(c),
+                    Some(Ok(_)) => f.error(&format!("channels.{i}"), "Duplicate channel."),
+                    Some(Err(problem)) => f.error(&format!("channels.{i}"), problem),
+                    None => f.error(&format!("channels.{i}"), NOT_STRING),
+                }
+            }
+        }
+        Some(_) => f.error("channels", "Not a valid list."),
+    }
+    out
+}
+
+fn scheduled_at(f: &mut Fields<'_>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let raw = f.string("scheduled_at", false, None)?;
+    match DateTime::parse_from_rfc3339(&raw) {
+        Err(_) => {
+            f.error("scheduled_at", "Not a valid RFC 3339 date-time with offset.");
+            None
+        }
+        Ok(at) => {
+            let at = at.with_timezone(&Utc);
+            let ahead = at - now;
+            if ahead < chrono::Duration::minutes(1) || ahead > chrono::Duration::days(30) {
+                f.error("scheduled_at", "Must be between 1 minute and 30 days from now.");
+                None
+            } else {
+                Some(at)
+            }
+        }
+    }
+}
+
+fn callback_url(f: &mut Fields<'_>, rules: &SendRules) -> Option<String> {
+    let raw = f.string("callback_url", false, Some(2048))?;
+    match url::Url::parse(&raw) {
+        Ok(u) if u.scheme() == "https" && u.host().is_some() => Some(raw),
+        Ok(u) if u.scheme() == "http" && u.host().is_some() && rules.allow_http_callbacks => Some(raw),
+        _ => {
+            f.error("callback_url", if rules.allow_http_callbacks { "Not a valid http(s) URL." } else { "Not a valid https URL." });
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn validate(body: Value) -> Result<SendRequest, FieldErrors> {
+        send_request(body.as_object().unwrap(), &SendRules { allow_http_callbacks: false }, Utc::now())
+    }
+
+    #[test]
+    fn the_original_example_is_valid() {
+        let req = validate(json!({"phone_number": "+1234567890", "template_id": "template-123",
+            "template_name": "welcome", "parameters": {"name": "John"}}))
+        .unwrap();
+        assert_eq!(req.phone_number.as_str(), "+1234567890");
+        assert_eq!(req.parameters["name"], "John");
+    }
+
+    #[test]
+    fn every_problem_is_reported_by_field() {
+        let errors = validate(json!({"phone_number": "invalid", "template_id": "", "parameters": {"n": 1},
+            "channels": ["sms", "email"], "sandbox": "yes", "callback_url": "http://x.example", "extra": 1}))
+        .unwrap_err();
+        assert_eq!(errors["phone_number"], vec!["E.164 format required"]);
+        assert_eq!(errors["template_id"], vec!["Length must be between 1 and 100."]);
+        assert!(errors.contains_key("parameters.n"));
+        assert!(errors["channels.1"][0].starts_with("Must be one of"));
+        assert!(errors.contains_key("sandbox"));
+        assert!(errors.contains_key("callback_url"));
+        assert_eq!(errors["extra"], vec!["Unknown field."]);
+    }
+
+    #[test]
+    fn empty_body_names_the_required_fields() {
+        let errors = validate(json!({})).unwrap_err();
+        assert_eq!(errors["phone_number"], vec![MISSING]);
+        assert!(errors.contains_key("template_id") && errors.contains_key("template_name"));
+    }
+
+    #[test]
+    fn scheduled_at_must_be_in_sents_window() {
+        let soon = (Utc::now() + chrono::Duration::seconds(10)).to_rfc3339();
+        let later = (Utc::now() + chrono::Duration::days(2)).to_rfc3339();
+        let naive = "2026-12-01T09:00:00";
+        let base = json!({"phone_number": "+14155550123", "template_name": "t"});
+        for (value, ok) in [(soon, false), (later, true), (naive.to_owned(), false)] {
+            let mut body = base.clone();
+            body["scheduled_at"] = json!(value);
+            assert_eq!(validate(body).is_ok(), ok, "{value}");
+        }
+    }
+}
