@@ -1,0 +1,173 @@
+//! Spawns the gateway in-process on a random port, with its own database
+//! (cloned from the migrated template) and its own Redis key prefix.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use common::config::Config;
+use common::test_support::{TestDatabase, TestRedis};
+use gateway::app::AppState;
+use serde_json::Value;
+
+pub const API_KEY: &str = "test-key-0123456789";
+pub const OTHER_KEY: &str = "other-key-0123456789";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db: TestDatabase,
+    pub redis: TestRedis,
+    pub state: AppState,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl TestApp {
+    /// Testing profile (rate limits off, as in the original) plus `overrides`.
+    pub async fn spawn(overrides: &[(&str, &str)]) -> TestApp {
+        let db = TestDatabase::new().await;
+        let redis = TestRedis::new();
+        let mut vars: HashMap<String, String> = [
+            ("APP_ENV", "testing"),
+            ("LOG_LEVEL", "warn"),
+            ("DATABASE_URL", db.url.as_str()),
+            ("REDIS_URL", redis.url.as_str()),
+            ("REDIS_PREFIX", redis.prefix.as_str()),
+            ("API_KEYS", &format!("tester:{API_KEY},other:{OTHER_KEY}")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        for (k, v) in overrides {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        let config = Config::from_map(&vars).expect("test config");
+        // Through the configured URLs, so a test can route them via a proxy.
+        let redis_conn = common::queue::connect(config.redis_url.expose()).await.expect("redis");
+        let store = common::store::Store::connect_lazy(config.database_url.expose(), 8).unwrap();
+        let state = AppState::new(config, store, redis_conn).await.expect("state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server_state = state.clone();
+        let server = tokio::spawn(async move {
+            let app = gateway::app::router(server_state).into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, app).await.unwrap();
+        });
+        TestApp {
+            addr,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            db,
+            redis,
+            state,
+            server,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path)).bearer_auth(API_KEY)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path)).bearer_auth(API_KEY)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+        let response = self.post(path).json(body).send().await.unwrap();
+        split(response).await
+    }
+
+    /// Jobs waiting in this test's send queue, decoded. apalis-redis files
+    /// every push under its scheduled set (due now) until a worker fetches.
+    pub async fn queued_jobs(&self) -> Vec<Value> {
+        let mut conn = common::queue::connect(&self.redis.url).await.unwrap();
+        let config = self.state.queue.config();
+        let (mut ids, active): (Vec<String>, Vec<String>) = redis::pipe()
+            .zrange(config.scheduled_jobs_set(), 0, -1)
+            .lrange(config.active_jobs_list(), 0, -1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        ids.extend(active);
+        let mut jobs = Vec::new();
+        for id in ids {
+            let data: Vec<u8> = redis::cmd("HGET")
+                .arg(config.job_data_hash())
+                .arg(&id)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            jobs.push(serde_json::from_slice(&data).unwrap());
+        }
+        jobs
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub async fn split(response: reqwest::Response) -> (u16, reqwest::header::HeaderMap, Value) {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, headers, body)
+}
+
+pub fn send_body() -> Value {
+    serde_json::json!({
+        "phone_number": "+1234567890",
+        "template_id": "template-123",
+        "template_name": "welcome",
+        "parameters": {"name": "John"}
+    })
+}
+
+/// A TCP proxy to a real service that a test can cut, to see the gateway
+/// face an outage of Postgres or Redis without stopping the shared server.
+pub struct CutableProxy {
+    pub addr: SocketAddr,
+    cut: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CutableProxy {
+    pub async fn start(target: &str) -> CutableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = tokio_util::sync::CancellationToken::new();
+        let target = target.to_owned();
+        let token = cut.clone();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let (mut inbound, _) = tokio::select! {
+                    accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
+                    _ = token.cancelled() => break,
+                };
+                let target = target.clone();
+                connections.spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+            }
+            // Every open connection is dropped before `cut` returns.
+            connections.shutdown().await;
+        });
+        CutableProxy { addr, cut, task }
+    }
+
+    /// Drops every connection and stops listening: the service looks down.
+    pub async fn cut(self) {
+        self.cut.cancel();
+        let _ = self.task.await;
+    }
+}
