@@ -1,6 +1,7 @@
 //! Postgres storage. All SQL of the project lives in this module.
 
 mod accept;
+mod callbacks;
 mod inbox;
 mod keys;
 mod messages;
@@ -11,7 +12,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 pub use accept::{IdempotencyClaim, NewMessage, Submission, SubmitOutcome};
-pub use inbox::{InboxEvent, InboxInsert, InboxInsertOutcome};
+pub use callbacks::{CallbackAttempt, CallbackAttemptRecord, CallbackDelivery, CallbackNext, CallbackRecord};
+pub use inbox::{InboxEvent, InboxFinish, InboxInsert, InboxInsertOutcome, InboxRecord, InboxResult};
 pub use keys::{ApiKeyRecord, NewApiKey};
 pub use messages::{EventRecord, MessageFilter, MessageRecord, StatusChange};
 
@@ -42,6 +44,16 @@ impl Store {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Creates the database named in `url` if it does not exist yet, so a
+    /// fresh machine needs no manual `createdb`.
+    pub async fn ensure_database(url: &str) -> Result<(), sqlx::Error> {
+        use sqlx::migrate::MigrateDatabase;
+        if !sqlx::Postgres::database_exists(url).await? {
+            sqlx::Postgres::create_database(url).await?;
+        }
+        Ok(())
     }
 
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
