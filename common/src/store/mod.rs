@@ -1,7 +1,6 @@
 //! Postgres storage. All SQL of the project lives in this module.
 
 mod accept;
-mod callbacks;
 mod inbox;
 mod keys;
 mod messages;
@@ -12,8 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 pub use accept::{IdempotencyClaim, NewMessage, Submission, SubmitOutcome};
-pub use callbacks::{CallbackAttempt, CallbackAttemptRecord, CallbackDelivery, CallbackNext, CallbackRecord};
-pub use inbox::{InboxEvent, InboxFinish, InboxInsert, InboxInsertOutcome, InboxRecord, InboxResult};
+pub use inbox::{InboxEvent, InboxInsert, InboxInsertOutcome};
 pub use keys::{ApiKeyRecord, NewApiKey};
 pub use messages::{EventRecord, MessageFilter, MessageRecord, StatusChange};
 
