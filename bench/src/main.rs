@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
 #[derive(Parser, Debug, Clone)]
+#[command(args_override_self = true)]
 struct Args {
     /// host:port of the server.
     #[arg(long, default_value = "127.0.0.1:8000")]
@@ -58,9 +59,16 @@ async fn main() -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for worker in 0..args.connections {
         let args = args.clone();
-        tasks.push(tokio::spawn(async move { run_connection(&args, worker, deadline).await }));
+        tasks.push(tokio::spawn(async move {
+            run_connection(&args, worker, deadline).await
+        }));
     }
-    let mut total = Report { histogram: hdrhistogram::Histogram::new(3)?, ok: 0, errors: 0, statuses: Default::default() };
+    let mut total = Report {
+        histogram: hdrhistogram::Histogram::new(3)?,
+        ok: 0,
+        errors: 0,
+        statuses: Default::default(),
+    };
     for task in tasks {
         let report = task.await??;
         total.histogram.add(&report.histogram)?;
@@ -71,7 +79,11 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let per_request = if args.scenario == "batch" { args.batch_size as f64 } else { 1.0 };
+    let per_request = if args.scenario == "batch" {
+        args.batch_size as f64
+    } else {
+        1.0
+    };
     let h = &total.histogram;
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
@@ -95,12 +107,19 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run_connection(args: &Args, worker: usize, deadline: Instant) -> anyhow::Result<Report> {
-    let mut report = Report { histogram: hdrhistogram::Histogram::new(3)?, ok: 0, errors: 0, statuses: Default::default() };
+    let mut report = Report {
+        histogram: hdrhistogram::Histogram::new(3)?,
+        ok: 0,
+        errors: 0,
+        statuses: Default::default(),
+    };
     let stream = TcpStream::connect(&args.target).await?;
     stream.set_nodelay(true)?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let pause = (args.rate > 0).then(|| Duration::from_secs_f64(args.connections as f64 / args.rate as f64));
+    let pause = (args.rate > 0)
+        .then(|| Duration::from_secs_f64(args.connections as f64 / args.rate as f64));
     let mut next_at = Instant::now();
     let mut sequence = 0u64;
     while Instant::now() < deadline {
@@ -145,7 +164,11 @@ fn send_body(worker: usize, sequence: u64) -> Value {
     })
 }
 
-fn build_request(args: &Args, worker: usize, sequence: u64) -> anyhow::Result<Request<Full<Bytes>>> {
+fn build_request(
+    args: &Args,
+    worker: usize,
+    sequence: u64,
+) -> anyhow::Result<Request<Full<Bytes>>> {
     let (path, body, extra): (&str, Value, Vec<(String, String)>) = match args.scenario.as_str() {
         "send" => ("/api/messages/send", send_body(worker, sequence), vec![]),
         "batch" => (
@@ -174,7 +197,10 @@ fn build_request(args: &Args, worker: usize, sequence: u64) -> anyhow::Result<Re
                     ("x-webhook-id".into(), endpoint.into()),
                     ("x-webhook-timestamp".into(), timestamp),
                     ("x-webhook-signature".into(), signature),
-                    ("x-webhook-event-id".into(), format!("evt-{}-{worker}-{sequence}", ulid::Ulid::generate())),
+                    (
+                        "x-webhook-event-id".into(),
+                        format!("evt-{}-{worker}-{sequence}", ulid::Ulid::generate()),
+                    ),
                 ],
             )
         }

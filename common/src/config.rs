@@ -103,6 +103,41 @@ pub struct TemplateConfig {
     pub order_confirmation_name: String,
 }
 
+/// Processing of the webhook inbox by the worker (`INBOX_*`).
+#[derive(Debug, Clone)]
+pub struct InboxConfig {
+    /// Events claimed per round trip.
+    pub batch_size: i64,
+    /// Events of one batch processed at once.
+    pub concurrency: usize,
+    /// Processing attempts before an event is parked as poison.
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// How long a claim lasts; a worker that dies mid-way loses it after this.
+    pub lease: Duration,
+    /// Polling fallback when no notification arrives.
+    pub poll_interval: Duration,
+    /// How often unmatched events are checked against new send records.
+    pub rematch_interval: Duration,
+    /// How long an event waits for its message before it is parked.
+    pub unmatched_ttl: Duration,
+}
+
+/// Delivery of status callbacks to clients (`CALLBACK_*`).
+#[derive(Debug, Clone)]
+pub struct CallbackConfig {
+    /// Timeout of one POST, connection included.
+    pub timeout: Duration,
+    /// Attempts before a callback is given up.
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Callbacks delivered at once by one worker.
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub concurrency: usize,
@@ -113,6 +148,9 @@ pub struct WorkerConfig {
     pub missed_heartbeats: usize,
     pub reconcile_interval: Duration,
     pub reconcile_after: Duration,
+    /// On SIGTERM, how long in-flight sends may take to finish before the
+    /// process exits anyway (their jobs then return to the queue).
+    pub shutdown_grace: Duration,
     pub metrics_bind: SocketAddr,
 }
 
@@ -138,6 +176,8 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     pub templates: TemplateConfig,
     pub worker: WorkerConfig,
+    pub inbox: InboxConfig,
+    pub callbacks: CallbackConfig,
 }
 
 /// A configuration error: always names the variable at fault.
@@ -193,7 +233,9 @@ impl Config {
             {
                 "json" => LogFormat::Json,
                 "pretty" | "text" => LogFormat::Pretty,
-                other => return Err(env.bad("LOG_FORMAT", format!("'{other}' is not json or pretty"))),
+                other => {
+                    return Err(env.bad("LOG_FORMAT", format!("'{other}' is not json or pretty")));
+                }
             },
             otlp_endpoint: env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
         };
@@ -234,10 +276,15 @@ impl Config {
         let webhooks = WebhookConfig {
             sent_secrets: env.list("SENT_DM_WEBHOOK_SECRET").map(Secret).collect(),
             tolerance: env.seconds("WEBHOOK_TOLERANCE_SECS", 300)?,
-            allow_legacy_signature: env
-                .parse("WEBHOOK_ALLOW_LEGACY_SIGNATURE", profile != Profile::Production)?,
+            allow_legacy_signature: env.parse(
+                "WEBHOOK_ALLOW_LEGACY_SIGNATURE",
+                profile != Profile::Production,
+            )?,
             stripe_secrets: env.list("STRIPE_WEBHOOK_SECRET").map(Secret).collect(),
-            telegram_secret_tokens: env.list("TELEGRAM_WEBHOOK_SECRET_TOKEN").map(Secret).collect(),
+            telegram_secret_tokens: env
+                .list("TELEGRAM_WEBHOOK_SECRET_TOKEN")
+                .map(Secret)
+                .collect(),
         };
         let webhooks = if testing && webhooks.sent_secrets.is_empty() {
             WebhookConfig {
@@ -251,8 +298,10 @@ impl Config {
         let templates = TemplateConfig {
             welcome_id: env.string("WELCOME_TEMPLATE_ID", "welcome-template-id"),
             welcome_name: env.string("WELCOME_TEMPLATE_NAME", "welcome"),
-            order_confirmation_id: env.string("ORDER_CONFIRMATION_TEMPLATE_ID", "order-confirmation-id"),
-            order_confirmation_name: env.string("ORDER_CONFIRMATION_TEMPLATE_NAME", "order_confirmation"),
+            order_confirmation_id: env
+                .string("ORDER_CONFIRMATION_TEMPLATE_ID", "order-confirmation-id"),
+            order_confirmation_name: env
+                .string("ORDER_CONFIRMATION_TEMPLATE_NAME", "order_confirmation"),
         };
 
         let worker = WorkerConfig {
@@ -264,6 +313,7 @@ impl Config {
             missed_heartbeats: env.parse("WORKER_MISSED_HEARTBEATS", 3)?,
             reconcile_interval: env.seconds("RECONCILE_INTERVAL_SECS", 30)?,
             reconcile_after: env.seconds("RECONCILE_AFTER_SECS", 120)?,
+            shutdown_grace: env.seconds("WORKER_SHUTDOWN_GRACE_SECS", 30)?,
             metrics_bind: env.parse("WORKER_METRICS_BIND", "0.0.0.0:9100".parse().unwrap())?,
         };
         if worker.concurrency == 0 {
@@ -271,6 +321,48 @@ impl Config {
         }
         if worker.max_attempts == 0 {
             return Err(env.bad("WORKER_MAX_ATTEMPTS", "must be at least 1".into()));
+        }
+
+        let inbox = InboxConfig {
+            batch_size: env.parse("INBOX_BATCH_SIZE", 200)?,
+            concurrency: env.parse("INBOX_CONCURRENCY", 8)?,
+            max_attempts: env.parse("INBOX_MAX_ATTEMPTS", 10)?,
+            backoff_base: Duration::from_millis(env.parse("INBOX_BACKOFF_BASE_MS", 1000)?),
+            backoff_max: env.seconds("INBOX_BACKOFF_MAX_SECS", 600)?,
+            lease: env.seconds("INBOX_LEASE_SECS", 60)?,
+            poll_interval: Duration::from_millis(env.parse("INBOX_POLL_INTERVAL_MS", 1000)?),
+            rematch_interval: env.seconds("INBOX_REMATCH_INTERVAL_SECS", 30)?,
+            unmatched_ttl: env.seconds("INBOX_UNMATCHED_TTL_SECS", 24 * 3600)?,
+        };
+        if inbox.batch_size < 1 || inbox.concurrency == 0 || inbox.max_attempts == 0 {
+            let var = if inbox.batch_size < 1 {
+                "INBOX_BATCH_SIZE"
+            } else if inbox.concurrency == 0 {
+                "INBOX_CONCURRENCY"
+            } else {
+                "INBOX_MAX_ATTEMPTS"
+            };
+            return Err(env.bad(var, "must be at least 1".into()));
+        }
+
+        let callbacks = CallbackConfig {
+            timeout: env.seconds("CALLBACK_TIMEOUT_SECS", 10)?,
+            max_attempts: env.parse("CALLBACK_MAX_ATTEMPTS", 8)?,
+            backoff_base: Duration::from_millis(env.parse("CALLBACK_BACKOFF_BASE_MS", 5000)?),
+            backoff_max: env.seconds("CALLBACK_BACKOFF_MAX_SECS", 3600)?,
+            concurrency: env.parse("CALLBACK_CONCURRENCY", 32)?,
+            poll_interval: Duration::from_millis(env.parse("CALLBACK_POLL_INTERVAL_MS", 1000)?),
+        };
+        if callbacks.max_attempts == 0 || callbacks.concurrency == 0 {
+            let var = if callbacks.max_attempts == 0 {
+                "CALLBACK_MAX_ATTEMPTS"
+            } else {
+                "CALLBACK_CONCURRENCY"
+            };
+            return Err(env.bad(var, "must be at least 1".into()));
+        }
+        if callbacks.timeout.is_zero() {
+            return Err(env.bad("CALLBACK_TIMEOUT_SECS", "must be at least 1".into()));
         }
 
         let api_keys = env
@@ -308,6 +400,8 @@ impl Config {
             webhooks,
             templates,
             worker,
+            inbox,
+            callbacks,
         })
     }
 
@@ -315,8 +409,9 @@ impl Config {
     pub fn require_sent_api_key(&self) -> Result<&Secret, ConfigError> {
         self.sent.api_key.as_ref().ok_or(ConfigError {
             var: "SENT_DM_API_KEY",
-            problem: "required to call Sent (point SENT_BASE_URL at sent-sim to run without an account)"
-                .into(),
+            problem:
+                "required to call Sent (point SENT_BASE_URL at sent-sim to run without an account)"
+                    .into(),
         })
     }
 }
@@ -352,7 +447,11 @@ impl Env<'_> {
         ConfigError { var, problem }
     }
 
-    fn required_or(&self, var: &'static str, default: Option<String>) -> Result<String, ConfigError> {
+    fn required_or(
+        &self,
+        var: &'static str,
+        default: Option<String>,
+    ) -> Result<String, ConfigError> {
         self.get(var).or(default).ok_or(ConfigError {
             var,
             problem: "is required in production".into(),
@@ -392,7 +491,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

@@ -4,10 +4,12 @@
 
 pub mod config;
 pub mod domain;
+pub mod metrics;
 pub mod queue;
 pub mod rate;
 pub mod sent;
 pub mod signature;
+pub mod startup;
 pub mod store;
 pub mod telemetry;
 #[cfg(feature = "test-support")]

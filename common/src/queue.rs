@@ -57,7 +57,9 @@ pub struct SendQueue {
 
 impl std::fmt::Debug for SendQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SendQueue").field("queue", &self.config.queue.as_ref()).finish()
+        f.debug_struct("SendQueue")
+            .field("queue", &self.config.queue.as_ref())
+            .finish()
     }
 }
 
@@ -79,7 +81,10 @@ pub async fn connect(url: &str) -> Result<ConnectionManager, redis::RedisError> 
 
 impl SendQueue {
     pub fn new(conn: ConnectionManager, prefix: &str) -> SendQueue {
-        SendQueue { conn, config: queue_config(prefix) }
+        SendQueue {
+            conn,
+            config: queue_config(prefix),
+        }
     }
 
     pub fn config(&self) -> &QueueConfig {
@@ -99,9 +104,24 @@ impl SendQueue {
         self.push(tasks).await
     }
 
+    /// Messages that may have had a task before (a re-drive): each job gets a
+    /// task id of its own, so an old finished task cannot swallow it.
+    pub async fn enqueue_again(&self, jobs: &[SendJob]) -> Result<(), apalis_redis::Error> {
+        let tasks = jobs
+            .iter()
+            .map(|job| task(job, Ulid::generate(), None))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.push(tasks).await
+    }
+
     /// A retry, due at `run_at`. Each retry is a task of its own.
-    pub async fn schedule(&self, job: &SendJob, run_at: SystemTime) -> Result<(), apalis_redis::Error> {
-        self.push(vec![task(job, Ulid::generate(), Some(run_at))?]).await
+    pub async fn schedule(
+        &self,
+        job: &SendJob,
+        run_at: SystemTime,
+    ) -> Result<(), apalis_redis::Error> {
+        self.push(vec![task(job, Ulid::generate(), Some(run_at))?])
+            .await
     }
 
     async fn push(&self, tasks: Vec<RedisTask>) -> Result<(), apalis_redis::Error> {
@@ -110,6 +130,42 @@ impl SendQueue {
         }
         apalis_redis::queries::push_tasks(&mut self.conn.clone(), &self.config, &tasks).await?;
         Ok(())
+    }
+
+    /// Moves up to `max` due jobs from the scheduled set to the active list
+    /// and returns how many it moved. apalis-redis pushes every job, due now
+    /// or later, into its scheduled set, and its fetch promotes all due jobs
+    /// in one Lua `unpack`, which fails beyond about 8,000 ids: a backlog that
+    /// large would stop every worker. Workers call this in bounded steps so
+    /// that apalis' own promotion only ever sees a few.
+    pub async fn promote_due(&self, max: usize) -> Result<usize, redis::RedisError> {
+        static PROMOTE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                r#"
+                local ids = redis.call('ZRANGEBYSCORE', KEYS[1], 0, ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+                if #ids > 0 then
+                  redis.call('RPUSH', KEYS[2], unpack(ids))
+                  redis.call('ZREM', KEYS[1], unpack(ids))
+                  redis.call('DEL', KEYS[3])
+                  redis.call('LPUSH', KEYS[3], 1)
+                end
+                return #ids
+                "#,
+            )
+        });
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut conn = self.conn.clone();
+        PROMOTE
+            .key(self.config.scheduled_jobs_set())
+            .key(self.config.active_jobs_list())
+            .key(self.config.signal_list())
+            .arg(now)
+            .arg(max.clamp(1, 1000))
+            .invoke_async(&mut conn)
+            .await
     }
 
     /// Jobs waiting to run now, and jobs scheduled for later (retries).
@@ -124,6 +180,18 @@ impl SendQueue {
 
     /// Removes finished tasks' payloads and metadata; apalis keeps them forever otherwise.
     pub async fn prune_done(&self, max: usize) -> Result<usize, redis::RedisError> {
+        self.prune(self.config.done_jobs_set(), max).await
+    }
+
+    /// The same for tasks apalis gave up on (its own retries exhausted, which
+    /// only happens when a job kept failing to reach Postgres). The message
+    /// itself is still in Postgres, and the reconciler enqueues it again: that
+    /// only works once its task id is free.
+    pub async fn prune_dead(&self, max: usize) -> Result<usize, redis::RedisError> {
+        self.prune(self.config.dead_jobs_set(), max).await
+    }
+
+    async fn prune(&self, set: String, max: usize) -> Result<usize, redis::RedisError> {
         static PRUNE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
             redis::Script::new(
                 r#"
@@ -138,7 +206,7 @@ impl SendQueue {
         });
         let mut conn = self.conn.clone();
         PRUNE
-            .key(self.config.done_jobs_set())
+            .key(set)
             .key(self.config.job_data_hash())
             .key(self.config.job_meta_hash())
             .arg(max)
@@ -147,7 +215,11 @@ impl SendQueue {
     }
 }
 
-fn task(job: &SendJob, id: Ulid, run_at: Option<SystemTime>) -> Result<RedisTask, apalis_redis::Error> {
+fn task(
+    job: &SendJob,
+    id: Ulid,
+    run_at: Option<SystemTime>,
+) -> Result<RedisTask, apalis_redis::Error> {
     let bytes = serde_json::to_vec(job).map_err(apalis_redis::Error::Json)?;
     let mut builder = TaskBuilder::new(bytes).task_id(TaskId::from_ulid(id));
     if let Some(at) = run_at {
@@ -163,7 +235,10 @@ mod tests {
     #[test]
     fn job_payload_is_versioned_json() {
         let id: MessageId = "01JDX3S9Q8M6B2W4V7N5K0R1TZ".parse().unwrap();
-        let job = SendJob::new(id, BTreeMap::from([("traceparent".into(), "00-abc-def-01".into())]));
+        let job = SendJob::new(
+            id,
+            BTreeMap::from([("traceparent".into(), "00-abc-def-01".into())]),
+        );
         let json = serde_json::to_value(&job).unwrap();
         assert_eq!(json["version"], "1");
         assert_eq!(json["message_id"], "01JDX3S9Q8M6B2W4V7N5K0R1TZ");

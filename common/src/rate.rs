@@ -42,16 +42,26 @@ impl FromStr for Quota {
             .split_once('/')
             .or_else(|| s.split_once(" per "))
             .ok_or("expected a value like 10/minute")?;
-        let count: u32 = count.trim().parse().map_err(|_| "count must be a positive integer")?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .map_err(|_| "count must be a positive integer")?;
         let count = NonZeroU32::new(count).ok_or("count must be positive")?;
         let seconds = match unit.trim().trim_end_matches('s') {
             "second" | "sec" => 1,
             "minute" | "min" => 60,
             "hour" => 3600,
             "day" => 86400,
-            other => return Err(format!("unknown unit '{other}' (second, minute, hour, day)")),
+            other => {
+                return Err(format!(
+                    "unknown unit '{other}' (second, minute, hour, day)"
+                ));
+            }
         };
-        Ok(Quota { count, period: Duration::from_secs(seconds) })
+        Ok(Quota {
+            count,
+            period: Duration::from_secs(seconds),
+        })
     }
 }
 
@@ -82,7 +92,10 @@ impl RetryAfter {
 #[derive(Clone)]
 pub enum RateLimiter {
     Memory(Arc<MemoryLimiters>),
-    Redis { conn: ConnectionManager, prefix: String },
+    Redis {
+        conn: ConnectionManager,
+        prefix: String,
+    },
 }
 
 #[derive(Default)]
@@ -111,12 +124,19 @@ impl RateLimiter {
     }
 
     pub fn redis(conn: ConnectionManager, prefix: impl Into<String>) -> RateLimiter {
-        RateLimiter::Redis { conn, prefix: prefix.into() }
+        RateLimiter::Redis {
+            conn,
+            prefix: prefix.into(),
+        }
     }
 
     /// Takes one unit of `key`'s budget under `quota`, or says how long to wait.
     /// A Redis failure is returned as an error for the caller to decide on.
-    pub async fn check(&self, key: &str, quota: Quota) -> Result<Result<(), RetryAfter>, redis::RedisError> {
+    pub async fn check(
+        &self,
+        key: &str,
+        quota: Quota,
+    ) -> Result<Result<(), RetryAfter>, redis::RedisError> {
         match self {
             RateLimiter::Memory(limiters) => Ok(limiters.check(key, quota)),
             RateLimiter::Redis { conn, prefix } => {
@@ -128,7 +148,11 @@ impl RateLimiter {
                     .arg(quota.period.as_micros() as u64)
                     .invoke_async(&mut conn.clone())
                     .await?;
-                Ok(if wait_us == 0 { Ok(()) } else { Err(RetryAfter(Duration::from_micros(wait_us))) })
+                Ok(if wait_us == 0 {
+                    Ok(())
+                } else {
+                    Err(RetryAfter(Duration::from_micros(wait_us)))
+                })
             }
         }
     }
@@ -147,9 +171,9 @@ impl MemoryLimiters {
                 })
                 .clone()
         };
-        limiter
-            .check_key(&key.to_owned())
-            .map_err(|not_until| RetryAfter(not_until.wait_time_from(DefaultClock::default().now())))
+        limiter.check_key(&key.to_owned()).map_err(|not_until| {
+            RetryAfter(not_until.wait_time_from(DefaultClock::default().now()))
+        })
     }
 }
 
@@ -160,8 +184,14 @@ mod tests {
     #[test]
     fn parses_the_original_spellings() {
         assert_eq!("10/minute".parse::<Quota>().unwrap(), Quota::per_minute(10));
-        assert_eq!("10 per minute".parse::<Quota>().unwrap(), Quota::per_minute(10));
-        assert_eq!("500/seconds".parse::<Quota>().unwrap().period, Duration::from_secs(1));
+        assert_eq!(
+            "10 per minute".parse::<Quota>().unwrap(),
+            Quota::per_minute(10)
+        );
+        assert_eq!(
+            "500/seconds".parse::<Quota>().unwrap().period,
+            Duration::from_secs(1)
+        );
         assert!("0/minute".parse::<Quota>().is_err());
         assert!("10/fortnight".parse::<Quota>().is_err());
         assert_eq!(Quota::per_minute(10).to_string(), "10/minute");
@@ -176,6 +206,9 @@ mod tests {
         }
         let wait = limiter.check("a", quota).unwrap_err();
         assert!(wait.0 <= Duration::from_secs(20) && wait.seconds() >= 1);
-        assert!(limiter.check("b", quota).is_ok(), "keys have their own budget");
+        assert!(
+            limiter.check("b", quota).is_ok(),
+            "keys have their own budget"
+        );
     }
 }

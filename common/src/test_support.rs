@@ -11,7 +11,8 @@ use crate::store::{MIGRATOR, Store};
 
 /// Server to create test databases on (`TEST_DATABASE_URL`, else local trust auth).
 pub fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn redis_url() -> String {
@@ -20,7 +21,10 @@ pub fn redis_url() -> String {
 
 fn database_url(name: &str) -> String {
     let admin = admin_url();
-    let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin);
+    let base = admin
+        .rsplit_once('/')
+        .map(|(base, _)| base)
+        .unwrap_or(&admin);
     format!("{base}/{name}")
 }
 
@@ -41,11 +45,16 @@ impl TestDatabase {
             COUNTER.fetch_add(1, Ordering::Relaxed),
             ulid::Ulid::generate().to_string().to_lowercase()
         );
-        let mut admin = PgConnection::connect(&admin_url()).await.expect("connect to Postgres for tests");
+        let mut admin = PgConnection::connect(&admin_url())
+            .await
+            .expect("connect to Postgres for tests");
         // Two tests may clone the template at once; Postgres refuses while
         // another session copies it, so retry briefly.
         for attempt in 0.. {
-            match admin.execute(format!(r#"CREATE DATABASE "{name}" TEMPLATE "{template}""#).as_str()).await {
+            match admin
+                .execute(format!(r#"CREATE DATABASE "{name}" TEMPLATE "{template}""#).as_str())
+                .await
+            {
                 Ok(_) => break,
                 Err(e) if attempt < 50 => {
                     let _ = e;
@@ -65,10 +74,17 @@ impl Drop for TestDatabase {
         let name = self.name.clone();
         // Drop runs outside async context rules: use a thread with its own runtime.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
-                    let _ = admin.execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str()).await;
+                    let _ = admin
+                        .execute(
+                            format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str(),
+                        )
+                        .await;
                 }
             });
         })
@@ -85,27 +101,50 @@ async fn ensure_template() -> String {
         hasher.update(&*m.checksum);
     }
     let template = format!("gwtemplate_{}", &hex::encode(hasher.finalize())[..16]);
-    let mut admin = PgConnection::connect(&admin_url()).await.expect("connect to Postgres for tests");
+    let mut admin = PgConnection::connect(&admin_url())
+        .await
+        .expect("connect to Postgres for tests");
     // One test process at a time builds the template.
-    admin.execute("SELECT pg_advisory_lock(727274)").await.unwrap();
-    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate")
-        .bind(&template)
-        .fetch_optional(&mut admin)
+    admin
+        .execute("SELECT pg_advisory_lock(727274)")
         .await
         .unwrap();
+    let exists: Option<(i32,)> =
+        sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate")
+            .bind(&template)
+            .fetch_optional(&mut admin)
+            .await
+            .unwrap();
     if exists.is_none() {
         let building = format!("{template}_building");
-        admin.execute(format!(r#"DROP DATABASE IF EXISTS "{building}" WITH (FORCE)"#).as_str()).await.unwrap();
-        admin.execute(format!(r#"CREATE DATABASE "{building}""#).as_str()).await.unwrap();
+        admin
+            .execute(format!(r#"DROP DATABASE IF EXISTS "{building}" WITH (FORCE)"#).as_str())
+            .await
+            .unwrap();
+        admin
+            .execute(format!(r#"CREATE DATABASE "{building}""#).as_str())
+            .await
+            .unwrap();
         {
-            let mut conn = PgConnection::connect(&database_url(&building)).await.unwrap();
+            let mut conn = PgConnection::connect(&database_url(&building))
+                .await
+                .unwrap();
             MIGRATOR.run(&mut conn).await.expect("migrate template");
             conn.close().await.unwrap();
         }
-        admin.execute(format!(r#"ALTER DATABASE "{building}" RENAME TO "{template}""#).as_str()).await.unwrap();
-        admin.execute(format!(r#"ALTER DATABASE "{template}" WITH is_template true"#).as_str()).await.unwrap();
+        admin
+            .execute(format!(r#"ALTER DATABASE "{building}" RENAME TO "{template}""#).as_str())
+            .await
+            .unwrap();
+        admin
+            .execute(format!(r#"ALTER DATABASE "{template}" WITH is_template true"#).as_str())
+            .await
+            .unwrap();
     }
-    admin.execute("SELECT pg_advisory_unlock(727274)").await.unwrap();
+    admin
+        .execute("SELECT pg_advisory_unlock(727274)")
+        .await
+        .unwrap();
     template
 }
 
@@ -118,7 +157,10 @@ pub struct TestRedis {
 impl TestRedis {
     pub fn new() -> TestRedis {
         TestRedis {
-            prefix: format!("gwtest:{}", ulid::Ulid::generate().to_string().to_lowercase()),
+            prefix: format!(
+                "gwtest:{}",
+                ulid::Ulid::generate().to_string().to_lowercase()
+            ),
             url: redis_url(),
         }
     }
@@ -132,10 +174,17 @@ impl Default for TestRedis {
 
 impl Drop for TestRedis {
     fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(self.url.as_str()) else { return };
-        let Ok(mut conn) = client.get_connection() else { return };
+        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return;
+        };
         // Keys of a queue named "{prefix}:send" all start with the prefix.
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query(&mut conn).unwrap_or_default();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query(&mut conn)
+            .unwrap_or_default();
         for chunk in keys.chunks(500) {
             let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut conn);
         }

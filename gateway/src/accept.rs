@@ -53,10 +53,16 @@ impl Accepter {
     ) -> Result<SubmitOutcome, ApiError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Pending { submission, trace, reply })
+            .send(Pending {
+                submission,
+                trace,
+                reply,
+            })
             .await
             .map_err(|_| ApiError::Unavailable("shutting down"))?;
-        answer.await.map_err(|_| ApiError::Internal("committer stopped".into()))?
+        answer
+            .await
+            .map_err(|_| ApiError::Internal("committer stopped".into()))?
     }
 }
 
@@ -94,7 +100,12 @@ async fn commit(store: &Store, queue: &SendQueue, ttl: std::time::Duration, batc
         .iter()
         .zip(&outcomes)
         .filter(|(_, o)| **o == SubmitOutcome::Stored)
-        .flat_map(|(p, _)| p.submission.messages.iter().map(|m| SendJob::new(m.id, p.trace.clone())))
+        .flat_map(|(p, _)| {
+            p.submission
+                .messages
+                .iter()
+                .map(|m| SendJob::new(m.id, p.trace.clone()))
+        })
         .collect();
     if let Err(error) = queue.enqueue(&jobs).await {
         tracing::warn!(%error, messages = jobs.len(), "enqueue failed; withdrawing the batch");
@@ -106,7 +117,10 @@ async fn commit(store: &Store, queue: &SendQueue, ttl: std::time::Duration, batc
             .collect();
         if let Err(error) = store.withdraw(&stored).await {
             // The messages stay `queued`; the worker's reconciler enqueues them.
-            let ids: Vec<MessageId> = stored.iter().flat_map(|s| s.messages.iter().map(|m| m.id)).collect();
+            let ids: Vec<MessageId> = stored
+                .iter()
+                .flat_map(|s| s.messages.iter().map(|m| m.id))
+                .collect();
             tracing::error!(%error, ?ids, "could not withdraw messages after an enqueue failure");
         }
         for (pending, outcome) in batch.into_iter().zip(outcomes) {

@@ -24,8 +24,9 @@ use tower_http::trace::TraceLayer;
 use crate::accept::Accepter;
 use crate::auth::{self, KeyRing};
 use crate::error::status_body;
+use crate::inbox_writer::InboxWriter;
 use crate::rate_limit;
-use crate::routes::{health, messages};
+use crate::routes::{health, messages, webhooks};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -36,10 +37,18 @@ pub struct AppState {
     pub accepter: Accepter,
     pub keys: Arc<KeyRing>,
     pub limiter: Option<RateLimiter>,
+    /// Inbound webhook verifiers, one per configured provider.
+    pub webhooks: Arc<webhooks::Verifiers>,
+    /// Group-committing writer of the webhook inbox.
+    pub inbox: InboxWriter,
 }
 
 impl AppState {
-    pub async fn new(config: Config, store: Store, redis: ConnectionManager) -> anyhow::Result<AppState> {
+    pub async fn new(
+        config: Config,
+        store: Store,
+        redis: ConnectionManager,
+    ) -> anyhow::Result<AppState> {
         let queue = SendQueue::new(redis.clone(), &config.redis_prefix);
         let limiter = match (&config.rate_limit.enabled, &config.rate_limit.redis_url) {
             (false, _) => None,
@@ -49,7 +58,10 @@ impl AppState {
                 Some(RateLimiter::redis(conn, config.redis_prefix.clone()))
             }
         };
+        let webhooks = Arc::new(webhooks::Verifiers::from_config(&config.webhooks)?);
         Ok(AppState {
+            webhooks,
+            inbox: InboxWriter::start(store.clone()),
             accepter: Accepter::start(store.clone(), queue.clone(), config.idempotency_ttl),
             keys: Arc::new(KeyRing::new(&config.api_keys, store.clone())),
             config: Arc::new(config),
@@ -72,22 +84,44 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/messages/send", post(messages::send))
         .route("/api/messages/welcome", post(messages::welcome))
-        .route("/api/messages/order-confirmation", post(messages::order_confirmation))
+        .route(
+            "/api/messages/order-confirmation",
+            post(messages::order_confirmation),
+        )
         .route("/api/messages/batch", post(messages::batch))
         .route("/api/messages", get(messages::list))
         .route("/api/messages/{id}", get(messages::get_one))
-        .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit::limit))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_api_key));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::limit,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_key,
+        ));
 
     let public = Router::new()
         .route("/", get(health::index))
         .route("/health", get(health::health))
         .route("/health/live", get(health::live))
-        .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit::limit));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::limit,
+        ));
+
+    let hooks = Router::new()
+        .route("/webhooks/sent", post(webhooks::sent))
+        .route("/webhooks/stripe", post(webhooks::stripe))
+        .route("/webhooks/telegram", post(webhooks::telegram))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::limit,
+        ));
 
     let max_body = state.config.max_body_bytes;
     let timeout = state.config.request_timeout;
     api.merge(public)
+        .merge(hooks)
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
@@ -109,8 +143,14 @@ pub fn router(state: AppState) -> Router {
 
 /// The headers flask-talisman set, on every response.
 const SECURITY_HEADERS: [(HeaderName, &str); 6] = [
-    (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000; includeSubDomains"),
-    (header::CONTENT_SECURITY_POLICY, "default-src 'self'; script-src 'self'"),
+    (
+        header::STRICT_TRANSPORT_SECURITY,
+        "max-age=31536000; includeSubDomains",
+    ),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'self'; script-src 'self'",
+    ),
     (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
     (header::X_FRAME_OPTIONS, "SAMEORIGIN"),
     (header::REFERRER_POLICY, "strict-origin-when-cross-origin"),
@@ -121,7 +161,9 @@ async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     for (name, value) in SECURITY_HEADERS {
-        headers.entry(name).or_insert(HeaderValue::from_static(value));
+        headers
+            .entry(name)
+            .or_insert(HeaderValue::from_static(value));
     }
     response
 }
@@ -138,7 +180,10 @@ async fn json_errors(request: Request, next: Next) -> Response {
     if (status.is_client_error() || status.is_server_error()) && !is_json {
         let (mut parts, _) = response.into_parts();
         parts.headers.remove(header::CONTENT_LENGTH);
-        parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         return Response::from_parts(parts, Body::from(status_body(status).to_string()));
     }
     response
@@ -146,7 +191,11 @@ async fn json_errors(request: Request, next: Next) -> Response {
 
 fn panic_response() -> Response {
     tracing::error!("handler panicked");
-    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(status_body(StatusCode::INTERNAL_SERVER_ERROR))).into_response()
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        axum::Json(status_body(StatusCode::INTERNAL_SERVER_ERROR)),
+    )
+        .into_response()
 }
 
 /// How long in-flight requests get to finish after SIGTERM.

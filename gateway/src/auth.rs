@@ -43,7 +43,10 @@ pub fn hash_key(key: &str) -> KeyHash {
 impl KeyRing {
     pub fn new(bootstrap: &[(String, Secret)], store: Store) -> KeyRing {
         KeyRing {
-            bootstrap: bootstrap.iter().map(|(name, key)| (hash_key(key.expose()), name.clone())).collect(),
+            bootstrap: bootstrap
+                .iter()
+                .map(|(name, key)| (hash_key(key.expose()), name.clone()))
+                .collect(),
             store,
             cache: Mutex::default(),
         }
@@ -60,17 +63,24 @@ impl KeyRing {
             }
         }
         if let Some(name) = found {
-            return Ok(Client { name: name.clone(), rate_limit: None });
+            return Ok(Client {
+                name: name.clone(),
+                rate_limit: None,
+            });
         }
         if let Some((client, at)) = self.cache.lock().unwrap().get(&hash)
             && at.elapsed() < CACHE_TTL
         {
             return client.clone().ok_or(ApiError::Unauthorized);
         }
-        let client = self.store.api_key_by_hash(&hash).await?.map(|record| Client {
-            name: record.name,
-            rate_limit: record.rate_limit.and_then(|q| q.parse().ok()),
-        });
+        let client = self
+            .store
+            .api_key_by_hash(&hash)
+            .await?
+            .map(|record| Client {
+                name: record.name,
+                rate_limit: record.rate_limit.and_then(|q| q.parse().ok()),
+            });
         let mut cache = self.cache.lock().unwrap();
         if cache.len() > 10_000 {
             cache.clear();
@@ -84,7 +94,10 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
     bearer
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim)
@@ -92,7 +105,11 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Middleware for `/api/...`: puts the `Client` in the request's extensions.
-pub async fn require_api_key(State(state): State<AppState>, mut request: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn require_api_key(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let key = presented_key(request.headers()).ok_or(ApiError::Unauthorized)?;
     let client = state.keys.authenticate(key).await?;
     tracing::Span::current().record("client", client.name.as_str());

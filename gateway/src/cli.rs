@@ -11,12 +11,17 @@ use crate::auth::hash_key;
 pub fn generate_key() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    format!("sgw_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    format!(
+        "sgw_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
 }
 
 pub async fn create(store: &Store, name: &str, rate_limit: Option<String>) -> anyhow::Result<()> {
     if let Some(quota) = &rate_limit {
-        quota.parse::<common::rate::Quota>().map_err(|e| anyhow::anyhow!("--rate-limit: {e}"))?;
+        quota
+            .parse::<common::rate::Quota>()
+            .map_err(|e| anyhow::anyhow!("--rate-limit: {e}"))?;
     }
     let key = generate_key();
     let callback_secret = WebhookSecret::generate().to_whsec_string();
@@ -30,7 +35,9 @@ pub async fn create(store: &Store, name: &str, rate_limit: Option<String>) -> an
         })
         .await
         .map_err(|e| match e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => anyhow::anyhow!("a key named '{name}' exists"),
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                anyhow::anyhow!("a key named '{name}' exists")
+            }
             other => other.into(),
         })?;
     println!("name:            {}", record.name);
@@ -41,7 +48,10 @@ pub async fn create(store: &Store, name: &str, rate_limit: Option<String>) -> an
 }
 
 pub async fn list(store: &Store) -> anyhow::Result<()> {
-    println!("{:<24} {:<10} {:<14} {:<26} revoked", "name", "prefix", "rate limit", "created");
+    println!(
+        "{:<24} {:<10} {:<14} {:<26} revoked",
+        "name", "prefix", "rate limit", "created"
+    );
     for key in store.api_keys().await? {
         println!(
             "{:<24} {:<10} {:<14} {:<26} {}",
@@ -49,7 +59,9 @@ pub async fn list(store: &Store) -> anyhow::Result<()> {
             key.key_prefix,
             key.rate_limit.unwrap_or_else(|| "default".into()),
             key.created_at.to_rfc3339(),
-            key.revoked_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
+            key.revoked_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| "-".into())
         );
     }
     Ok(())

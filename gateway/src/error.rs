@@ -85,7 +85,9 @@ impl ApiError {
             ApiError::PayloadTooLarge => "Request body too large".to_owned(),
             ApiError::UnsupportedMediaType => "Content-Type must be application/json".to_owned(),
             ApiError::RateLimited { .. } => "Rate limit exceeded".to_owned(),
-            ApiError::Unavailable(dependency) => format!("Service temporarily unavailable ({dependency})"),
+            ApiError::Unavailable(dependency) => {
+                format!("Service temporarily unavailable ({dependency})")
+            }
             ApiError::Internal(_) => "Internal server error".to_owned(),
         };
         let mut body = json!({"error": error, "code": self.code()});
@@ -102,7 +104,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
             ApiError::Internal(detail) => tracing::error!(error = %detail, "internal error"),
-            ApiError::Unavailable(dependency) => tracing::warn!(dependency, "dependency unavailable"),
+            ApiError::Unavailable(dependency) => {
+                tracing::warn!(dependency, "dependency unavailable")
+            }
             _ => {}
         }
         let mut response = (self.status(), axum::Json(self.body())).into_response();
@@ -112,7 +116,9 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
         if let ApiError::Unavailable(_) = self {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response
     }
@@ -146,7 +152,10 @@ pub fn status_body(status: StatusCode) -> serde_json::Value {
         StatusCode::NOT_FOUND => ("Not found", "not_found"),
         StatusCode::METHOD_NOT_ALLOWED => ("Method not allowed", "method_not_allowed"),
         StatusCode::PAYLOAD_TOO_LARGE => ("Request body too large", "payload_too_large"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("Content-Type must be application/json", "unsupported_media_type"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "Content-Type must be application/json",
+            "unsupported_media_type",
+        ),
         StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
             ("Service temporarily unavailable (timeout)", "timeout")
         }

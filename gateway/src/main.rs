@@ -3,7 +3,11 @@ use common::config::Config;
 use gateway::{app::AppState, cli};
 
 #[derive(Parser)]
-#[command(name = "gateway", version, about = "HTTP gateway in front of the Sent API")]
+#[command(
+    name = "gateway",
+    version,
+    about = "HTTP gateway in front of the Sent API"
+)]
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
@@ -32,7 +36,9 @@ enum KeysCommand {
         rate_limit: Option<String>,
     },
     List,
-    Revoke { name: String },
+    Revoke {
+        name: String,
+    },
 }
 
 #[tokio::main]
@@ -45,7 +51,7 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    common::telemetry::init(&config.log);
+    let _telemetry = common::telemetry::init(&config.log);
     if let Err(error) = run(args, config).await {
         tracing::error!("{error:#}");
         eprintln!("gateway: {error:#}");
@@ -69,7 +75,9 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { command } => match command {
-            KeysCommand::Create { name, rate_limit } => cli::create(&store, &name, rate_limit).await,
+            KeysCommand::Create { name, rate_limit } => {
+                cli::create(&store, &name, rate_limit).await
+            }
             KeysCommand::List => cli::list(&store).await,
             KeysCommand::Revoke { name } => cli::revoke(&store, &name).await,
         },

@@ -25,13 +25,15 @@ impl RouteClass {
         if path == "/health/live" || path == "/metrics" {
             return None;
         }
-        Some(if method == Method::POST && path.starts_with("/api/messages/") {
-            RouteClass::Messages
-        } else if path.starts_with("/webhooks/") {
-            RouteClass::Webhooks
-        } else {
-            RouteClass::Default
-        })
+        Some(
+            if method == Method::POST && path.starts_with("/api/messages/") {
+                RouteClass::Messages
+            } else if path.starts_with("/webhooks/") {
+                RouteClass::Webhooks
+            } else {
+                RouteClass::Default
+            },
+        )
     }
 
     fn name(self) -> &'static str {
@@ -44,7 +46,11 @@ impl RouteClass {
 }
 
 /// Runs after authentication, so an API key's client is known; others are limited by IP.
-pub async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn limit(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let Some(limiter) = &state.limiter else {
         return Ok(next.run(request).await);
     };
@@ -65,11 +71,16 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
             None => "ip:unknown".to_owned(),
         },
     };
-    match limiter.check(&format!("{}:{who}", class.name()), quota).await {
+    match limiter
+        .check(&format!("{}:{who}", class.name()), quota)
+        .await
+    {
         Ok(Ok(())) => Ok(next.run(request).await),
         Ok(Err(wait)) => {
             tracing::info!(class = class.name(), client = %who, "rate limited");
-            Err(ApiError::RateLimited { retry_after: wait.seconds() })
+            Err(ApiError::RateLimited {
+                retry_after: wait.seconds(),
+            })
         }
         // A rate-limit store outage must not take the gateway down with it.
         Err(error) => {

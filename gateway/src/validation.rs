@@ -41,7 +41,10 @@ pub struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     pub fn new(object: &'a Map<String, Value>, allowed: &[&str]) -> Fields<'a> {
-        let mut fields = Fields { object, errors: FieldErrors::new() };
+        let mut fields = Fields {
+            object,
+            errors: FieldErrors::new(),
+        };
         for key in object.keys() {
             if !allowed.contains(&key.as_str()) {
                 fields.error(key, UNKNOWN);
@@ -51,14 +54,22 @@ impl<'a> Fields<'a> {
     }
 
     pub fn error(&mut self, field: &str, problem: impl Into<String>) {
-        self.errors.entry(field.to_owned()).or_default().push(problem.into());
+        self.errors
+            .entry(field.to_owned())
+            .or_default()
+            .push(problem.into());
     }
 
     fn present(&self, field: &str) -> Option<&'a Value> {
         self.object.get(field).filter(|v| !v.is_null())
     }
 
-    pub fn string(&mut self, field: &str, required: bool, max_chars: Option<usize>) -> Option<String> {
+    pub fn string(
+        &mut self,
+        field: &str,
+        required: bool,
+        max_chars: Option<usize>,
+    ) -> Option<String> {
         match self.present(field) {
             None => {
                 if required {
@@ -84,10 +95,18 @@ impl<'a> Fields<'a> {
 
     pub fn phone(&mut self, field: &str) -> Option<PhoneNumber> {
         let raw = self.string(field, true, None)?;
-        PhoneNumber::parse(&raw).map_err(|e| self.error(field, e)).ok()
+        PhoneNumber::parse(&raw)
+            .map_err(|e| self.error(field, e))
+            .ok()
     }
 
-    pub fn string_map(&mut self, field: &str, max_keys: usize, max_key: usize, max_value: usize) -> BTreeMap<String, String> {
+    pub fn string_map(
+        &mut self,
+        field: &str,
+        max_keys: usize,
+        max_key: usize,
+        max_value: usize,
+    ) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         match self.present(field) {
             None => {}
@@ -98,12 +117,16 @@ impl<'a> Fields<'a> {
                 }
                 for (key, value) in map {
                     match value {
-                        Value::String(s) if key.chars().count() <= max_key && s.chars().count() <= max_value => {
+                        Value::String(s)
+                            if key.chars().count() <= max_key && s.chars().count() <= max_value =>
+                        {
                             out.insert(key.clone(), s.clone());
                         }
                         Value::String(_) => self.error(
                             &format!("{field}.{key}"),
-                            format!("Keys up to {max_key} and values up to {max_value} characters."),
+                            format!(
+                                "Keys up to {max_key} and values up to {max_value} characters."
+                            ),
                         ),
                         _ => self.error(&format!("{field}.{key}"), NOT_STRING),
                     }
@@ -138,30 +161,53 @@ pub struct SendRules {
 }
 
 const SEND_FIELDS: &[&str] = &[
-    "phone_number", "template_id", "template_name", "parameters", "channels", "scheduled_at", "sandbox",
-    "callback_url", "metadata",
+    "phone_number",
+    "template_id",
+    "template_name",
+    "parameters",
+    "channels",
+    "scheduled_at",
+    "sandbox",
+    "callback_url",
+    "metadata",
 ];
 
-pub fn send_request(object: &Map<String, Value>, rules: &SendRules, now: DateTime<Utc>) -> Result<SendRequest, FieldErrors> {
+pub fn send_request(
+    object: &Map<String, Value>,
+    rules: &SendRules,
+    now: DateTime<Utc>,
+) -> Result<SendRequest, FieldErrors> {
     let mut f = Fields::new(object, SEND_FIELDS);
     let phone_number = f.phone("phone_number");
     let template = template(&mut f);
-    let parameters = f.string_map("parameters", PARAMETERS_MAX_KEYS, PARAMETER_MAX_KEY_CHARS, PARAMETER_MAX_CHARS);
+    let parameters = f.string_map(
+        "parameters",
+        PARAMETERS_MAX_KEYS,
+        PARAMETER_MAX_KEY_CHARS,
+        PARAMETER_MAX_CHARS,
+    );
     let channels = channels(&mut f);
     let scheduled_at = scheduled_at(&mut f, now);
     let sandbox = f.boolean("sandbox");
     let callback_url = callback_url(&mut f, rules);
-    let metadata = f.string_map("metadata", METADATA_MAX_KEYS, METADATA_MAX_KEY_CHARS, METADATA_MAX_VALUE_CHARS);
-    let request = phone_number.zip(template).map(|(phone_number, template)| SendRequest {
-        phone_number,
-        template,
-        parameters,
-        channels,
-        scheduled_at,
-        sandbox,
-        callback_url,
-        metadata,
-    });
+    let metadata = f.string_map(
+        "metadata",
+        METADATA_MAX_KEYS,
+        METADATA_MAX_KEY_CHARS,
+        METADATA_MAX_VALUE_CHARS,
+    );
+    let request = phone_number
+        .zip(template)
+        .map(|(phone_number, template)| SendRequest {
+            phone_number,
+            template,
+            parameters,
+            channels,
+            scheduled_at,
+            sandbox,
+            callback_url,
+            metadata,
+        });
     f.finish(request)
 }
 
@@ -179,7 +225,10 @@ fn template(f: &mut Fields<'_>) -> Option<TemplateRef> {
         return None;
     }
     for (field, value) in [("template_id", &id), ("template_name", &name)] {
-        if value.as_ref().is_some_and(|v| !(1..=TEMPLATE_FIELD_MAX).contains(&v.chars().count())) {
+        if value
+            .as_ref()
+            .is_some_and(|v| !(1..=TEMPLATE_FIELD_MAX).contains(&v.chars().count()))
+        {
             f.error(field, "Length must be between 1 and 100.");
         }
     }
@@ -209,14 +258,20 @@ fn scheduled_at(f: &mut Fields<'_>, now: DateTime<Utc>) -> Option<DateTime<Utc>>
     let raw = f.string("scheduled_at", false, None)?;
     match DateTime::parse_from_rfc3339(&raw) {
         Err(_) => {
-            f.error("scheduled_at", "Not a valid RFC 3339 date-time with offset.");
+            f.error(
+                "scheduled_at",
+                "Not a valid RFC 3339 date-time with offset.",
+            );
             None
         }
         Ok(at) => {
             let at = at.with_timezone(&Utc);
             let ahead = at - now;
             if ahead < chrono::Duration::minutes(1) || ahead > chrono::Duration::days(30) {
-                f.error("scheduled_at", "Must be between 1 minute and 30 days from now.");
+                f.error(
+                    "scheduled_at",
+                    "Must be between 1 minute and 30 days from now.",
+                );
                 None
             } else {
                 Some(at)
@@ -229,9 +284,18 @@ fn callback_url(f: &mut Fields<'_>, rules: &SendRules) -> Option<String> {
     let raw = f.string("callback_url", false, Some(2048))?;
     match url::Url::parse(&raw) {
         Ok(u) if u.scheme() == "https" && u.host().is_some() => Some(raw),
-        Ok(u) if u.scheme() == "http" && u.host().is_some() && rules.allow_http_callbacks => Some(raw),
+        Ok(u) if u.scheme() == "http" && u.host().is_some() && rules.allow_http_callbacks => {
+            Some(raw)
+        }
         _ => {
-            f.error("callback_url", if rules.allow_http_callbacks { "Not a valid http(s) URL." } else { "Not a valid https URL." });
+            f.error(
+                "callback_url",
+                if rules.allow_http_callbacks {
+                    "Not a valid http(s) URL."
+                } else {
+                    "Not a valid https URL."
+                },
+            );
             None
         }
     }
@@ -243,13 +307,21 @@ mod tests {
     use serde_json::json;
 
     fn validate(body: Value) -> Result<SendRequest, FieldErrors> {
-        send_request(body.as_object().unwrap(), &SendRules { allow_http_callbacks: false }, Utc::now())
+        send_request(
+            body.as_object().unwrap(),
+            &SendRules {
+                allow_http_callbacks: false,
+            },
+            Utc::now(),
+        )
     }
 
     #[test]
     fn the_original_example_is_valid() {
-        let req = validate(json!({"phone_number": "+1234567890", "template_id": "template-123",
-            "template_name": "welcome", "parameters": {"name": "John"}}))
+        let req = validate(
+            json!({"phone_number": "+1234567890", "template_id": "template-123",
+            "template_name": "welcome", "parameters": {"name": "John"}}),
+        )
         .unwrap();
         assert_eq!(req.phone_number.as_str(), "+1234567890");
         assert_eq!(req.parameters["name"], "John");
@@ -261,7 +333,10 @@ mod tests {
             "channels": ["sms", "email"], "sandbox": "yes", "callback_url": "http://x.example", "extra": 1}))
         .unwrap_err();
         assert_eq!(errors["phone_number"], vec!["E.164 format required"]);
-        assert_eq!(errors["template_id"], vec!["Length must be between 1 and 100."]);
+        assert_eq!(
+            errors["template_id"],
+            vec!["Length must be between 1 and 100."]
+        );
         assert!(errors.contains_key("parameters.n"));
         assert!(errors["channels.1"][0].starts_with("Must be one of"));
         assert!(errors.contains_key("sandbox"));

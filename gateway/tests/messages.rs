@@ -17,7 +17,13 @@ async fn send_message_success_is_accepted_stored_and_queued() {
     assert_eq!(headers["location"], format!("/api/messages/{id}").as_str());
 
     // Durable in Postgres before the 202...
-    let stored = app.db.store.message("tester", &id).await.unwrap().expect("stored");
+    let stored = app
+        .db
+        .store
+        .message("tester", &id)
+        .await
+        .unwrap()
+        .expect("stored");
     assert_eq!(stored.phone_number, "+1234567890");
     assert_eq!(stored.parameters, json!({"name": "John"}));
     assert_eq!(stored.status, "queued");
@@ -36,7 +42,10 @@ async fn send_message_invalid_phone_is_400_naming_the_field() {
     assert_eq!(status, 400);
     assert_eq!(body["error"], "Validation error");
     assert_eq!(body["code"], "validation_error");
-    assert_eq!(body["messages"]["phone_number"], json!(["E.164 format required"]));
+    assert_eq!(
+        body["messages"]["phone_number"],
+        json!(["E.164 format required"])
+    );
     assert!(app.queued_jobs().await.is_empty());
 }
 
@@ -45,24 +54,48 @@ async fn send_message_missing_fields_is_400() {
     let app = TestApp::spawn(&[]).await;
     let (status, _, body) = app.post_json("/api/messages/send", &json!({})).await;
     assert_eq!(status, 400);
-    assert_eq!(body["messages"]["phone_number"], json!(["Missing data for required field."]));
+    assert_eq!(
+        body["messages"]["phone_number"],
+        json!(["Missing data for required field."])
+    );
     assert!(body["messages"]["template_id"].is_array());
 }
 
 #[tokio::test]
 async fn welcome_uses_the_welcome_template_on_whatsapp() {
     let app = TestApp::spawn(&[]).await;
-    let (status, _, body) =
-        app.post_json("/api/messages/welcome", &json!({"phone_number": "+1234567890", "name": "Jane"})).await;
+    let (status, _, body) = app
+        .post_json(
+            "/api/messages/welcome",
+            &json!({"phone_number": "+1234567890", "name": "Jane"}),
+        )
+        .await;
     assert_eq!(status, 202, "{body}");
-    let stored = app.db.store.message("tester", body["message_id"].as_str().unwrap()).await.unwrap().unwrap();
+    let stored = app
+        .db
+        .store
+        .message("tester", body["message_id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.template_name.as_deref(), Some("welcome"));
     assert_eq!(stored.template_id.as_deref(), Some("welcome-template-id"));
     assert_eq!(stored.channels, vec!["whatsapp"]);
     assert_eq!(stored.parameters, json!({"name": "Jane"}));
 
-    let (_, _, body) = app.post_json("/api/messages/welcome", &json!({"phone_number": "+1234567890"})).await;
-    let stored = app.db.store.message("tester", body["message_id"].as_str().unwrap()).await.unwrap().unwrap();
+    let (_, _, body) = app
+        .post_json(
+            "/api/messages/welcome",
+            &json!({"phone_number": "+1234567890"}),
+        )
+        .await;
+    let stored = app
+        .db
+        .store
+        .message("tester", body["message_id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.parameters, json!({"name": "Valued Customer"}));
 }
 
@@ -76,13 +109,26 @@ async fn order_confirmation_goes_on_sms_and_whatsapp() {
         )
         .await;
     assert_eq!(status, 202, "{body}");
-    let stored = app.db.store.message("tester", body["message_id"].as_str().unwrap()).await.unwrap().unwrap();
+    let stored = app
+        .db
+        .store
+        .message("tester", body["message_id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.template_name.as_deref(), Some("order_confirmation"));
     assert_eq!(stored.channels, vec!["sms", "whatsapp"]);
-    assert_eq!(stored.parameters, json!({"order_number": "A-17", "total": "$12.00"}));
+    assert_eq!(
+        stored.parameters,
+        json!({"order_number": "A-17", "total": "$12.00"})
+    );
 
-    let (status, _, body) =
-        app.post_json("/api/messages/order-confirmation", &json!({"phone_number": "+14155550123"})).await;
+    let (status, _, body) = app
+        .post_json(
+            "/api/messages/order-confirmation",
+            &json!({"phone_number": "+14155550123"}),
+        )
+        .await;
     assert_eq!(status, 400);
     assert!(body["messages"]["order_number"].is_array() && body["messages"]["total"].is_array());
 }
@@ -93,7 +139,10 @@ async fn api_key_is_required_and_scopes_messages() {
     let url = app.url("/api/messages/send");
     for request in [
         app.http.post(&url).json(&send_body()),
-        app.http.post(&url).bearer_auth("wrong-key-123456").json(&send_body()),
+        app.http
+            .post(&url)
+            .bearer_auth("wrong-key-123456")
+            .json(&send_body()),
         app.http.get(app.url("/api/messages")),
     ] {
         let (status, _, body) = split(request.send().await.unwrap()).await;
@@ -101,12 +150,25 @@ async fn api_key_is_required_and_scopes_messages() {
         assert_eq!(body["code"], "unauthorized");
     }
     // X-API-Key works too.
-    let response = app.http.post(&url).header("X-API-Key", API_KEY).json(&send_body()).send().await.unwrap();
+    let response = app
+        .http
+        .post(&url)
+        .header("X-API-Key", API_KEY)
+        .json(&send_body())
+        .send()
+        .await
+        .unwrap();
     let (status, _, body) = split(response).await;
     assert_eq!(status, 202);
     // Another client cannot see it.
     let id = body["message_id"].as_str().unwrap();
-    let response = app.http.get(app.url(&format!("/api/messages/{id}"))).bearer_auth(OTHER_KEY).send().await.unwrap();
+    let response = app
+        .http
+        .get(app.url(&format!("/api/messages/{id}")))
+        .bearer_auth(OTHER_KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
 }
 
@@ -125,7 +187,14 @@ async fn managed_keys_work_until_revoked() {
         })
         .await
         .unwrap();
-    let response = app.http.post(app.url("/api/messages/send")).bearer_auth(&key).json(&send_body()).send().await.unwrap();
+    let response = app
+        .http
+        .post(app.url("/api/messages/send"))
+        .bearer_auth(&key)
+        .json(&send_body())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 202);
     let stored = app.db.store.api_keys().await.unwrap();
     assert_eq!(stored[0].key_prefix, &key[..8]);
@@ -138,7 +207,12 @@ async fn managed_keys_work_until_revoked() {
 #[tokio::test]
 async fn idempotent_repeat_returns_the_first_answer_and_a_changed_body_conflicts() {
     let app = TestApp::spawn(&[]).await;
-    let send = |body: Value| app.post("/api/messages/send").header("Idempotency-Key", "order-17").json(&body).send();
+    let send = |body: Value| {
+        app.post("/api/messages/send")
+            .header("Idempotency-Key", "order-17")
+            .json(&body)
+            .send()
+    };
     let (s1, h1, first) = split(send(send_body()).await.unwrap()).await;
     let (s2, h2, second) = split(send(send_body()).await.unwrap()).await;
     assert_eq!((s1, s2), (202, 202));
@@ -146,7 +220,11 @@ async fn idempotent_repeat_returns_the_first_answer_and_a_changed_body_conflicts
     assert!(h1.get("idempotent-replayed").is_none());
     assert_eq!(h2["idempotent-replayed"], "true");
     assert_eq!(h2["location"], h1["location"]);
-    assert_eq!(app.queued_jobs().await.len(), 1, "a repeat sends nothing new");
+    assert_eq!(
+        app.queued_jobs().await.len(),
+        1,
+        "a repeat sends nothing new"
+    );
 
     let mut changed = send_body();
     changed["parameters"]["name"] = json!("Someone else");
@@ -173,7 +251,10 @@ async fn idempotent_repeat_returns_the_first_answer_and_a_changed_body_conflicts
 async fn concurrent_duplicates_store_one_message() {
     let app = TestApp::spawn(&[]).await;
     let requests = (0..24).map(|_| {
-        app.post("/api/messages/send").header("Idempotency-Key", "same-key").json(&send_body()).send()
+        app.post("/api/messages/send")
+            .header("Idempotency-Key", "same-key")
+            .json(&send_body())
+            .send()
     });
     let responses = futures::future::join_all(requests).await;
     let mut ids = std::collections::HashSet::new();
@@ -184,7 +265,10 @@ async fn concurrent_duplicates_store_one_message() {
     }
     assert_eq!(ids.len(), 1);
     assert_eq!(app.queued_jobs().await.len(), 1);
-    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM messages").fetch_one(app.db.store.pool()).await.unwrap();
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM messages")
+        .fetch_one(app.db.store.pool())
+        .await
+        .unwrap();
     assert_eq!(count, 1);
 }
 
@@ -204,18 +288,36 @@ async fn batch_accepts_good_items_and_reports_bad_ones_in_order() {
     assert_eq!(results.len(), 5);
     assert_eq!(results[0]["status"], "queued");
     assert_eq!(results[1]["code"], "validation_error");
-    assert_eq!(results[1]["messages"]["phone_number"], json!(["E.164 format required"]));
+    assert_eq!(
+        results[1]["messages"]["phone_number"],
+        json!(["E.164 format required"])
+    );
     assert!(results[2]["messages"]["channels.1"].is_array());
     assert_eq!(results[3]["status"], "queued");
     assert_eq!(results[4]["code"], "validation_error");
-    let queued: Vec<String> = app.queued_jobs().await.iter().map(|j| j["message_id"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(queued, vec![results[0]["message_id"].as_str().unwrap(), results[3]["message_id"].as_str().unwrap()]);
+    let queued: Vec<String> = app
+        .queued_jobs()
+        .await
+        .iter()
+        .map(|j| j["message_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        queued,
+        vec![
+            results[0]["message_id"].as_str().unwrap(),
+            results[3]["message_id"].as_str().unwrap()
+        ]
+    );
 
-    let (status, _, body) = app.post_json("/api/messages/batch", &json!({"messages": []})).await;
+    let (status, _, body) = app
+        .post_json("/api/messages/batch", &json!({"messages": []}))
+        .await;
     assert_eq!(status, 400);
     assert!(body["messages"]["messages"].is_array());
     let too_many: Vec<Value> = (0..1001).map(|_| send_body()).collect();
-    let (status, _, _) = app.post_json("/api/messages/batch", &json!({"messages": too_many})).await;
+    let (status, _, _) = app
+        .post_json("/api/messages/batch", &json!({"messages": too_many}))
+        .await;
     assert_eq!(status, 400);
 }
 
@@ -223,7 +325,12 @@ async fn batch_accepts_good_items_and_reports_bad_ones_in_order() {
 async fn batch_with_idempotency_key_replays_the_whole_answer() {
     let app = TestApp::spawn(&[]).await;
     let batch = json!({"messages": [send_body(), send_body()]});
-    let send = || app.post("/api/messages/batch").header("Idempotency-Key", "batch-1").json(&batch).send();
+    let send = || {
+        app.post("/api/messages/batch")
+            .header("Idempotency-Key", "batch-1")
+            .json(&batch)
+            .send()
+    };
     let (_, _, first) = split(send().await.unwrap()).await;
     let (status, headers, second) = split(send().await.unwrap()).await;
     assert_eq!(status, 202);
@@ -240,7 +347,13 @@ async fn status_reads_show_the_timeline_and_page_newest_first() {
         let (_, _, body) = app.post_json("/api/messages/send", &send_body()).await;
         ids.push(body["message_id"].as_str().unwrap().to_owned());
     }
-    let (status, _, one) = split(app.get(&format!("/api/messages/{}", ids[0])).send().await.unwrap()).await;
+    let (status, _, one) = split(
+        app.get(&format!("/api/messages/{}", ids[0]))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(one["status"], "queued");
     assert_eq!(one["template_name"], "welcome");
@@ -249,20 +362,49 @@ async fn status_reads_show_the_timeline_and_page_newest_first() {
     assert_eq!(one["events"][0]["source"], "gateway");
 
     let (_, _, page) = split(app.get("/api/messages?limit=2").send().await.unwrap()).await;
-    let listed: Vec<&str> = page["messages"].as_array().unwrap().iter().map(|m| m["message_id"].as_str().unwrap()).collect();
+    let listed: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap())
+        .collect();
     assert_eq!(listed, vec![ids[4].as_str(), ids[3].as_str()]);
     assert!(page["messages"][0].get("events").is_none());
     let cursor = page["next_cursor"].as_str().unwrap();
-    let (_, _, rest) = split(app.get(&format!("/api/messages?limit=10&cursor={cursor}")).send().await.unwrap()).await;
+    let (_, _, rest) = split(
+        app.get(&format!("/api/messages?limit=10&cursor={cursor}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(rest["messages"].as_array().unwrap().len(), 3);
     assert!(rest["next_cursor"].is_null());
 
-    let (_, _, filtered) = split(app.get("/api/messages?status=delivered").send().await.unwrap()).await;
+    let (_, _, filtered) = split(
+        app.get("/api/messages?status=delivered")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert!(filtered["messages"].as_array().unwrap().is_empty());
-    let (status, _, bad) = split(app.get("/api/messages?status=lost&limit=0").send().await.unwrap()).await;
+    let (status, _, bad) = split(
+        app.get("/api/messages?status=lost&limit=0")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(bad["messages"]["status"].is_array() && bad["messages"]["limit"].is_array());
-    let (status, _, _) = split(app.get("/api/messages/01ARZ3NDEKTSV4RRFFQ69G5FAV").send().await.unwrap()).await;
+    let (status, _, _) = split(
+        app.get("/api/messages/01ARZ3NDEKTSV4RRFFQ69G5FAV")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 404);
     let (status, _, _) = split(app.get("/api/messages/not-an-id").send().await.unwrap()).await;
     assert_eq!(status, 404);

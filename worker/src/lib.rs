@@ -1,5 +1,11 @@
 //! The worker: drains the send queue and calls Sent, applies webhook events
 //! from the inbox, delivers status callbacks, and re-enqueues stalled messages.
 
+pub mod app;
 pub mod callbacks;
 pub mod inbox;
+pub mod reconcile;
+pub mod redrive;
+pub mod send;
+
+pub use app::run_worker;

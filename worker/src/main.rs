@@ -1,1 +1,118 @@
-fn main() {}
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use common::config::Config;
+use common::domain::MessageId;
+use common::queue::SendQueue;
+use tokio_util::sync::CancellationToken;
+use worker::redrive::{Selection, redrive};
+
+#[derive(Parser)]
+#[command(
+    name = "worker",
+    version,
+    about = "Sends queued messages to Sent, processes webhooks and callbacks"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the worker until SIGTERM or SIGINT (the default).
+    Run,
+    /// Put dead-lettered messages back on the queue.
+    Redrive {
+        /// Every dead-lettered message.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Ids of the messages to re-drive.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let config = Config::from_env().unwrap_or_else(|error| config_error(error));
+    let sends = matches!(args.command, None | Some(Command::Run));
+    if let (true, Err(error)) = (sends, config.require_sent_api_key()) {
+        config_error(error);
+    }
+    let telemetry = common::telemetry::init(&config.log);
+    let result = run(args, Arc::new(config)).await;
+    drop(telemetry); // flushes pending spans
+    if let Err(error) = result {
+        tracing::error!("{error:#}");
+        eprintln!("worker: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+/// A setting is missing or wrong: say which, and exit 2.
+fn config_error(error: common::config::ConfigError) -> ! {
+    eprintln!("worker: {error}");
+    std::process::exit(2);
+}
+
+async fn run(args: Args, config: Arc<Config>) -> anyhow::Result<()> {
+    match args.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            let (store, redis) = common::startup::connect(&config).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(on_signal(shutdown.clone()));
+            worker::run_worker(config, store, redis, shutdown).await
+        }
+        Command::Redrive { all, ids } => {
+            let selection = if all {
+                Selection::All
+            } else {
+                let ids = ids
+                    .iter()
+                    .map(|id| {
+                        id.parse::<MessageId>()
+                            .map_err(|_| anyhow::anyhow!("{id:?} is not a message id"))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Selection::Ids(ids)
+            };
+            let (store, redis) = common::startup::connect(&config).await?;
+            let queue = SendQueue::new(redis, &config.redis_prefix);
+            let redriven = redrive(&store, &queue, &selection).await?;
+            println!("re-drove {} message(s)", redriven.len());
+            for id in redriven {
+                println!("{id}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// First SIGTERM or SIGINT: stop and drain. A second one: exit at once.
+async fn on_signal(shutdown: CancellationToken) {
+    signal().await;
+    tracing::info!("shutdown signal received; finishing in-flight work");
+    shutdown.cancel();
+    signal().await;
+    tracing::warn!("second signal: exiting without waiting");
+    std::process::exit(130);
+}
+
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -15,7 +15,13 @@ pub enum Channel {
 }
 
 impl Channel {
-    pub const ALL: [Channel; 5] = [Channel::Sms, Channel::Whatsapp, Channel::Rcs, Channel::Mms, Channel::Sent];
+    pub const ALL: [Channel; 5] = [
+        Channel::Sms,
+        Channel::Whatsapp,
+        Channel::Rcs,
+        Channel::Mms,
+        Channel::Sent,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -34,7 +40,12 @@ impl FromStr for Channel {
         Channel::ALL
             .into_iter()
             .find(|c| c.as_str() == s)
-            .ok_or_else(|| format!("Must be one of: {}.", Channel::ALL.map(Channel::as_str).join(", ")))
+            .ok_or_else(|| {
+                format!(
+                    "Must be one of: {}.",
+                    Channel::ALL.map(Channel::as_str).join(", ")
+                )
+            })
     }
 }
 

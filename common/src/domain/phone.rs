@@ -54,14 +54,29 @@ mod tests {
     /// with `\d` meaning ASCII digits: Python's `\d` also takes other scripts'
     /// digits (`+4٣04`), which no carrier accepts as E.164.
     fn oracle(s: &str) -> bool {
-        regex::Regex::new(r"^\+[1-9][0-9]{1,14}$").unwrap().is_match(s)
+        regex::Regex::new(r"^\+[1-9][0-9]{1,14}$")
+            .unwrap()
+            .is_match(s)
     }
 
     #[test]
     fn agrees_with_the_original_regex() {
         let cases = [
-            "+14155550123", "+1234567890", "+12", "+1", "+0123456", "14155550123", "+1415555012345678",
-            "+123456789012345", "+1234567890123456", "+1 415 555", "+١٢٣٤٥", "", "+", "++12", "+12a",
+            "+14155550123",
+            "+1234567890",
+            "+12",
+            "+1",
+            "+0123456",
+            "14155550123",
+            "+1415555012345678",
+            "+123456789012345",
+            "+1234567890123456",
+            "+1 415 555",
+            "+١٢٣٤٥",
+            "",
+            "+",
+            "++12",
+            "+12a",
             "+14155550123\n",
         ];
         for case in cases {
@@ -76,7 +91,9 @@ mod tests {
         let alphabet: Vec<char> = "+0123456789 a-\u{0663}".chars().collect();
         for _ in 0..20_000 {
             let len = rng.random_range(0..20);
-            let s: String = (0..len).map(|_| alphabet[rng.random_range(0..alphabet.len())]).collect();
+            let s: String = (0..len)
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                .collect();
             assert_eq!(PhoneNumber::parse(&s).is_ok(), oracle(&s), "{s:?}");
         }
     }

@@ -114,7 +114,12 @@ impl FromStr for MessageStatus {
         MessageStatus::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("Must be one of: {}.", MessageStatus::ALL.map(MessageStatus::as_str).join(", ")))
+            .ok_or_else(|| {
+                format!(
+                    "Must be one of: {}.",
+                    MessageStatus::ALL.map(MessageStatus::as_str).join(", ")
+                )
+            })
     }
 }
 

@@ -12,7 +12,10 @@ pub const TEMPLATE_FIELD_MAX: usize = 100;
 impl TemplateRef {
     /// At least one of the two, each 1..=100 characters.
     pub fn new(id: Option<String>, name: Option<String>) -> Result<TemplateRef, &'static str> {
-        let ok = |v: &Option<String>| v.as_ref().is_none_or(|s| (1..=TEMPLATE_FIELD_MAX).contains(&s.chars().count()));
+        let ok = |v: &Option<String>| {
+            v.as_ref()
+                .is_none_or(|s| (1..=TEMPLATE_FIELD_MAX).contains(&s.chars().count()))
+        };
         if id.is_none() && name.is_none() {
             return Err("template_id or template_name is required");
         }

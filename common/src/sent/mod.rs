@@ -1,3 +1,3 @@
-//! Sent's v3 API: wire types, the client and how its answers are classified.
-
+pub mod classify;
+pub mod client;
 pub mod wire;

@@ -78,8 +78,14 @@ impl Store {
         let won: Vec<(String, String)> = if claimants.is_empty() {
             Vec::new()
         } else {
-            let ttl = chrono::Duration::from_std(idempotency_ttl).unwrap_or(chrono::Duration::days(1));
-            let pick = |f: fn(&Submission) -> String| claimants.iter().map(|&i| f(&submissions[i])).collect::<Vec<_>>();
+            let ttl =
+                chrono::Duration::from_std(idempotency_ttl).unwrap_or(chrono::Duration::days(1));
+            let pick = |f: fn(&Submission) -> String| {
+                claimants
+                    .iter()
+                    .map(|&i| f(&submissions[i]))
+                    .collect::<Vec<_>>()
+            };
             sqlx::query_as(
                 "INSERT INTO idempotency_records
                    (client, idempotency_key, route, request_hash, response_status, response_body, created_at, expires_at)
@@ -131,7 +137,12 @@ impl Store {
 
         let mut outcomes = Vec::with_capacity(submissions.len());
         let mut earlier: HashMap<(String, String), (Vec<u8>, i32, Value)> = HashMap::new();
-        let repeats: Vec<&Submission> = submissions.iter().zip(&stored).filter(|(_, s)| !**s).map(|(s, _)| s).collect();
+        let repeats: Vec<&Submission> = submissions
+            .iter()
+            .zip(&stored)
+            .filter(|(_, s)| !**s)
+            .map(|(s, _)| s)
+            .collect();
         if !repeats.is_empty() {
             let found: Vec<(String, String, Vec<u8>, i32, Value)> = sqlx::query_as(
                 "SELECT r.client, r.idempotency_key, r.request_hash, r.response_status, r.response_body
@@ -142,17 +153,26 @@ impl Store {
             .bind(repeats.iter().map(|s| s.idempotency.as_ref().unwrap().key.clone()).collect::<Vec<_>>())
             .fetch_all(&self.pool)
             .await?;
-            earlier = found.into_iter().map(|(c, k, h, s, b)| ((c, k), (h, s, b))).collect();
+            earlier = found
+                .into_iter()
+                .map(|(c, k, h, s, b)| ((c, k), (h, s, b)))
+                .collect();
         }
         for (s, stored) in submissions.iter().zip(stored) {
             if stored {
                 outcomes.push(SubmitOutcome::Stored);
                 continue;
             }
-            let claim = s.idempotency.as_ref().expect("only keyed submissions repeat");
+            let claim = s
+                .idempotency
+                .as_ref()
+                .expect("only keyed submissions repeat");
             outcomes.push(match earlier.get(&(s.client.clone(), claim.key.clone())) {
                 Some((hash, status, body)) if *hash == claim.request_hash => {
-                    SubmitOutcome::Replay { status: *status as u16, body: body.clone() }
+                    SubmitOutcome::Replay {
+                        status: *status as u16,
+                        body: body.clone(),
+                    }
                 }
                 _ => SubmitOutcome::Conflict,
             });
@@ -163,10 +183,17 @@ impl Store {
     /// Undoes `submit` for submissions whose jobs could not be enqueued, so a
     /// client that was answered 503 has left nothing behind.
     pub async fn withdraw(&self, submissions: &[&Submission]) -> Result<(), sqlx::Error> {
-        let ids: Vec<String> = submissions.iter().flat_map(|s| s.messages.iter().map(|m| m.id.to_string())).collect();
+        let ids: Vec<String> = submissions
+            .iter()
+            .flat_map(|s| s.messages.iter().map(|m| m.id.to_string()))
+            .collect();
         let keyed: Vec<(String, String)> = submissions
             .iter()
-            .filter_map(|s| s.idempotency.as_ref().map(|c| (s.client.clone(), c.key.clone())))
+            .filter_map(|s| {
+                s.idempotency
+                    .as_ref()
+                    .map(|c| (s.client.clone(), c.key.clone()))
+            })
             .collect();
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM messages WHERE id = ANY($1) AND status = 'queued'")
@@ -189,7 +216,9 @@ async fn insert_messages(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     rows: &[(&Submission, &NewMessage)],
 ) -> Result<(), sqlx::Error> {
-    let col = |f: fn(&Submission, &NewMessage) -> Option<String>| rows.iter().map(|(s, m)| f(s, m)).collect::<Vec<_>>();
+    let col = |f: fn(&Submission, &NewMessage) -> Option<String>| {
+        rows.iter().map(|(s, m)| f(s, m)).collect::<Vec<_>>()
+    };
     sqlx::query(
         "WITH inserted AS (
            INSERT INTO messages (id, client, idempotency_key, phone_number, template_id, template_name,

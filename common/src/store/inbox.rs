@@ -1,5 +1,13 @@
 //! The webhook inbox: every verified inbound event, stored before it is
 //! acknowledged, then processed by the worker.
+//!
+//! Life of a row: `pending` (due at `next_attempt_at`) is claimed by one
+//! worker at a time, then becomes `processed`, `not_applicable`, `unmatched`
+//! (waiting for the send record that carries its message id), `pending` again
+//! with a later `next_attempt_at` (retry), or `parked` (poison, or waited too
+//! long for its message).
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -21,6 +29,7 @@ pub enum InboxInsertOutcome {
     Duplicate,
 }
 
+/// A claimed event, to be processed.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InboxEvent {
     pub id: i64,
@@ -28,25 +37,92 @@ pub struct InboxEvent {
     pub event_id: String,
     pub event_type: Option<String>,
     pub body: Vec<u8>,
+    /// Attempts including this one; also the claim's fencing token.
     pub attempts: i32,
     pub received_at: DateTime<Utc>,
 }
 
+/// A stored row as operators and tests see it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InboxRecord {
+    pub id: i64,
+    pub provider: String,
+    pub event_id: String,
+    pub event_type: Option<String>,
+    pub headers: Value,
+    pub body: Vec<u8>,
+    pub received_at: DateTime<Utc>,
+    pub state: String,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub processed_at: Option<DateTime<Utc>>,
+    pub subject_id: Option<String>,
+    pub message_id: Option<String>,
+}
+
+/// How processing of a claimed event ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InboxResult {
+    /// Applied to these messages (our ids).
+    Processed { message_ids: Vec<String> },
+    /// Stored for the record; nothing for us to do (inbound, other families).
+    NotApplicable,
+    /// About Sent's message `subject_id`, which no message of ours carries yet.
+    Unmatched { subject_id: String },
+    /// Failed; try again at `at`.
+    Retry { at: DateTime<Utc>, error: String },
+    /// Failed for good (poison): kept with its error for an operator.
+    Parked { error: String },
+}
+
+/// The outcome of one claimed event; `attempts` must be the claim's value.
+#[derive(Debug, Clone)]
+pub struct InboxFinish {
+    pub id: i64,
+    pub attempts: i32,
+    pub result: InboxResult,
+}
+
+const RECORD_COLUMNS: &str =
+    "id, provider, event_id, event_type, headers, body, received_at, state, attempts,
+    next_attempt_at, last_error, processed_at, subject_id, message_id";
+
 impl Store {
     /// Stores a batch of events in one transaction; an event id already in the
-    /// inbox is a duplicate delivery and is not stored again.
-    pub async fn insert_inbox(&self, events: &[InboxInsert]) -> Result<Vec<InboxInsertOutcome>, sqlx::Error> {
+    /// inbox is a duplicate delivery and is not stored again. Workers are
+    /// woken by the `webhook_inbox` notification the table's trigger sends
+    /// when this commits.
+    pub async fn insert_inbox(
+        &self,
+        events: &[InboxInsert],
+    ) -> Result<Vec<InboxInsertOutcome>, sqlx::Error> {
         let stored: Vec<(String, String)> = sqlx::query_as(
             "INSERT INTO webhook_inbox (provider, event_id, event_type, headers, body)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::bytea[])
              ON CONFLICT (provider, event_id) DO NOTHING
              RETURNING provider, event_id",
         )
-        .bind(events.iter().map(|e| e.provider.clone()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.event_type.clone()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.headers.clone()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.body.clone()).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.provider.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| e.event_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| e.event_type.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| &e.headers).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.body.as_slice()).collect::<Vec<_>>())
         .fetch_all(&self.pool)
         .await?;
         // The same event twice in one batch is stored once: the first counts.
@@ -62,4 +138,171 @@ impl Store {
             })
             .collect())
     }
+
+    /// Claims up to `limit` due events for this worker, oldest first. The
+    /// claim is a lease: the rows stay `pending` but are not due again for
+    /// `lease`, so a worker that dies mid-way loses nothing. Rows another
+    /// worker is claiming at the same moment are skipped, not waited for.
+    pub async fn claim_inbox(
+        &self,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<InboxEvent>, sqlx::Error> {
+        let mut events: Vec<InboxEvent> = sqlx::query_as(
+            "UPDATE webhook_inbox SET attempts = attempts + 1, next_attempt_at = now() + $2::interval
+              WHERE id IN (SELECT id FROM webhook_inbox
+                            WHERE state = 'pending' AND next_attempt_at <= now()
+                            ORDER BY next_attempt_at, id
+                            LIMIT $1 FOR UPDATE SKIP LOCKED)
+             RETURNING id, provider, event_id, event_type, body, attempts, received_at",
+        )
+        .bind(limit)
+        .bind(interval(lease))
+        .fetch_all(&self.pool)
+        .await?;
+        events.sort_by_key(|e| e.id);
+        Ok(events)
+    }
+
+    /// Records how claimed events ended, all in one statement. A row whose
+    /// `attempts` moved on (its lease expired and another worker claimed it)
+    /// is left to that worker. An event going `unmatched` whose message
+    /// appeared meanwhile is made due again instead.
+    pub async fn finish_inbox(&self, done: &[InboxFinish]) -> Result<(), sqlx::Error> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let mut ids = Vec::with_capacity(done.len());
+        let mut attempts = Vec::with_capacity(done.len());
+        let mut states = Vec::with_capacity(done.len());
+        let mut next = Vec::with_capacity(done.len());
+        let mut errors = Vec::with_capacity(done.len());
+        let mut subjects = Vec::with_capacity(done.len());
+        let mut messages = Vec::with_capacity(done.len());
+        for finish in done {
+            ids.push(finish.id);
+            attempts.push(finish.attempts);
+            let (state, at, error, subject, message) = match &finish.result {
+                InboxResult::Processed { message_ids } => {
+                    ("processed", None, None, None, Some(message_ids.join(",")))
+                }
+                InboxResult::NotApplicable => ("not_applicable", None, None, None, None),
+                InboxResult::Unmatched { subject_id } => {
+                    ("unmatched", None, None, Some(subject_id.clone()), None)
+                }
+                InboxResult::Retry { at, error } => {
+                    ("pending", Some(*at), Some(error.clone()), None, None)
+                }
+                InboxResult::Parked { error } => ("parked", None, Some(error.clone()), None, None),
+            };
+            states.push(state);
+            next.push(at);
+            errors.push(error);
+            subjects.push(subject);
+            messages.push(message);
+        }
+        sqlx::query(
+            "UPDATE webhook_inbox w
+                SET state = CASE
+                      WHEN u.state = 'unmatched' AND EXISTS
+                           (SELECT 1 FROM messages m WHERE m.provider_message_ids @> ARRAY[u.subject])
+                      THEN 'pending' ELSE u.state END,
+                    next_attempt_at = CASE
+                      WHEN u.state = 'pending' THEN u.next_at
+                      WHEN u.state = 'unmatched' THEN now()
+                      ELSE w.next_attempt_at END,
+                    last_error = u.error,
+                    subject_id = coalesce(u.subject, w.subject_id),
+                    message_id = coalesce(u.message, w.message_id),
+                    processed_at = CASE WHEN u.state IN ('processed', 'not_applicable', 'parked')
+                                        THEN now() ELSE w.processed_at END
+               FROM unnest($1::bigint[], $2::int[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[])
+                    AS u(id, attempts, state, next_at, error, subject, message)
+              WHERE w.id = u.id AND w.attempts = u.attempts AND w.state = 'pending'",
+        )
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&states)
+        .bind(&next)
+        .bind(&errors)
+        .bind(&subjects)
+        .bind(&messages)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Our ids of the messages Sent knows as `provider_id`.
+    pub async fn messages_by_provider_id(
+        &self,
+        provider_id: &str,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM messages WHERE provider_message_ids @> ARRAY[$1::text] ORDER BY id",
+        )
+        .bind(provider_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Makes unmatched events whose message now exists due again (the safety
+    /// net behind the `messages_provider_ids_rematch` trigger). Returns how many.
+    pub async fn rematch_inbox(&self) -> Result<u64, sqlx::Error> {
+        Ok(sqlx::query(
+            "UPDATE webhook_inbox w SET state = 'pending', next_attempt_at = now()
+              WHERE w.state = 'unmatched'
+                AND EXISTS (SELECT 1 FROM messages m WHERE m.provider_message_ids @> ARRAY[w.subject_id])",
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// Parks unmatched events received more than `max_wait` ago: their send
+    /// record is not coming. Returns how many.
+    pub async fn expire_unmatched_inbox(&self, max_wait: Duration) -> Result<u64, sqlx::Error> {
+        Ok(sqlx::query(
+            "UPDATE webhook_inbox
+                SET state = 'parked', processed_at = now(),
+                    last_error = 'no message with Sent id ' || coalesce(subject_id, '?') || ' after waiting ' || $1::interval
+              WHERE state = 'unmatched' AND received_at < now() - $1::interval",
+        )
+        .bind(interval(max_wait))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub async fn inbox_event(
+        &self,
+        provider: &str,
+        event_id: &str,
+    ) -> Result<Option<InboxRecord>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {RECORD_COLUMNS} FROM webhook_inbox WHERE provider = $1 AND event_id = $2"
+        ))
+        .bind(provider)
+        .bind(event_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// The inbox, oldest first, optionally only one provider's events.
+    pub async fn inbox_events(
+        &self,
+        provider: Option<&str>,
+    ) -> Result<Vec<InboxRecord>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {RECORD_COLUMNS} FROM webhook_inbox WHERE $1::text IS NULL OR provider = $1 ORDER BY id"
+        ))
+        .bind(provider)
+        .fetch_all(&self.pool)
+        .await
+    }
+}
+
+/// A `Duration` as a Postgres interval (whole milliseconds).
+pub(super) fn interval(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(365))
 }

@@ -49,11 +49,13 @@ impl Store {
 
     /// Returns whether an active key of that name existed.
     pub async fn revoke_api_key(&self, name: &str) -> Result<bool, sqlx::Error> {
-        Ok(sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL")
-            .bind(name)
-            .execute(&self.pool)
-            .await?
-            .rows_affected()
+        Ok(sqlx::query(
+            "UPDATE api_keys SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL",
+        )
+        .bind(name)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
             == 1)
     }
 
@@ -69,10 +71,11 @@ impl Store {
 
     /// The callback secret of a managed key, by name.
     pub async fn callback_secret(&self, name: &str) -> Result<Option<String>, sqlx::Error> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT callback_secret FROM api_keys WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT callback_secret FROM api_keys WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|(s,)| s))
     }
 }

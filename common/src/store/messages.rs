@@ -85,12 +85,18 @@ const COLUMNS: &str = "id, client, phone_number, template_id, template_name, par
     dead_lettered_at, created_at, updated_at";
 
 impl Store {
-    pub async fn message(&self, client: &str, id: &str) -> Result<Option<MessageRecord>, sqlx::Error> {
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM messages WHERE id = $1 AND client = $2"))
-            .bind(id)
-            .bind(client)
-            .fetch_optional(&self.pool)
-            .await
+    pub async fn message(
+        &self,
+        client: &str,
+        id: &str,
+    ) -> Result<Option<MessageRecord>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE id = $1 AND client = $2"
+        ))
+        .bind(id)
+        .bind(client)
+        .fetch_optional(&self.pool)
+        .await
     }
 
     pub async fn message_by_id(&self, id: MessageId) -> Result<Option<MessageRecord>, sqlx::Error> {
@@ -110,7 +116,11 @@ impl Store {
     }
 
     /// The client's messages, newest first.
-    pub async fn messages(&self, client: &str, filter: &MessageFilter) -> Result<Vec<MessageRecord>, sqlx::Error> {
+    pub async fn messages(
+        &self,
+        client: &str,
+        filter: &MessageFilter,
+    ) -> Result<Vec<MessageRecord>, sqlx::Error> {
         sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM messages
               WHERE client = $1
@@ -152,10 +162,21 @@ impl Store {
 
     /// Applies `change` if it is progress for the message, and records it in
     /// the timeline either way. Returns whether the status changed.
-    pub async fn change_status(&self, id: &str, change: &StatusChange) -> Result<bool, sqlx::Error> {
+    ///
+    /// When it changed and the message has a `callback_url`, the same
+    /// statement queues the status callback (`status_callbacks`), so a change
+    /// and its callback are committed together or not at all. The row lock
+    /// taken by `prev` makes `previous_status` exact under concurrent changes.
+    pub async fn change_status(
+        &self,
+        id: &str,
+        change: &StatusChange,
+    ) -> Result<bool, sqlx::Error> {
         let (applied,): (bool,) = sqlx::query_as(
-            "WITH updated AS (
-               UPDATE messages
+            "WITH prev AS (
+               SELECT id, status FROM messages WHERE id = $1 FOR UPDATE
+             ), updated AS (
+               UPDATE messages m
                   SET status = $2, updated_at = now(),
                       last_error_code = coalesce($6, last_error_code),
                       last_error = coalesce($7, last_error),
@@ -165,12 +186,17 @@ impl Store {
                       read_at      = CASE WHEN $2 = 'read'      THEN coalesce(read_at, $8) ELSE read_at END,
                       failed_at    = CASE WHEN $2 IN ('failed', 'blocked', 'filtered', 'cancelled')
                                           THEN coalesce(failed_at, $8) ELSE failed_at END
-                WHERE id = $1 AND status_rank($2) > status_rank(status)
-               RETURNING id
+                 FROM prev
+                WHERE m.id = prev.id AND status_rank($2) > status_rank(m.status)
+               RETURNING m.id, prev.status AS previous_status, m.client, m.callback_url
              ), event AS (
                INSERT INTO message_events (message_id, status, applied, source, attempt, detail, at)
                SELECT $1, coalesce($9, $2), EXISTS (SELECT 1 FROM updated), $3, $4, $5, $8
-                WHERE EXISTS (SELECT 1 FROM messages WHERE id = $1)
+                WHERE EXISTS (SELECT 1 FROM prev)
+             ), callback AS (
+               INSERT INTO status_callbacks (message_id, client, url, status, previous_status, at, error_code, error, channel)
+               SELECT id, client, callback_url, $2, previous_status, $8, $6, $7, $5::jsonb ->> 'channel'
+                 FROM updated WHERE callback_url IS NOT NULL
              )
              SELECT EXISTS (SELECT 1 FROM updated)",
         )
@@ -238,7 +264,11 @@ impl Store {
     }
 
     /// Retries exhausted: `failed`, and marked dead-lettered so an operator can re-drive it.
-    pub async fn dead_letter(&self, id: MessageId, change: &StatusChange) -> Result<bool, sqlx::Error> {
+    pub async fn dead_letter(
+        &self,
+        id: MessageId,
+        change: &StatusChange,
+    ) -> Result<bool, sqlx::Error> {
         let applied = self.change_status(&id.to_string(), change).await?;
         if applied {
             sqlx::query("UPDATE messages SET dead_lettered_at = now() WHERE id = $1")
@@ -267,7 +297,10 @@ impl Store {
         .bind(ids)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().filter_map(|(id,)| id.parse().ok()).collect())
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id,)| id.parse().ok())
+            .collect())
     }
 
     /// Messages that should have a job but have shown no progress for
@@ -287,14 +320,19 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().filter_map(|(id,)| id.parse().ok()).collect())
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id,)| id.parse().ok())
+            .collect())
     }
 
     /// Deletes idempotency records past their lifetime.
     pub async fn purge_expired_idempotency(&self) -> Result<u64, sqlx::Error> {
-        Ok(sqlx::query("DELETE FROM idempotency_records WHERE expires_at < now()")
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        Ok(
+            sqlx::query("DELETE FROM idempotency_records WHERE expires_at < now()")
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
     }
 }

@@ -1,6 +1,7 @@
 //! Postgres storage. All SQL of the project lives in this module.
 
 mod accept;
+mod callbacks;
 mod inbox;
 mod keys;
 mod messages;
@@ -11,7 +12,12 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 pub use accept::{IdempotencyClaim, NewMessage, Submission, SubmitOutcome};
-pub use inbox::{InboxEvent, InboxInsert, InboxInsertOutcome};
+pub use callbacks::{
+    CallbackAttempt, CallbackAttemptRecord, CallbackDelivery, CallbackNext, CallbackRecord,
+};
+pub use inbox::{
+    InboxEvent, InboxFinish, InboxInsert, InboxInsertOutcome, InboxRecord, InboxResult,
+};
 pub use keys::{ApiKeyRecord, NewApiKey};
 pub use messages::{EventRecord, MessageFilter, MessageRecord, StatusChange};
 
@@ -28,7 +34,8 @@ impl Store {
     /// requests answer 503 until it is back. `acquire_timeout` bounds how long a
     /// request waits for a connection, so an outage never hangs a client.
     pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Store, sqlx::Error> {
-        let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.disable_statement_logging();
+        let options: PgConnectOptions =
+            url.parse::<PgConnectOptions>()?.disable_statement_logging();
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(3))
@@ -59,6 +66,9 @@ impl Store {
     }
 
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
     }
 }

@@ -52,7 +52,11 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     };
     let (postgres, redis) = tokio::join!(postgres, redis);
     let healthy = postgres == "ok" && redis == "ok";
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         status,
         Json(json!({

@@ -8,7 +8,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 use common::domain::{Channel, MessageId, MessageStatus, PhoneNumber, TemplateRef};
-use common::store::{EventRecord, IdempotencyClaim, MessageFilter, MessageRecord, NewMessage, Submission, SubmitOutcome};
+use common::store::{
+    EventRecord, IdempotencyClaim, MessageFilter, MessageRecord, NewMessage, Submission,
+    SubmitOutcome,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -28,7 +31,8 @@ pub async fn send(
     headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
-    let request = validation::send_request(&body, &rules(&state), Utc::now()).map_err(ApiError::Validation)?;
+    let request = validation::send_request(&body, &rules(&state), Utc::now())
+        .map_err(ApiError::Validation)?;
     accept_one(&state, client, &headers, "send", request).await
 }
 
@@ -40,7 +44,9 @@ pub async fn welcome(
 ) -> Result<Response, ApiError> {
     let mut f = Fields::new(&body, &["phone_number", "name"]);
     let phone = f.phone("phone_number");
-    let name = f.string("name", false, Some(100)).unwrap_or_else(|| "Valued Customer".to_owned());
+    let name = f
+        .string("name", false, Some(100))
+        .unwrap_or_else(|| "Valued Customer".to_owned());
     let phone = f.finish(phone).map_err(ApiError::Validation)?;
     let templates = &state.config.templates;
     let request = shortcut(
@@ -63,8 +69,9 @@ pub async fn order_confirmation(
     let phone = f.phone("phone_number");
     let order_number = f.string("order_number", true, Some(100));
     let total = f.string("total", true, Some(100));
-    let (phone, (order_number, total)) =
-        f.finish(phone.zip(order_number.zip(total))).map_err(ApiError::Validation)?;
+    let (phone, (order_number, total)) = f
+        .finish(phone.zip(order_number.zip(total)))
+        .map_err(ApiError::Validation)?;
     let templates = &state.config.templates;
     let request = shortcut(
         phone,
@@ -86,7 +93,10 @@ pub async fn batch(
     let items = match body.get("messages") {
         Some(Value::Array(items)) if (1..=BATCH_MAX).contains(&items.len()) => Some(items),
         Some(Value::Array(_)) => {
-            f.error("messages", format!("Length must be between 1 and {BATCH_MAX}."));
+            f.error(
+                "messages",
+                format!("Length must be between 1 and {BATCH_MAX}."),
+            );
             None
         }
         None => {
@@ -106,7 +116,10 @@ pub async fn batch(
         .iter()
         .map(|item| match item.as_object() {
             Some(object) => validation::send_request(object, &rules, now),
-            None => Err(FieldErrors::from([("_item".to_owned(), vec!["Not a valid object.".to_owned()])])),
+            None => Err(FieldErrors::from([(
+                "_item".to_owned(),
+                vec!["Not a valid object.".to_owned()],
+            )])),
         })
         .collect();
 
@@ -131,7 +144,15 @@ pub async fn batch(
         })
         .collect();
     let response_body = json!({"results": results, "created_at": timestamp(now)});
-    let submission = submission(&client, &headers, "batch", &canonical, messages, now, response_body)?;
+    let submission = submission(
+        &client,
+        &headers,
+        "batch",
+        &canonical,
+        messages,
+        now,
+        response_body,
+    )?;
     submit(&state, submission, None).await
 }
 
@@ -143,7 +164,11 @@ pub async fn get_one(
     if id.parse::<MessageId>().is_err() {
         return Err(ApiError::NotFound);
     }
-    let message = state.store.message(&client.name, &id).await?.ok_or(ApiError::NotFound)?;
+    let message = state
+        .store
+        .message(&client.name, &id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     let events = state.store.events(&id).await?;
     let mut view = message_view(&message);
     view["events"] = events.iter().map(event_view).collect();
@@ -167,12 +192,22 @@ pub async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let mut errors = FieldErrors::new();
-    let mut bad = |field: &str, problem: String| errors.entry(field.to_owned()).or_default().push(problem);
-    let status = query.status.as_deref().and_then(|s| s.parse::<MessageStatus>().map_err(|e| bad("status", e)).ok());
+    let mut bad =
+        |field: &str, problem: String| errors.entry(field.to_owned()).or_default().push(problem);
+    let status = query.status.as_deref().and_then(|s| {
+        s.parse::<MessageStatus>()
+            .map_err(|e| bad("status", e))
+            .ok()
+    });
     let since = query.since.as_deref().and_then(|s| {
         DateTime::parse_from_rfc3339(s)
             .map(|d| d.with_timezone(&Utc))
-            .map_err(|_| bad("since", "Not a valid RFC 3339 date-time with offset.".into()))
+            .map_err(|_| {
+                bad(
+                    "since",
+                    "Not a valid RFC 3339 date-time with offset.".into(),
+                )
+            })
             .ok()
     });
     let limit = match query.limit.as_deref().map(str::parse::<i64>) {
@@ -193,9 +228,16 @@ pub async fn list(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let filter = MessageFilter { status, since, before, limit };
+    let filter = MessageFilter {
+        status,
+        since,
+        before,
+        limit,
+    };
     let messages = state.store.messages(&client.name, &filter).await?;
-    let next_cursor = (messages.len() as i64 == limit).then(|| messages.last().map(|m| m.id.clone())).flatten();
+    let next_cursor = (messages.len() as i64 == limit)
+        .then(|| messages.last().map(|m| m.id.clone()))
+        .flatten();
     Ok(Json(json!({
         "messages": messages.iter().map(message_view).collect::<Vec<_>>(),
         "next_cursor": next_cursor,
@@ -203,7 +245,9 @@ pub async fn list(
 }
 
 fn rules(state: &AppState) -> SendRules {
-    SendRules { allow_http_callbacks: state.allow_http_callbacks() }
+    SendRules {
+        allow_http_callbacks: state.allow_http_callbacks(),
+    }
 }
 
 fn shortcut<const N: usize>(
@@ -215,8 +259,14 @@ fn shortcut<const N: usize>(
 ) -> SendRequest {
     SendRequest {
         phone_number,
-        template: TemplateRef { id: Some(template_id.to_owned()), name: Some(template_name.to_owned()) },
-        parameters: parameters.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        template: TemplateRef {
+            id: Some(template_id.to_owned()),
+            name: Some(template_name.to_owned()),
+        },
+        parameters: parameters
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
         channels,
         scheduled_at: None,
         sandbox: false,
@@ -232,7 +282,11 @@ fn new_message(request: &SendRequest) -> NewMessage {
         template_id: request.template.id.clone(),
         template_name: request.template.name.clone(),
         parameters: json!(request.parameters),
-        channels: request.channels.iter().map(|c| c.as_str().to_owned()).collect(),
+        channels: request
+            .channels
+            .iter()
+            .map(|c| c.as_str().to_owned())
+            .collect(),
         scheduled_at: request.scheduled_at,
         sandbox: request.sandbox,
         callback_url: request.callback_url.clone(),
@@ -268,7 +322,11 @@ fn submission(
         let mut hasher = Sha256::new();
         hasher.update(route.as_bytes());
         hasher.update(serde_json::to_vec(canonical_request).unwrap_or_default());
-        IdempotencyClaim { key, route: route.to_owned(), request_hash: hasher.finalize().to_vec() }
+        IdempotencyClaim {
+            key,
+            route: route.to_owned(),
+            request_hash: hasher.finalize().to_vec(),
+        }
     });
     Ok(Submission {
         client: client.name.clone(),
@@ -281,9 +339,15 @@ fn submission(
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
     match value.to_str() {
-        Ok(key) if !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_MAX && key.bytes().all(|b| b.is_ascii_graphic()) => {
+        Ok(key)
+            if !key.is_empty()
+                && key.len() <= IDEMPOTENCY_KEY_MAX
+                && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
             Ok(Some(key.to_owned()))
         }
         _ => Err(ApiError::field(
@@ -293,22 +357,39 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-async fn submit(state: &AppState, submission: Submission, location: Option<String>) -> Result<Response, ApiError> {
+async fn submit(
+    state: &AppState,
+    submission: Submission,
+    location: Option<String>,
+) -> Result<Response, ApiError> {
     let fresh_body = submission.response_body.clone();
-    let (status, body, replayed) = match state.accepter.submit(submission, Default::default()).await? {
+    let (status, body, replayed) = match state
+        .accepter
+        .submit(submission, Default::default())
+        .await?
+    {
         SubmitOutcome::Stored => (StatusCode::ACCEPTED, fresh_body, false),
-        SubmitOutcome::Replay { status, body } => {
-            (StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED), body, true)
-        }
+        SubmitOutcome::Replay { status, body } => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED),
+            body,
+            true,
+        ),
         SubmitOutcome::Conflict => return Err(ApiError::IdempotencyConflict),
     };
-    let location = location.map(|_| body["message_id"].as_str().map(|id| format!("/api/messages/{id}"))).flatten();
+    // A replay's location is the first message's, so it is read off the body.
+    let location = location.and(
+        body["message_id"]
+            .as_str()
+            .map(|id| format!("/api/messages/{id}")),
+    );
     let mut response = (status, Json(body)).into_response();
     if let Some(location) = location.and_then(|l| HeaderValue::try_from(l).ok()) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     if replayed {
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
 }

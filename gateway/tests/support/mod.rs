@@ -44,14 +44,19 @@ impl TestApp {
         }
         let config = Config::from_map(&vars).expect("test config");
         // Through the configured URLs, so a test can route them via a proxy.
-        let redis_conn = common::queue::connect(config.redis_url.expose()).await.expect("redis");
+        let redis_conn = common::queue::connect(config.redis_url.expose())
+            .await
+            .expect("redis");
         let store = common::store::Store::connect_lazy(config.database_url.expose(), 8).unwrap();
-        let state = AppState::new(config, store, redis_conn).await.expect("state");
+        let state = AppState::new(config, store, redis_conn)
+            .await
+            .expect("state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server_state = state.clone();
         let server = tokio::spawn(async move {
-            let app = gateway::app::router(server_state).into_make_service_with_connect_info::<SocketAddr>();
+            let app = gateway::app::router(server_state)
+                .into_make_service_with_connect_info::<SocketAddr>();
             axum::serve(listener, app).await.unwrap();
         });
         TestApp {
@@ -77,7 +82,11 @@ impl TestApp {
         self.http.get(self.url(path)).bearer_auth(API_KEY)
     }
 
-    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
         let response = self.post(path).json(body).send().await.unwrap();
         split(response).await
     }
@@ -155,7 +164,9 @@ impl CutableProxy {
                 };
                 let target = target.clone();
                 connections.spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else { return };
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                 });
             }

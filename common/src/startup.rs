@@ -1,0 +1,49 @@
+//! Start-up of a process that needs Postgres and Redis: wait a while for
+//! them (in a compose stack they start together), migrate, connect.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::store::Store;
+
+/// How long a process waits for its dependencies before giving up.
+pub const STARTUP_WAIT: Duration = Duration::from_secs(30);
+
+/// Connects to Postgres (migrating it) and Redis, retrying each for up to
+/// [`STARTUP_WAIT`]. The error names the variable to check.
+pub async fn connect(config: &Config) -> anyhow::Result<(Store, redis::aio::ConnectionManager)> {
+    let store = Store::connect_lazy(
+        config.database_url.expose(),
+        config.database_max_connections,
+    )
+    .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+    retry("postgres (DATABASE_URL)", || async {
+        Store::ensure_database(config.database_url.expose()).await?;
+        store.migrate().await.map_err(sqlx::Error::from)
+    })
+    .await?;
+    let redis = retry("redis (REDIS_URL)", || {
+        crate::queue::connect(config.redis_url.expose())
+    })
+    .await?;
+    Ok((store, redis))
+}
+
+/// Runs `attempt` until it succeeds, once a second for up to [`STARTUP_WAIT`].
+pub async fn retry<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> anyhow::Result<T> {
+    let deadline = tokio::time::Instant::now() + STARTUP_WAIT;
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "waiting for {what}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => anyhow::bail!("{what} unreachable: {e}"),
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Status callbacks (the outbox): rows written by `change_status` in the same
+//! statement as the change, delivered by the worker, every attempt recorded.
+//!
+//! Claims are leases, as for the inbox: a claimed row stays `pending` with
+//! `next_attempt_at` pushed past the lease and `attempts` bumped, and the
+//! transaction ends before any HTTP call. Callbacks of one message go out in
+//! order: only its oldest pending callback is ever claimable.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::Store;
+use super::inbox::interval;
+
+/// A claimed delivery, with what the request needs.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CallbackDelivery {
+    pub id: i64,
+    pub webhook_id: String,
+    pub message_id: String,
+    pub client: String,
+    pub url: String,
+    pub status: String,
+    pub previous_status: Option<String>,
+    pub at: DateTime<Utc>,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+    pub channel: Option<String>,
+    /// Attempts including this one; also the claim's fencing token.
+    pub attempts: i32,
+    /// The message's metadata, echoed to the client.
+    pub metadata: Value,
+}
+
+/// A callback row as operators and tests see it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CallbackRecord {
+    pub id: i64,
+    pub webhook_id: String,
+    pub message_id: String,
+    pub client: String,
+    pub url: String,
+    pub status: String,
+    pub previous_status: Option<String>,
+    pub at: DateTime<Utc>,
+    pub state: String,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CallbackAttemptRecord {
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i32,
+    pub status_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+/// What happened to the row after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CallbackNext {
+    Delivered,
+    RetryAt(DateTime<Utc>),
+    GiveUp,
+}
+
+/// One attempt's outcome, to record.
+#[derive(Debug, Clone)]
+pub struct CallbackAttempt {
+    pub id: i64,
+    /// The claim's `attempts`.
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub duration: Duration,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub next: CallbackNext,
+}
+
+const RECORD_COLUMNS: &str =
+    "id, webhook_id, message_id, client, url, status, previous_status, at, state, attempts,
+    next_attempt_at, last_status_code, last_error, created_at, completed_at";
+
+impl Store {
+    /// Claims up to `limit` due callbacks (each the oldest pending one of its
+    /// message), leased for `lease`.
+    pub async fn claim_callbacks(
+        &self,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<CallbackDelivery>, sqlx::Error> {
+        sqlx::query_as(
+            "WITH claimed AS (
+               UPDATE status_callbacks SET attempts = attempts + 1, next_attempt_at = now() + $2::interval
+                WHERE id IN (SELECT c.id FROM status_callbacks c
+                              WHERE c.state = 'pending' AND c.next_attempt_at <= now()
+                                AND NOT EXISTS (SELECT 1 FROM status_callbacks e
+                                                 WHERE e.message_id = c.message_id AND e.state = 'pending' AND e.id < c.id)
+                              ORDER BY c.next_attempt_at, c.id
+                              LIMIT $1 FOR UPDATE SKIP LOCKED)
+               RETURNING *
+             )
+             SELECT c.id, c.webhook_id, c.message_id, c.client, c.url, c.status, c.previous_status, c.at,
+                    c.error_code, c.error, c.channel, c.attempts, m.metadata
+               FROM claimed c JOIN messages m ON m.id = c.message_id
+              ORDER BY c.id",
+        )
+        .bind(limit)
+        .bind(interval(lease))
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Records an attempt and moves the callback on, in one statement. An
+    /// attempt whose claim was superseded (lease expired, claimed again) is
+    /// still recorded but does not move the row.
+    pub async fn record_callback_attempt(
+        &self,
+        attempt: &CallbackAttempt,
+    ) -> Result<(), sqlx::Error> {
+        let (state, next_at) = match attempt.next {
+            CallbackNext::Delivered => ("delivered", None),
+            CallbackNext::RetryAt(at) => ("pending", Some(at)),
+            CallbackNext::GiveUp => ("failed", None),
+        };
+        sqlx::query(
+            "WITH logged AS (
+               INSERT INTO callback_attempts (callback_id, attempt, started_at, duration_ms, status_code, error)
+               VALUES ($1, $2, $3, $4, $5, $6)
+             )
+             UPDATE status_callbacks
+                SET state = $7, next_attempt_at = coalesce($8, next_attempt_at),
+                    last_status_code = $5, last_error = $6,
+                    completed_at = CASE WHEN $7 = 'pending' THEN NULL ELSE now() END
+              WHERE id = $1 AND attempts = $2 AND state = 'pending'",
+        )
+        .bind(attempt.id)
+        .bind(attempt.attempt)
+        .bind(attempt.started_at)
+        .bind(i32::try_from(attempt.duration.as_millis()).unwrap_or(i32::MAX))
+        .bind(attempt.status_code.map(i32::from))
+        .bind(&attempt.error)
+        .bind(state)
+        .bind(next_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A message's callbacks, oldest first.
+    pub async fn callbacks_for_message(
+        &self,
+        message_id: &str,
+    ) -> Result<Vec<CallbackRecord>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {RECORD_COLUMNS} FROM status_callbacks WHERE message_id = $1 ORDER BY id"
+        ))
+        .bind(message_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The attempts of one callback, oldest first.
+    pub async fn callback_attempts(
+        &self,
+        callback_id: i64,
+    ) -> Result<Vec<CallbackAttemptRecord>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT attempt, started_at, duration_ms, status_code, error FROM callback_attempts
+              WHERE callback_id = $1 ORDER BY id",
+        )
+        .bind(callback_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+}

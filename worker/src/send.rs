@@ -1,0 +1,531 @@
+//! Sending queued messages to Sent: the apalis-redis job handler for
+//! [`SendJob`], and the loop that keeps an apalis worker running.
+//!
+//! One attempt: take a unit of the fleet-wide outbound budget, move the
+//! message to `sending` (a short statement of its own: no transaction is held
+//! across the call), call Sent, record the outcome. Our retries are our own
+//! delayed jobs (exponential backoff, full jitter, never sooner than
+//! `Retry-After`); the handler answers apalis `Ok` once the outcome is
+//! recorded, and `Err` only when Postgres or Redis could not be reached, so
+//! apalis' own retry covers exactly that.
+//!
+//! Crash safety comes from apalis-redis: each worker heartbeats; the jobs of
+//! a worker silent for `heartbeat_interval x missed_heartbeats` go back on the
+//! queue at the next heartbeat of any live worker (default 5 s x 3: 15 to
+//! 21 s). The message id as Sent's `Idempotency-Key` makes the second send of
+//! a job harmless.
+//!
+//! Two gaps of apalis-redis 1.0 are covered here: it promotes every due job
+//! in one Lua `unpack`, which fails past about 8,000 jobs (so workers promote
+//! in bounded steps, [`SendQueue::promote_due`]), and it stops heartbeating
+//! while it drains on shutdown (so the drain heartbeats itself).
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use apalis::prelude::{
+    BoxDynError, Data, PollWith, StreamStrategy, WorkerBuilder, WorkerBuilderExt, WorkerContext,
+};
+use apalis_redis::RedisStorage;
+use chrono::Utc;
+use common::config::Config;
+use common::domain::{MessageId, MessageStatus};
+use common::queue::{SendJob, SendQueue, queue_config};
+use common::rate::{Quota, RateLimiter};
+use common::sent::classify::SendOutcome;
+use common::sent::client::{SentClient, send_request};
+use common::store::{StatusChange, Store};
+use futures::StreamExt;
+use rand::Rng;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Key of the fleet-wide outbound budget (under the deployment's Redis prefix).
+pub const BUDGET_KEY: &str = "sent:outbound";
+/// How often an idle worker looks for due jobs. apalis-redis puts every job,
+/// due now or later, in its scheduled set, and only a fetch promotes it.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+/// Due jobs moved to the active list per Redis call.
+const PROMOTE_BATCH: usize = 1000;
+/// Most jobs one fetch takes from Redis.
+const MAX_BATCH: usize = 10;
+/// Timeline source of everything this module records.
+const SOURCE: &str = "worker";
+
+/// A job that could not be handled because a dependency was unreachable;
+/// apalis retries it later.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] apalis_redis::Error),
+}
+
+/// What one job did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Processed {
+    /// The message was not waiting to be sent (a duplicate job, or gone).
+    Skipped,
+    Accepted,
+    /// A permanent error from Sent: the message is `failed`.
+    Failed {
+        code: String,
+    },
+    /// A retryable error: a new job is due at `at`.
+    Retrying {
+        code: String,
+        at: SystemTime,
+    },
+    /// Retries exhausted: `failed` and dead-lettered.
+    DeadLettered {
+        code: String,
+    },
+    /// Shutting down before the job started: it went back on the queue.
+    Deferred,
+}
+
+/// Exponential backoff with full jitter: attempt `n` (1-based) waits a random
+/// time in `[0, min(max, base * 2^(n-1))]`, and never less than `Retry-After`.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(31));
+        self.base.saturating_mul(factor).min(self.max)
+    }
+
+    pub fn delay(
+        &self,
+        attempt: u32,
+        retry_after: Option<Duration>,
+        rng: &mut impl Rng,
+    ) -> Duration {
+        let ceiling = self.ceiling(attempt);
+        let jittered = if ceiling.is_zero() {
+            ceiling
+        } else {
+            rng.random_range(Duration::ZERO..=ceiling)
+        };
+        jittered.max(retry_after.unwrap_or_default())
+    }
+}
+
+/// The fleet-wide outbound budget: GCRA in Redis, shared by every worker.
+#[derive(Clone)]
+struct Budget {
+    limiter: RateLimiter,
+    quota: Quota,
+}
+
+/// Everything a send job needs; one per worker process.
+pub struct Sender {
+    store: Store,
+    queue: SendQueue,
+    client: SentClient,
+    budget: Option<Budget>,
+    max_attempts: u32,
+    backoff: Backoff,
+    shutdown: CancellationToken,
+}
+
+impl Sender {
+    /// `shutdown` only interrupts waiting for budget; a started attempt always finishes.
+    pub fn new(
+        config: &Config,
+        store: Store,
+        redis: redis::aio::ConnectionManager,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Sender> {
+        let api_key = config.require_sent_api_key()?;
+        let client = SentClient::new(&config.sent, api_key, config.worker.concurrency)?;
+        let budget = (config.sent.messages_per_minute > 0).then(|| Budget {
+            limiter: RateLimiter::redis(redis.clone(), config.redis_prefix.clone()),
+            quota: Quota::per_minute(config.sent.messages_per_minute),
+        });
+        Ok(Sender {
+            store,
+            queue: SendQueue::new(redis, &config.redis_prefix),
+            client,
+            budget,
+            max_attempts: config.worker.max_attempts,
+            backoff: Backoff {
+                base: config.worker.backoff_base,
+                max: config.worker.backoff_max,
+            },
+            shutdown,
+        })
+    }
+
+    /// Handles one job to the end and records the outcome.
+    pub async fn process(&self, job: &SendJob) -> Result<Processed, JobError> {
+        let id = job.message_id();
+        if !self.take_budget().await {
+            // Shutting down while waiting: hand the job back rather than hold it.
+            self.queue.enqueue_again(std::slice::from_ref(job)).await?;
+            return Ok(Processed::Deferred);
+        }
+        let Some(message) = self.store.begin_attempt(id).await? else {
+            tracing::debug!(message_id = %id, "message is not waiting to be sent; duplicate job skipped");
+            return Ok(Processed::Skipped);
+        };
+        let attempt = message.attempts;
+        let request = send_request(&message, Utc::now());
+        let outcome = self.client.send(&request, &message.id).await;
+        tracing::debug!(message_id = %id, attempt, ?outcome, "sent");
+
+        match outcome {
+            SendOutcome::Accepted {
+                provider_ids,
+                request_id,
+                replayed,
+            } => {
+                let mut change = StatusChange::new(MessageStatus::Accepted, SOURCE);
+                change.attempt = Some(attempt);
+                change.detail = Some(json!({
+                    "provider_message_ids": provider_ids,
+                    "request_id": request_id,
+                    "replayed": replayed,
+                    "sandbox": message.sandbox,
+                }));
+                self.store
+                    .record_accepted(id, &provider_ids, &change)
+                    .await?;
+                Ok(Processed::Accepted)
+            }
+            SendOutcome::Permanent {
+                code,
+                message: error,
+            } => {
+                tracing::info!(message_id = %id, attempt, %code, %error, "Sent refused the message");
+                let mut change = StatusChange::new(MessageStatus::Failed, SOURCE);
+                change.attempt = Some(attempt);
+                change.detail = Some(json!({"code": code, "error": error}));
+                change.error_code = Some(code.clone());
+                change.error = Some(error);
+                if self.still_sending(id).await? {
+                    self.store.change_status(&message.id, &change).await?;
+                }
+                Ok(Processed::Failed { code })
+            }
+            SendOutcome::Retry {
+                code,
+                message: error,
+                after,
+            } => {
+                if attempt < self.max_attempts as i32 {
+                    let delay = self
+                        .backoff
+                        .delay(attempt.max(1) as u32, after, &mut rand::rng());
+                    let at = whole_second_after(SystemTime::now() + delay);
+                    tracing::info!(message_id = %id, attempt, %code, %error, ?delay, "retrying later");
+                    self.store
+                        .record_retry(id, attempt, &code, &error, at.into())
+                        .await?;
+                    self.queue.schedule(job, at).await?;
+                    Ok(Processed::Retrying { code, at })
+                } else {
+                    tracing::warn!(message_id = %id, attempt, %code, %error, "retries exhausted; dead-lettered");
+                    let mut change = StatusChange::new(MessageStatus::Failed, SOURCE);
+                    change.event = Some("dead_lettered");
+                    change.attempt = Some(attempt);
+                    change.detail = Some(json!({
+                        "code": "retries_exhausted", "attempts": attempt, "last_code": code, "last_error": error,
+                    }));
+                    change.error_code = Some("retries_exhausted".into());
+                    change.error = Some(format!(
+                        "gave up after {attempt} attempts; last error {code}: {error}"
+                    ));
+                    if self.still_sending(id).await? {
+                        self.store.dead_letter(id, &change).await?;
+                    }
+                    Ok(Processed::DeadLettered { code })
+                }
+            }
+        }
+    }
+
+    /// Whether the attempt is still the message's latest word: a duplicate job
+    /// running at the same time may have had it accepted meanwhile, and a
+    /// failure must not overtake that acceptance.
+    async fn still_sending(&self, id: MessageId) -> Result<bool, sqlx::Error> {
+        let current = self.store.message_by_id(id).await?;
+        Ok(current.is_some_and(|m| m.status == MessageStatus::Sending.as_str()))
+    }
+
+    /// Waits for a unit of the outbound budget; false when shutdown came first.
+    async fn take_budget(&self) -> bool {
+        let Some(budget) = &self.budget else {
+            return true;
+        };
+        loop {
+            let wait = match budget.limiter.check(BUDGET_KEY, budget.quota).await {
+                Ok(Ok(())) => return true,
+                // Spread the waiters so they do not all come back at once.
+                Ok(Err(retry)) => retry.0 + Duration::from_millis(rand::rng().random_range(0..50)),
+                Err(error) => {
+                    tracing::warn!(%error, "outbound budget unavailable (redis); waiting");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+/// apalis rounds due times down to the second; rounding up keeps every
+/// retry at or after the time it was given (`Retry-After` included).
+fn whole_second_after(at: SystemTime) -> SystemTime {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() + u64::from(since.subsec_nanos() > 0);
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// The apalis handler. The attempt runs as a task of its own: jobs use both
+/// cores, and an attempt, once started, is recorded even if the worker stops
+/// waiting for it.
+async fn handle(job: SendJob, sender: Data<Arc<Sender>>) -> Result<(), BoxDynError> {
+    let sender = Arc::clone(&sender);
+    let span = tracing::info_span!("send", message_id = %job.message_id());
+    // The job carries the trace of the request that queued the message.
+    common::telemetry::set_parent(&span, job.trace());
+    let attempt = async move { sender.process(&job).await }.instrument(span);
+    match tokio::spawn(attempt).await {
+        Ok(Ok(processed)) => {
+            let outcome = match processed {
+                Processed::Skipped => "skipped",
+                Processed::Accepted => "accepted",
+                Processed::Failed { .. } => "failed",
+                Processed::Retrying { .. } => "retrying",
+                Processed::DeadLettered { .. } => "dead_lettered",
+                Processed::Deferred => "deferred",
+            };
+            metrics::counter!(common::metrics::JOBS, "outcome" => outcome).increment(1);
+            Ok(())
+        }
+        Ok(Err(error)) => {
+            metrics::counter!(common::metrics::JOBS, "outcome" => "error").increment(1);
+            tracing::warn!(%error, "send job could not be recorded; apalis will retry it");
+            Err(error.into())
+        }
+        Err(join) => Err(Box::new(join)),
+    }
+}
+
+/// Runs an apalis worker on the send queue until `shutdown`, then stops
+/// fetching and lets in-flight jobs finish for up to `shutdown_grace`.
+/// A worker that loses Redis (or is declared dead by its peers) is replaced
+/// by a fresh one under a new name.
+pub async fn run(
+    config: Arc<Config>,
+    sender: Arc<Sender>,
+    redis: redis::aio::ConnectionManager,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let queue = SendQueue::new(redis.clone(), &config.redis_prefix);
+    // A backlog is promoted in bounded steps before apalis' first fetch.
+    while let Ok(PROMOTE_BATCH) = queue.promote_due(PROMOTE_BATCH).await {}
+    let promoter = tokio::spawn(promote(queue, shutdown.clone()));
+    let mut failures = 0u32;
+    while !shutdown.is_cancelled() {
+        let started = tokio::time::Instant::now();
+        match run_once(&config, &sender, &redis, &shutdown).await {
+            Ok(()) if shutdown.is_cancelled() => break,
+            Ok(()) => tracing::warn!("send worker stopped unexpectedly; starting a new one"),
+            Err(error) => tracing::warn!(%error, "send worker failed; starting a new one"),
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            failures = 0;
+        }
+        failures += 1;
+        let pause = Duration::from_millis(200 * 2u64.pow(failures.min(5)));
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+    let _ = promoter.await;
+    Ok(())
+}
+
+/// Keeps due jobs moving from apalis' scheduled set to its active list (see
+/// [`SendQueue::promote_due`]), a bounded step at a time, until `shutdown`.
+async fn promote(queue: SendQueue, shutdown: CancellationToken) {
+    let mut failing = false;
+    loop {
+        let wait = match queue.promote_due(PROMOTE_BATCH).await {
+            Ok(moved) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!("promoting due jobs again");
+                }
+                if moved == PROMOTE_BATCH {
+                    Duration::ZERO
+                } else {
+                    IDLE_POLL
+                }
+            }
+            Err(error) => {
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(%error, "cannot promote due jobs (redis); retrying");
+                }
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// The apalis-redis configuration of this deployment's send queue.
+pub fn storage_config(config: &Config) -> apalis_redis::Config {
+    queue_config(&config.redis_prefix)
+        .heartbeat_interval(config.worker.heartbeat_interval)
+        .missed_heartbeats(config.worker.missed_heartbeats)
+        .batch_size(config.worker.concurrency.clamp(1, MAX_BATCH))
+}
+
+async fn run_once(
+    config: &Config,
+    sender: &Arc<Sender>,
+    redis: &redis::aio::ConnectionManager,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let name = format!("worker-{}-{}", std::process::id(), ulid::Ulid::generate());
+    let storage = RedisStorage::<SendJob>::new(redis.clone()).with_config(storage_config(config));
+    let backend = PollWith::new(storage, StreamStrategy::new(idle_ticks()));
+    let context = WorkerContext::new(&name);
+    let worker = WorkerBuilder::new(context.clone())
+        .backend(backend)
+        .concurrency(config.worker.concurrency)
+        .data(Arc::clone(sender))
+        .build(handle);
+    tracing::info!(worker = %name, concurrency = config.worker.concurrency, "send worker started");
+
+    let mut events = pin!(worker.stream());
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    // apalis does not heartbeat while it drains; a long drain would look
+    // like a dead worker and its jobs would be sent again elsewhere.
+    let mut drain_heartbeat = tokio::time::interval(
+        config
+            .worker
+            .heartbeat_interval
+            .max(Duration::from_millis(100)),
+    );
+    let workers_set = storage_config(config).workers_set();
+    loop {
+        tokio::select! {
+            _ = drain_heartbeat.tick(), if drain_deadline.is_some() => {
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+                let beat: Result<i64, _> =
+                    redis::cmd("ZADD").arg(&workers_set).arg("XX").arg(now).arg(&name).query_async(&mut redis.clone()).await;
+                if let Err(error) = beat {
+                    tracing::debug!(%error, "heartbeat while draining failed");
+                }
+            }
+            event = events.next() => match event {
+                None => return Ok(()),
+                Some(Ok(_)) => {}
+                // After a backend error apalis' state machine must not be
+                // polled again; in-flight attempts finish on their own tasks.
+                Some(Err(error)) => return Err(error.into()),
+            },
+            _ = shutdown.cancelled(), if drain_deadline.is_none() => {
+                tracing::info!(worker = %name, in_flight = context.task_count(), "stopping: finishing in-flight sends");
+                drain_deadline = Some(tokio::time::Instant::now() + config.worker.shutdown_grace);
+                if context.stop().is_err() {
+                    return Ok(()); // never started
+                }
+            }
+            _ = sleep_until(drain_deadline) => {
+                tracing::warn!(
+                    worker = %name,
+                    in_flight = context.task_count(),
+                    "in-flight sends did not finish in time; their jobs return to the queue once this worker's heartbeat lapses"
+                );
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Wakes an idle worker every [`IDLE_POLL`] so that it fetches due jobs.
+fn idle_ticks() -> std::pin::Pin<Box<dyn futures::Stream<Item = ()> + Send>> {
+    let mut interval = tokio::time::interval(IDLE_POLL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    Box::pin(futures::stream::unfold(
+        interval,
+        |mut interval| async move {
+            interval.tick().await;
+            Some(((), interval))
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_full_jitter() {
+        let backoff = Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+        };
+        assert_eq!(backoff.ceiling(1), Duration::from_secs(1));
+        assert_eq!(backoff.ceiling(2), Duration::from_secs(2));
+        assert_eq!(backoff.ceiling(5), Duration::from_secs(16));
+        assert_eq!(backoff.ceiling(6), Duration::from_secs(30));
+        assert_eq!(backoff.ceiling(1000), Duration::from_secs(30));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let delays: Vec<Duration> = (0..2000)
+            .map(|_| backoff.delay(4, None, &mut rng))
+            .collect();
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(8)));
+        // Full jitter: spread over the whole range, not bunched near the top.
+        assert!(delays.iter().any(|d| *d < Duration::from_secs(1)));
+        assert!(delays.iter().any(|d| *d > Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn retry_after_is_a_floor() {
+        let backoff = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        for attempt in 1..10 {
+            assert!(
+                backoff.delay(attempt, Some(Duration::from_secs(5)), &mut rng)
+                    >= Duration::from_secs(5)
+            );
+        }
+    }
+
+    #[test]
+    fn due_times_round_up_to_the_second() {
+        let at = UNIX_EPOCH + Duration::from_millis(10_001);
+        assert_eq!(whole_second_after(at), UNIX_EPOCH + Duration::from_secs(11));
+        let exact = UNIX_EPOCH + Duration::from_secs(10);
+        assert_eq!(whole_second_after(exact), exact);
+    }
+}

@@ -1,0 +1,461 @@
+//! The worker's inbox processing, end to end: signed events POSTed to the real
+//! gateway, stored in its inbox, applied by `worker::inbox::run`.
+
+mod inbox_support;
+
+use std::sync::{Arc, Mutex};
+
+use common::signature::sign_legacy;
+use common::store::InboxInsert;
+use inbox_support::*;
+use serde_json::json;
+use sqlx::Executor;
+
+#[tokio::test]
+async fn out_of_order_events_end_in_the_right_status() {
+    let stack = Stack::start(&[]).await;
+    let id = stack.submit(API_KEY, None).await;
+    stack.accept(&id, &["sent-1"]).await;
+    stack.start_inbox();
+
+    // delivered first, then a late sent and queued: recorded, not applied.
+    let t = |s: u32| format!("2026-01-15T10:35:{s:02}+00:00");
+    assert_eq!(
+        stack
+            .post_sent(
+                &sent_event("message.delivered", "sent-1", &t(30)),
+                "e-delivered"
+            )
+            .await,
+        200
+    );
+    stack.wait_inbox_state("e-delivered", "processed").await;
+    // Each waits for the previous, so the timeline's order is known.
+    let queued = json!({"field": "messages", "sub_type": "message.queued",
+                        "value": {"message_id": "sent-1", "message_status": "QUEUED", "updated_at": t(10)}});
+    let failed = json!({"field": "message", "event": "message.failed",
+                        "payload": {"message_id": "sent-1", "message_status": "FAILED", "updated_at": t(40),
+                                    "reason_code": "DELIVERY_007", "reason": "late failure"}});
+    for (body, event_id) in [
+        // A late sent.
+        (sent_event("message.sent", "sent-1", &t(20)), "e-sent"),
+        // The older variant envelope: sub_type / value, field "messages".
+        (queued, "e-queued"),
+        // A failure after delivery (a reroute) does not undo it either.
+        (failed, "e-failed"),
+        // Sent retrying the delivered event: stored once, applied once.
+        (
+            sent_event("message.delivered", "sent-1", &t(30)),
+            "e-delivered",
+        ),
+    ] {
+        assert_eq!(stack.post_sent(&body, event_id).await, 200);
+        let row = stack.wait_inbox_state(event_id, "processed").await;
+        assert_eq!(row.message_id.as_deref(), Some(id.as_str()));
+    }
+    let message = stack.message(&id).await;
+    assert_eq!(message.status, "delivered");
+    assert_eq!(
+        message.last_error, None,
+        "an unapplied failure leaves no error behind"
+    );
+
+    // Then read, which is progress.
+    assert_eq!(
+        stack
+            .post_sent(&sent_event("message.read", "sent-1", &t(50)), "e-read")
+            .await,
+        200
+    );
+    stack.wait_inbox_state("e-read", "processed").await;
+    assert_eq!(stack.message(&id).await.status, "read");
+
+    let events = stack.store().events(&id).await.unwrap();
+    let from_sent: Vec<(&str, bool)> = events
+        .iter()
+        .filter(|e| e.source == "sent")
+        .map(|e| (e.status.as_str(), e.applied))
+        .collect();
+    assert_eq!(
+        from_sent,
+        [
+            ("delivered", true),
+            ("sent", false),
+            ("accepted", false),
+            ("failed", false),
+            ("read", true)
+        ]
+    );
+    let delivered = events
+        .iter()
+        .find(|e| e.source == "sent" && e.status == "delivered")
+        .unwrap();
+    assert_eq!(
+        delivered.at,
+        "2026-01-15T10:35:30Z"
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    );
+    let detail = delivered.detail.as_ref().unwrap();
+    assert_eq!(detail["event"], "message.delivered");
+    assert_eq!(detail["event_id"], "e-delivered");
+    assert_eq!(detail["channel"], "sms");
+    let late_failure = events
+        .iter()
+        .find(|e| e.status == "failed")
+        .unwrap()
+        .detail
+        .clone()
+        .unwrap();
+    assert_eq!(late_failure["reason_code"], "DELIVERY_007");
+}
+
+#[tokio::test]
+async fn events_in_one_batch_in_any_order() {
+    let stack = Stack::start(&[]).await;
+    let id = stack.submit(API_KEY, None).await;
+    stack.accept(&id, &["sent-b"]).await;
+    // All stored before any worker runs, so one batch holds them all.
+    for (i, event) in [
+        "message.read",
+        "message.sent",
+        "message.delivered",
+        "message.routed",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let body = sent_event(event, "sent-b", &format!("2026-01-15T10:00:0{i}Z"));
+        assert_eq!(stack.post_sent(&body, &format!("b{i}")).await, 200);
+    }
+    stack.start_inbox();
+    for i in 0..4 {
+        stack.wait_inbox_state(&format!("b{i}"), "processed").await;
+    }
+    assert_eq!(stack.message(&id).await.status, "read");
+    let events = stack.store().events(&id).await.unwrap();
+    let mut statuses: Vec<&str> = events
+        .iter()
+        .filter(|e| e.source == "sent")
+        .map(|e| e.status.as_str())
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, ["accepted", "delivered", "read", "sent"]);
+}
+
+#[tokio::test]
+async fn unknown_message_id_is_matched_when_the_send_record_appears() {
+    let stack = Stack::start(&[]).await;
+    stack.start_inbox();
+    // Sent's webhook outruns its own 202.
+    assert_eq!(
+        stack
+            .post_sent(
+                &sent_event("message.delivered", "sent-early", "2026-01-15T10:00:00Z"),
+                "early"
+            )
+            .await,
+        200
+    );
+    let waiting = stack.wait_inbox_state("early", "unmatched").await;
+    assert_eq!(waiting.subject_id.as_deref(), Some("sent-early"));
+
+    let id = stack.submit(API_KEY, None).await;
+    stack.accept(&id, &["sent-other", "sent-early"]).await;
+    let row = stack.wait_inbox_state("early", "processed").await;
+    assert_eq!(row.message_id.as_deref(), Some(id.as_str()));
+    assert_eq!(stack.message(&id).await.status, "delivered");
+}
+
+#[tokio::test]
+async fn unmatched_events_are_rechecked_periodically() {
+    let stack = Stack::start(&[("INBOX_REMATCH_INTERVAL_SECS", "1")]).await;
+    // Without the trigger, only the periodic re-check can find the message.
+    stack
+        .store()
+        .pool()
+        .execute("ALTER TABLE messages DISABLE TRIGGER messages_provider_ids_rematch")
+        .await
+        .unwrap();
+    stack.start_inbox();
+    assert_eq!(
+        stack
+            .post_sent(
+                &sent_event("message.sent", "sent-late", "2026-01-15T10:00:00Z"),
+                "late"
+            )
+            .await,
+        200
+    );
+    stack.wait_inbox_state("late", "unmatched").await;
+    let id = stack.submit(API_KEY, None).await;
+    stack.accept(&id, &["sent-late"]).await;
+    stack.wait_inbox_state("late", "processed").await;
+    assert_eq!(stack.message(&id).await.status, "sent");
+}
+
+#[tokio::test]
+async fn unmatched_events_are_parked_after_waiting_too_long() {
+    let stack = Stack::start(&[
+        ("INBOX_UNMATCHED_TTL_SECS", "1"),
+        ("INBOX_REMATCH_INTERVAL_SECS", "1"),
+    ])
+    .await;
+    stack.start_inbox();
+    assert_eq!(
+        stack
+            .post_sent(
+                &sent_event("message.sent", "sent-never", "2026-01-15T10:00:00Z"),
+                "never"
+            )
+            .await,
+        200
+    );
+    let row = stack.wait_inbox_state("never", "parked").await;
+    assert!(row.last_error.unwrap().contains("sent-never"));
+}
+
+#[tokio::test]
+async fn poison_event_is_parked_and_does_not_block_others() {
+    let stack = Stack::start(&[("INBOX_MAX_ATTEMPTS", "3")]).await;
+    let id = stack.submit(API_KEY, None).await;
+    stack.accept(&id, &["sent-ok"]).await;
+    let poison = json!({"field": "message", "event": "message.delivered",
+                        "payload": {"message_status": "DELIVERED", "channel": "sms"}});
+    assert_eq!(stack.post_sent(&poison, "poison").await, 200);
+    assert_eq!(
+        stack
+            .post_sent(
+                &sent_event("message.sent", "sent-ok", "2026-01-15T10:00:00Z"),
+                "fine"
+            )
+            .await,
+        200
+    );
+    stack.start_inbox();
+    let row = stack.wait_inbox_state("poison", "parked").await;
+    assert_eq!(row.attempts, 3);
+    assert!(
+        row.last_error.as_deref().unwrap().contains("message_id"),
+        "{:?}",
+        row.last_error
+    );
+    assert!(row.processed_at.is_some());
+    stack.wait_inbox_state("fine", "processed").await;
+    assert_eq!(stack.message(&id).await.status, "sent");
+}
+
+#[tokio::test]
+async fn other_events_are_kept_as_not_applicable() {
+    let stack = Stack::start(&[]).await;
+    let bodies = [
+        json!({"field": "message", "event": "message.received",
+               "payload": {"message_id": "in-1", "inbound_number": "+14155550123", "text": "STOP"}}),
+        json!({"field": "templates", "value": {"id": "tmpl_1", "status": "APPROVED"}}),
+        json!({"field": "contact", "event": "contact.updated", "payload": {"id": "c1"}}),
+        json!({"event": "call.ended", "payload": {"call_id": "x"}}),
+    ];
+    for (i, body) in bodies.iter().enumerate() {
+        assert_eq!(stack.post_sent(body, &format!("na{i}")).await, 200);
+    }
+    // Other providers' events (stored by the gateway as it stores these).
+    let other = |provider: &str, id: &str| InboxInsert {
+        provider: provider.into(),
+        event_id: id.into(),
+        event_type: Some("x".into()),
+        headers: json!({}),
+        body: b"{\"id\": 1}".to_vec(),
+    };
+    stack
+        .store()
+        .insert_inbox(&[other("stripe", "evt_1"), other("telegram", "42")])
+        .await
+        .unwrap();
+    stack.start_inbox();
+    for i in 0..bodies.len() {
+        stack
+            .wait_inbox_state(&format!("na{i}"), "not_applicable")
+            .await;
+    }
+    eventually("other providers' events", || async {
+        let rows = stack.store().inbox_events(None).await.unwrap();
+        rows.iter()
+            .all(|r| r.state == "not_applicable")
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn several_workers_share_the_inbox_and_apply_each_event_once() {
+    let stack = Stack::start(&[("INBOX_BATCH_SIZE", "3"), ("INBOX_CONCURRENCY", "2")]).await;
+    let mut ids = Vec::new();
+    for m in 0..8 {
+        let id = stack.submit(API_KEY, None).await;
+        stack.accept(&id, &[&format!("sent-w{m}")]).await;
+        ids.push(id);
+    }
+    for _ in 0..3 {
+        stack.start_inbox();
+    }
+    let events = ["message.sent", "message.delivered", "message.read"];
+    let posts = (0..8).flat_map(|m| {
+        events
+            .iter()
+            .enumerate()
+            .map(move |(k, event)| (m, k, *event))
+    });
+    let stack_ref = &stack;
+    futures::future::join_all(posts.map(|(m, k, event)| async move {
+        let body = sent_event(
+            event,
+            &format!("sent-w{m}"),
+            &format!("2026-01-15T10:00:0{k}Z"),
+        );
+        assert_eq!(stack_ref.post_sent(&body, &format!("w{m}-{k}")).await, 200);
+    }))
+    .await;
+    eventually("all events processed", || async {
+        let rows = stack.store().inbox_events(Some("sent")).await.unwrap();
+        (rows.len() == 24 && rows.iter().all(|r| r.state == "processed")).then_some(())
+    })
+    .await;
+    for id in &ids {
+        assert_eq!(stack.message(id).await.status, "read");
+        let from_sent = stack
+            .store()
+            .events(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.source == "sent")
+            .count();
+        assert_eq!(from_sent, 3, "each event applied exactly once");
+    }
+}
+
+/// The original integration's `test_webhook_message_failed`: a failed event
+/// is logged at error level. Logs of the worker are captured while it runs.
+#[tokio::test]
+async fn seed_failed_event_is_logged_as_error() {
+    use tracing::instrument::WithSubscriber;
+
+    let stack = Stack::start(&[]).await;
+    let id = stack.submit(API_KEY, None).await;
+    stack.accept(&id, &["msg_123"]).await;
+    let payload =
+        r#"{"type": "message.failed", "data": {"id": "msg_123", "error": {"message": "Invalid"}}}"#;
+    let signature = sign_legacy(LEGACY_SECRET, payload.as_bytes());
+    let response = stack
+        .http
+        .post(format!("{}/webhooks/sent", stack.base))
+        .header("X-Webhook-Signature", signature)
+        .body(payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let logs = Capture::default();
+    tokio::spawn(
+        worker::inbox::run(
+            stack.store().clone(),
+            stack.config.clone(),
+            stack.shutdown.clone(),
+        )
+        .with_subscriber(logs.clone()),
+    );
+    let message = eventually("the message to fail", || async {
+        Some(stack.message(&id).await).filter(|m| m.status == "failed")
+    })
+    .await;
+    assert_eq!(message.last_error.as_deref(), Some("Invalid"));
+    let errors = logs.at(tracing::Level::ERROR);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("msg_123") && errors[0].contains(&id) && errors[0].contains("Invalid"),
+        "{}",
+        errors[0]
+    );
+}
+
+/// A minimal subscriber that keeps every event's level and fields.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<(tracing::Level, String)>>>);
+
+impl Capture {
+    fn at(&self, level: tracing::Level) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(l, _)| *l == level)
+            .map(|(_, text)| text.clone())
+            .collect()
+    }
+}
+
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!("{}={:?} ", field.name(), value));
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        self.0
+            .lock()
+            .unwrap()
+            .push((*event.metadata().level(), fields.0));
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test]
+async fn notifications_wake_the_worker_without_polling() {
+    // Polling and re-checks far beyond the test's deadline: only the
+    // webhook_inbox notification (sent on the gateway's commit) can wake it.
+    let stack = Stack::start(&[
+        ("INBOX_POLL_INTERVAL_MS", "600000"),
+        ("INBOX_REMATCH_INTERVAL_SECS", "600"),
+    ])
+    .await;
+    let id = stack.submit(API_KEY, None).await;
+    stack.accept(&id, &["sent-notify"]).await;
+    stack.start_inbox();
+    // Let the worker finish its first pass and go to sleep.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for (k, event) in ["message.sent", "message.delivered"].iter().enumerate() {
+        let body = sent_event(event, "sent-notify", &format!("2026-01-15T10:00:0{k}Z"));
+        assert_eq!(stack.post_sent(&body, &format!("n{k}")).await, 200);
+        stack.wait_inbox_state(&format!("n{k}"), "processed").await;
+    }
+    // An unmatched event is woken by the send record (trigger + notification).
+    assert_eq!(
+        stack
+            .post_sent(
+                &sent_event("message.read", "sent-notify-2", "2026-01-15T10:00:09Z"),
+                "n-late"
+            )
+            .await,
+        200
+    );
+    stack.wait_inbox_state("n-late", "unmatched").await;
+    let other = stack.submit(API_KEY, None).await;
+    stack.accept(&other, &["sent-notify-2"]).await;
+    stack.wait_inbox_state("n-late", "processed").await;
+    assert_eq!(stack.message(&other).await.status, "read");
+}
