@@ -314,7 +314,17 @@ impl Config {
             reconcile_interval: env.seconds("RECONCILE_INTERVAL_SECS", 30)?,
             reconcile_after: env.seconds("RECONCILE_AFTER_SECS", 120)?,
             shutdown_grace: env.seconds("WORKER_SHUTDOWN_GRACE_SECS", 30)?,
-            metrics_bind: env.parse("WORKER_METRICS_BIND", "0.0.0.0:9100".parse().unwrap())?,
+            // Tests run many workers on one machine: an ephemeral port each.
+            metrics_bind: env.parse(
+                "WORKER_METRICS_BIND",
+                if testing {
+                    "127.0.0.1:0"
+                } else {
+                    "0.0.0.0:9100"
+                }
+                .parse()
+                .unwrap(),
+            )?,
         };
         if worker.concurrency == 0 {
             return Err(env.bad("WORKER_CONCURRENCY", "must be at least 1".into()));

@@ -178,6 +178,32 @@ impl SendQueue {
             .await
     }
 
+    /// How long the oldest job that is due has been waiting (zero when none).
+    /// Every push is filed under the scheduled set with its due time as score.
+    pub async fn oldest_due_age(&self) -> Result<Duration, redis::RedisError> {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut conn = self.conn.clone();
+        let oldest: Vec<(String, u64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.config.scheduled_jobs_set())
+            .arg("-inf")
+            .arg(now)
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        Ok(Duration::from_secs(
+            oldest
+                .first()
+                .map(|(_, due)| now.saturating_sub(*due))
+                .unwrap_or(0),
+        ))
+    }
+
     /// Removes finished tasks' payloads and metadata; apalis keeps them forever otherwise.
     pub async fn prune_done(&self, max: usize) -> Result<usize, redis::RedisError> {
         self.prune(self.config.done_jobs_set(), max).await

@@ -91,6 +91,9 @@ fn otlp_provider(endpoint: &str, service: &'static str) -> anyhow::Result<SdkTra
 /// Installs the subscriber: logs, plus spans to `provider` when given.
 /// Also used by tests with an in-memory exporter.
 pub fn install(config: &LogConfig, provider: Option<SdkTracerProvider>, service: &'static str) {
+    global::set_text_map_propagator(TextMapCompositePropagator::new(vec![Box::new(
+        TraceContextPropagator::new(),
+    )]));
     let otel = provider.map(|p| {
         global::set_tracer_provider(p.clone());
         tracing_opentelemetry::layer().with_tracer(p.tracer(service))

@@ -133,6 +133,7 @@ async fn commit(store: &Store, queue: &SendQueue, ttl: std::time::Duration, batc
         }
         return;
     }
+    metrics::counter!(common::metrics::MESSAGES_ACCEPTED).increment(jobs.len() as u64);
     for (pending, outcome) in batch.into_iter().zip(outcomes) {
         let _ = pending.reply.send(Ok(outcome));
     }

@@ -59,6 +59,7 @@ impl AppState {
             }
         };
         let webhooks = Arc::new(webhooks::Verifiers::from_config(&config.webhooks)?);
+        common::metrics::install();
         Ok(AppState {
             webhooks,
             inbox: InboxWriter::start(store.clone()),
@@ -104,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(health::index))
         .route("/health", get(health::health))
         .route("/health/live", get(health::live))
+        .route("/metrics", get(|| async { common::metrics::render() }))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             rate_limit::limit,
@@ -124,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .merge(hooks)
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state)
+        .layer(middleware::from_fn(record_http_metrics))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(
             ServiceBuilder::new()
@@ -165,6 +168,25 @@ async fn security_headers(request: Request, next: Next) -> Response {
             .entry(name)
             .or_insert(HeaderValue::from_static(value));
     }
+    response
+}
+
+/// Counts requests and their latency by route template (never the raw path,
+/// which would make a label per message id).
+async fn record_http_metrics(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!(common::metrics::HTTP_DURATION, "route" => route.clone(), "method" => method.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!(common::metrics::HTTP_REQUESTS, "route" => route, "method" => method, "status" => status)
+        .increment(1);
     response
 }
 

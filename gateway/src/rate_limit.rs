@@ -78,6 +78,7 @@ pub async fn limit(
         Ok(Ok(())) => Ok(next.run(request).await),
         Ok(Err(wait)) => {
             tracing::info!(class = class.name(), client = %who, "rate limited");
+            metrics::counter!(common::metrics::RATE_LIMITED, "class" => class.name()).increment(1);
             Err(ApiError::RateLimited {
                 retry_after: wait.seconds(),
             })

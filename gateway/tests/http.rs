@@ -292,3 +292,47 @@ async fn postgres_outage_gives_503_without_hanging() {
     assert_eq!(status, 503);
     assert_eq!(health["services"]["postgres"], "unavailable");
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template() {
+    let app = TestApp::spawn(&[]).await;
+    let (_, _, body) = app.post_json("/api/messages/send", &send_body()).await;
+    let id = body["message_id"].as_str().unwrap();
+    app.get(&format!("/api/messages/{id}"))
+        .send()
+        .await
+        .unwrap();
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = |metric: &str, parts: &[&str]| {
+        text.lines()
+            .any(|l| l.starts_with(metric) && parts.iter().all(|p| l.contains(p)))
+    };
+    assert!(
+        line(
+            "gateway_http_requests_total",
+            &[r#"route="/api/messages/send""#, r#"status="202""#]
+        ),
+        "{text}"
+    );
+    assert!(
+        line(
+            "gateway_http_requests_total",
+            &[r#"route="/api/messages/{id}""#]
+        ),
+        "ids never become labels"
+    );
+    assert!(line(
+        "gateway_http_request_duration_seconds_bucket",
+        &[r#"route="/api/messages/send""#]
+    ));
+    assert!(line("gateway_messages_accepted_total", &[]));
+    assert!(!text.contains(id));
+}

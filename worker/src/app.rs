@@ -47,12 +47,17 @@ pub async fn run_worker(
     spawn(
         &mut components,
         "reconciler",
-        reconcile::run(store.clone(), queue, config.clone(), stop.clone()),
+        reconcile::run(store.clone(), queue.clone(), config.clone(), stop.clone()),
     );
     spawn(
         &mut components,
         "inbox",
         inbox::run(store.clone(), config.clone(), stop.clone()),
+    );
+    spawn(
+        &mut components,
+        "metrics",
+        crate::metrics::serve(store.clone(), queue.clone(), config.clone(), stop.clone()),
     );
     spawn(
         &mut components,

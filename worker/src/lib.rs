@@ -4,6 +4,7 @@
 pub mod app;
 pub mod callbacks;
 pub mod inbox;
+pub mod metrics;
 pub mod reconcile;
 pub mod redrive;
 pub mod send;

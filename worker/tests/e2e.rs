@@ -89,3 +89,37 @@ async fn a_message_posted_to_the_gateway_is_accepted_by_sent() {
     );
     worker.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_serves_prometheus_metrics() {
+    let mut h = Harness::new().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    h.set("WORKER_METRICS_BIND", &addr.to_string());
+    let _worker = h.start_worker().await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/metrics");
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    wait_for(10, "the metrics endpoint", || {
+        let (http, url, text) = (http.clone(), url.clone(), text.clone());
+        async move {
+            match http.get(url).send().await {
+                Ok(r) => {
+                    *text.lock().unwrap() = r.text().await.unwrap_or_default();
+                    true
+                }
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    let text = text.lock().unwrap().clone();
+    for metric in [
+        "worker_queue_depth",
+        "worker_queue_oldest_job_age_seconds",
+        "worker_inbox_backlog",
+    ] {
+        assert!(text.contains(metric), "{metric} missing from:\n{text}");
+    }
+}

@@ -65,6 +65,17 @@ impl Store {
         MIGRATOR.run(&self.pool).await
     }
 
+    /// Webhook events waiting to be processed and callbacks waiting to be
+    /// delivered, for the worker's gauges.
+    pub async fn backlogs(&self) -> Result<(i64, i64), sqlx::Error> {
+        sqlx::query_as(
+            "SELECT (SELECT count(*) FROM webhook_inbox WHERE state = 'pending'),
+                    (SELECT count(*) FROM status_callbacks WHERE state = 'pending')",
+        )
+        .fetch_one(&self.pool)
+        .await
+    }
+
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)

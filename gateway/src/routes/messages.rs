@@ -365,7 +365,7 @@ async fn submit(
     let fresh_body = submission.response_body.clone();
     let (status, body, replayed) = match state
         .accepter
-        .submit(submission, Default::default())
+        .submit(submission, common::telemetry::current_context())
         .await?
     {
         SubmitOutcome::Stored => (StatusCode::ACCEPTED, fresh_body, false),

@@ -192,6 +192,9 @@ async fn receive(
                 reason = error.reason(),
                 "webhook signature rejected"
             );
+            metrics::counter!(common::metrics::WEBHOOKS, "provider" => provider.name(), "outcome" => "rejected",
+                "reason" => error.reason())
+            .increment(1);
             ApiError::BadSignature(error.reason())
         })?;
     let json = match serde_json::from_slice::<Value>(&body) {
@@ -209,6 +212,14 @@ async fn receive(
     };
     let (event_id, event_type) = (event.event_id.clone(), event.event_type.clone());
     let outcome = state.inbox.store(event).await?;
+    let outcome_label = if outcome == InboxInsertOutcome::Duplicate {
+        "duplicate"
+    } else {
+        "stored"
+    };
+    metrics::counter!(common::metrics::WEBHOOKS, "provider" => provider.name(), "outcome" => outcome_label,
+        "reason" => "")
+    .increment(1);
     tracing::debug!(
         provider = provider.name(),
         event_id,

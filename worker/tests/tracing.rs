@@ -1,0 +1,94 @@
+//! One trace follows a message: the gateway's request, the worker's send
+//! attempt (through the job in Redis), and the call to Sent. Spans go to an
+//! in-test exporter, exactly as they would go to an OTLP collector.
+
+mod send_harness;
+
+use std::net::SocketAddr;
+
+use common::config::{Config, LogConfig, LogFormat};
+use gateway::app::AppState;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+use send_harness::{Harness, wait_for};
+use serde_json::{Value, json};
+
+const API_KEY: &str = "trace-key-0123456789";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_covers_request_queue_worker_and_sent() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let log = LogConfig {
+        level: "info".into(),
+        format: LogFormat::Pretty,
+        otlp_endpoint: None,
+    };
+    common::telemetry::install(&log, Some(provider.clone()), "test");
+
+    let mut h = Harness::new().await;
+    h.set("API_KEYS", &format!("tracer:{API_KEY}"));
+    let config = Config::from_map(&h.vars).unwrap();
+    let redis = common::queue::connect(&h.redis.url).await.unwrap();
+    let state = AppState::new(config, h.store.clone(), redis).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let app = gateway::app::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app).await.unwrap();
+    });
+    let _worker = h.start_worker().await;
+
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{base}/api/messages/send"))
+        .bearer_auth(API_KEY)
+        .json(&json!({"phone_number": "+14155550123", "template_name": "welcome"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.unwrap()["message_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_for(20, "the message to be accepted", || {
+        let store = h.store.clone();
+        let id = id.clone();
+        async move {
+            store
+                .message("tracer", &id)
+                .await
+                .unwrap()
+                .is_some_and(|m| m.status == "accepted")
+        }
+    })
+    .await;
+    provider.force_flush().unwrap();
+
+    let spans = exporter.get_finished_spans().unwrap();
+    let find = |name: &str| {
+        spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+            panic!(
+                "no span {name}; have {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        })
+    };
+    let request = find("request");
+    let send = find("send");
+    let sent_call = find("sent.send");
+    let trace = request.span_context.trace_id();
+    assert_eq!(
+        send.span_context.trace_id(),
+        trace,
+        "the worker continues the request's trace"
+    );
+    assert_eq!(
+        sent_call.span_context.trace_id(),
+        trace,
+        "the call to Sent is in the same trace"
+    );
+    assert_eq!(sent_call.parent_span_id, send.span_context.span_id());
+}
