@@ -181,6 +181,7 @@ async fn every_grafana_query_runs_against_the_schema() {
         .filter_map(|d| d["uid"].as_str())
         .collect();
     let db = common::test_support::TestDatabase::new().await;
+    let time_filter = regex::Regex::new(r"\$__timeFilter\((\w+)\)").unwrap();
     let mut checked = 0;
     for panel in dashboard["panels"].as_array().unwrap() {
         let uid = panel["datasource"]["uid"].as_str().unwrap();
@@ -193,9 +194,7 @@ async fn every_grafana_query_runs_against_the_schema() {
             let Some(sql) = target["rawSql"].as_str() else {
                 continue;
             };
-            let macro_free = regex::Regex::new(r"\$__timeFilter\((\w+)\)")
-                .unwrap()
-                .replace_all(sql, "$1 > now() - interval '6 hours'");
+            let macro_free = time_filter.replace_all(sql, "$1 > now() - interval '6 hours'");
             // As the read-only dashboard role, which must be allowed to run it.
             let mut tx = db.store.pool().begin().await.unwrap();
             sqlx::query("SET LOCAL ROLE dashboard_reader")
