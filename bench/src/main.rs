@@ -1,9 +1,11 @@
 //! `loadgen`: a closed-loop HTTP/1.1 load generator. Each of `--connections`
 //! keep-alive connections sends its next request as soon as the previous
-//! answer arrives, for `--seconds`; latencies go into an HDR histogram.
+//! answer arrives, for `--seconds` (or until `--requests` have been sent);
+//! latencies go into an HDR histogram.
 //! Prints one JSON line of figures, for the bench scripts to tabulate.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -41,6 +43,15 @@ struct Args {
     /// Send path (defaults per scenario).
     #[arg(long)]
     path: Option<String>,
+    /// Webhook scenario: events name Sent message ids `<prefix><n>` for n in
+    /// 0..sent_ids, spread over connections (0 = unique ids no message has).
+    #[arg(long, default_value_t = 0)]
+    sent_ids: u64,
+    #[arg(long, default_value = "bench-sent-")]
+    sent_id_prefix: String,
+    /// Stop after this many requests in total (0 = only `--seconds` limits).
+    #[arg(long, default_value_t = 0)]
+    requests: u64,
 }
 
 struct Report {
@@ -56,11 +67,12 @@ async fn main() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let args = Arc::new(args);
     let started = Instant::now();
+    let issued = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for worker in 0..args.connections {
-        let args = args.clone();
+        let (args, issued) = (args.clone(), issued.clone());
         tasks.push(tokio::spawn(async move {
-            run_connection(&args, worker, deadline).await
+            run_connection(&args, worker, deadline, &issued).await
         }));
     }
     let mut total = Report {
@@ -106,7 +118,12 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_connection(args: &Args, worker: usize, deadline: Instant) -> anyhow::Result<Report> {
+async fn run_connection(
+    args: &Args,
+    worker: usize,
+    deadline: Instant,
+    issued: &AtomicU64,
+) -> anyhow::Result<Report> {
     let mut report = Report {
         histogram: hdrhistogram::Histogram::new(3)?,
         ok: 0,
@@ -126,6 +143,9 @@ async fn run_connection(args: &Args, worker: usize, deadline: Instant) -> anyhow
         if let Some(pause) = pause {
             tokio::time::sleep_until(next_at.into()).await;
             next_at += pause;
+        }
+        if args.requests > 0 && issued.fetch_add(1, Ordering::Relaxed) >= args.requests {
+            break;
         }
         sequence += 1;
         let request = build_request(args, worker, sequence)?;
@@ -164,23 +184,41 @@ fn send_body(worker: usize, sequence: u64) -> Value {
     })
 }
 
+/// The Sent message id a webhook event names: with `--sent-ids`, one of the
+/// messages the bench script created, each connection taking every
+/// `connections`-th so that ids are not reused before all are used once.
+fn sent_message_id(args: &Args, worker: usize, sequence: u64) -> String {
+    if args.sent_ids == 0 {
+        return format!("bench-{worker}-{sequence}");
+    }
+    let n = ((sequence - 1) * args.connections as u64 + worker as u64) % args.sent_ids;
+    format!("{}{n}", args.sent_id_prefix)
+}
+
 fn build_request(
     args: &Args,
     worker: usize,
     sequence: u64,
 ) -> anyhow::Result<Request<Full<Bytes>>> {
-    let (path, body, extra): (&str, Value, Vec<(String, String)>) = match args.scenario.as_str() {
-        "send" => ("/api/messages/send", send_body(worker, sequence), vec![]),
+    // The body is serialized once: a webhook's signature covers these exact bytes.
+    let (path, body, extra): (&str, Vec<u8>, Vec<(String, String)>) = match args.scenario.as_str() {
+        "send" => (
+            "/api/messages/send",
+            serde_json::to_vec(&send_body(worker, sequence))?,
+            vec![],
+        ),
         "batch" => (
             "/api/messages/batch",
-            json!({"messages": (0..args.batch_size).map(|i| send_body(worker, sequence * 1000 + i as u64)).collect::<Vec<_>>()}),
+            serde_json::to_vec(
+                &json!({"messages": (0..args.batch_size).map(|i| send_body(worker, sequence * 1000 + i as u64)).collect::<Vec<_>>()}),
+            )?,
             vec![],
         ),
         "webhook" => {
             let body = json!({
                 "field": "message", "event": "message.delivered",
                 "timestamp": chrono::Utc::now().to_rfc3339(),
-                "payload": {"message_id": format!("bench-{worker}-{sequence}"), "message_status": "DELIVERED",
+                "payload": {"message_id": sent_message_id(args, worker, sequence), "message_status": "DELIVERED",
                             "channel": "sms", "outbound_number": "+14155550123",
                             "updated_at": chrono::Utc::now().to_rfc3339()}
             });
@@ -192,7 +230,7 @@ fn build_request(
             let signature = common::signature::sign(&secret, endpoint, &timestamp, &raw);
             (
                 "/webhooks/sent",
-                body,
+                raw,
                 vec![
                     ("x-webhook-id".into(), endpoint.into()),
                     ("x-webhook-timestamp".into(), timestamp),
@@ -214,5 +252,5 @@ fn build_request(
     for (name, value) in extra {
         builder = builder.header(name, value);
     }
-    Ok(builder.body(Full::new(Bytes::from(serde_json::to_vec(&body)?)))?)
+    Ok(builder.body(Full::new(Bytes::from(body)))?)
 }

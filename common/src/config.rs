@@ -122,6 +122,9 @@ pub struct InboxConfig {
     pub rematch_interval: Duration,
     /// How long an event waits for its message before it is parked.
     pub unmatched_ttl: Duration,
+    /// How long finished events (`processed`, `not_applicable`) are kept;
+    /// `None` keeps them forever (`INBOX_RETENTION_DAYS=0`).
+    pub retention: Option<Duration>,
 }
 
 /// Delivery of status callbacks to clients (`CALLBACK_*`).
@@ -136,6 +139,9 @@ pub struct CallbackConfig {
     /// Callbacks delivered at once by one worker.
     pub concurrency: usize,
     pub poll_interval: Duration,
+    /// How long finished callbacks and their attempts are kept; `None`
+    /// keeps them forever (`CALLBACK_RETENTION_DAYS=0`).
+    pub retention: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -343,7 +349,20 @@ impl Config {
             poll_interval: Duration::from_millis(env.parse("INBOX_POLL_INTERVAL_MS", 1000)?),
             rematch_interval: env.seconds("INBOX_REMATCH_INTERVAL_SECS", 30)?,
             unmatched_ttl: env.seconds("INBOX_UNMATCHED_TTL_SECS", 24 * 3600)?,
+            retention: env.days("INBOX_RETENTION_DAYS", 30)?,
         };
+        // A purged event is no longer recognised as a duplicate: keep events
+        // longer than Sent goes on retrying one (about a day).
+        if inbox
+            .retention
+            .is_some_and(|r| r < Duration::from_secs(2 * 86_400))
+        {
+            return Err(env.bad(
+                "INBOX_RETENTION_DAYS",
+                "must be 0 (keep forever) or at least 2: Sent retries an event for about a day"
+                    .into(),
+            ));
+        }
         if inbox.batch_size < 1 || inbox.concurrency == 0 || inbox.max_attempts == 0 {
             let var = if inbox.batch_size < 1 {
                 "INBOX_BATCH_SIZE"
@@ -362,6 +381,7 @@ impl Config {
             backoff_max: env.seconds("CALLBACK_BACKOFF_MAX_SECS", 3600)?,
             concurrency: env.parse("CALLBACK_CONCURRENCY", 32)?,
             poll_interval: Duration::from_millis(env.parse("CALLBACK_POLL_INTERVAL_MS", 1000)?),
+            retention: env.days("CALLBACK_RETENTION_DAYS", 30)?,
         };
         if callbacks.max_attempts == 0 || callbacks.concurrency == 0 {
             let var = if callbacks.max_attempts == 0 {
@@ -480,6 +500,12 @@ impl Env<'_> {
 
     fn seconds(&self, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
         self.parse(var, default).map(Duration::from_secs)
+    }
+
+    /// Whole days; 0 means never (`None`).
+    fn days(&self, var: &'static str, default: u64) -> Result<Option<Duration>, ConfigError> {
+        let days: u64 = self.parse(var, default)?;
+        Ok((days > 0).then(|| Duration::from_secs(days.saturating_mul(86_400))))
     }
 }
 

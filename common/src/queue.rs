@@ -63,9 +63,13 @@ impl std::fmt::Debug for SendQueue {
     }
 }
 
-/// The apalis queue name for a deployment's Redis prefix.
+/// The apalis queue name for a deployment's Redis prefix. Pub/sub events
+/// (a PUBLISH per task pushed and finished) are off: nothing subscribes, and
+/// workers poll.
 pub fn queue_config(prefix: &str) -> QueueConfig {
-    QueueConfig::default().queue(format!("{prefix}:send"))
+    QueueConfig::default()
+        .queue(format!("{prefix}:send"))
+        .emit_events(false)
 }
 
 /// Connects without waiting for Redis to be up: commands fail fast while it

@@ -9,7 +9,6 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use common::config::{Config, Profile};
 use common::queue::SendQueue;
 use common::rate::RateLimiter;
@@ -20,13 +19,16 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::accept::Accepter;
 use crate::auth::{self, KeyRing};
 use crate::error::status_body;
 use crate::inbox_writer::InboxWriter;
+use crate::openapi;
 use crate::rate_limit;
-use crate::routes::{health, messages, webhooks};
+use crate::routes::{dashboard, health, messages, webhooks};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -80,50 +82,80 @@ impl AppState {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Every route of the gateway, in one place.
+/// Who may call a group of routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// An API key: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+    ApiKey,
+    /// An API key, unless `DASHBOARD_PUBLIC=true`.
+    Dashboard,
+    /// Anyone (webhooks prove who they are with their signature).
+    Open,
+}
+
+/// Every route of the gateway, in one place, by who may call it.
+///
+/// Routes are registered only with `routes!`, which takes each route's method
+/// and path from its handler's `#[utoipa::path]`: a route cannot be added
+/// without its OpenAPI description, nor described at a path it is not served
+/// on. `layer` puts each group's layers on: the router's authentication and
+/// rate limits, or nothing for the document (`openapi::document`), whose
+/// security requirements are set from the same groups.
+pub fn routes(
+    layer: impl Fn(OpenApiRouter<AppState>, Access) -> OpenApiRouter<AppState>,
+) -> OpenApiRouter<AppState> {
+    let api = OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(messages::send))
+        .routes(utoipa_axum::routes!(messages::welcome))
+        .routes(utoipa_axum::routes!(messages::order_confirmation))
+        .routes(utoipa_axum::routes!(messages::batch))
+        .routes(utoipa_axum::routes!(messages::list))
+        .routes(utoipa_axum::routes!(messages::get_one));
+    let dashboard_data = OpenApiRouter::new().routes(utoipa_axum::routes!(dashboard::data));
+    let open = OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(webhooks::sent))
+        .routes(utoipa_axum::routes!(webhooks::stripe))
+        .routes(utoipa_axum::routes!(webhooks::telegram))
+        .routes(utoipa_axum::routes!(health::index))
+        .routes(utoipa_axum::routes!(health::health))
+        .routes(utoipa_axum::routes!(health::live))
+        .routes(utoipa_axum::routes!(health::metrics))
+        .routes(utoipa_axum::routes!(openapi::openapi_json))
+        .routes(utoipa_axum::routes!(dashboard::page))
+        .routes(utoipa_axum::routes!(dashboard::script))
+        .routes(utoipa_axum::routes!(dashboard::stylesheet));
+    let group = |routes, access| layer(openapi::secure(routes, access), access);
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(group(api, Access::ApiKey))
+        .merge(group(dashboard_data, Access::Dashboard))
+        .merge(group(open, Access::Open))
+}
+
+/// The router: [`routes`] with their layers, and the layers around them all.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/api/messages/send", post(messages::send))
-        .route("/api/messages/welcome", post(messages::welcome))
-        .route(
-            "/api/messages/order-confirmation",
-            post(messages::order_confirmation),
-        )
-        .route("/api/messages/batch", post(messages::batch))
-        .route("/api/messages", get(messages::list))
-        .route("/api/messages/{id}", get(messages::get_one))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            rate_limit::limit,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_api_key,
-        ));
-
-    let public = Router::new()
-        .route("/", get(health::index))
-        .route("/health", get(health::health))
-        .route("/health/live", get(health::live))
-        .route("/metrics", get(|| async { common::metrics::render() }))
-        .route_layer(middleware::from_fn_with_state(
+    let (routes, _) = routes(|routes, access| {
+        let routes = routes.route_layer(middleware::from_fn_with_state(
             state.clone(),
             rate_limit::limit,
         ));
-
-    let hooks = Router::new()
-        .route("/webhooks/sent", post(webhooks::sent))
-        .route("/webhooks/stripe", post(webhooks::stripe))
-        .route("/webhooks/telegram", post(webhooks::telegram))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            rate_limit::limit,
-        ));
+        // Authentication runs first, so the rate limit knows the client.
+        match access {
+            Access::ApiKey => routes.route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_api_key,
+            )),
+            Access::Dashboard => routes.route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                dashboard::require_key_unless_public,
+            )),
+            Access::Open => routes,
+        }
+    })
+    .split_for_parts();
 
     let max_body = state.config.max_body_bytes;
     let timeout = state.config.request_timeout;
-    api.merge(public)
-        .merge(hooks)
+    routes
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state)
         .layer(middleware::from_fn(record_http_metrics))

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod error;
 pub mod inbox_writer;
 pub mod json;
+pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
 pub mod validation;

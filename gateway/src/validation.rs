@@ -12,6 +12,9 @@ use crate::error::FieldErrors;
 pub const MISSING: &str = "Missing data for required field.";
 const NOT_STRING: &str = "Not a valid string.";
 const UNKNOWN: &str = "Unknown field.";
+/// Postgres stores no U+0000 in text or jsonb: such a string could never be
+/// committed (and would fail every request of its group commit with it).
+const NUL: &str = "Must not contain the NUL character.";
 pub const METADATA_MAX_KEYS: usize = 20;
 const METADATA_MAX_KEY_CHARS: usize = 64;
 const METADATA_MAX_VALUE_CHARS: usize = 512;
@@ -54,8 +57,10 @@ impl<'a> Fields<'a> {
     }
 
     pub fn error(&mut self, field: &str, problem: impl Into<String>) {
+        // Field names come from the request (unknown fields, map keys) and
+        // error bodies can be stored (idempotent replays): no NUL in them.
         self.errors
-            .entry(field.to_owned())
+            .entry(field.replace('\0', "\u{FFFD}"))
             .or_default()
             .push(problem.into());
     }
@@ -78,6 +83,10 @@ impl<'a> Fields<'a> {
                 None
             }
             Some(Value::String(s)) => {
+                if s.contains('\0') {
+                    self.error(field, NUL);
+                    return None;
+                }
                 if let Some(max) = max_chars
                     && s.chars().count() > max
                 {
@@ -117,6 +126,9 @@ impl<'a> Fields<'a> {
                 }
                 for (key, value) in map {
                     match value {
+                        Value::String(s) if key.contains('\0') || s.contains('\0') => {
+                            self.error(&format!("{field}.{key}"), NUL)
+                        }
                         Value::String(s)
                             if key.chars().count() <= max_key && s.chars().count() <= max_value =>
                         {

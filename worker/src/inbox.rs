@@ -16,6 +16,7 @@
 //! `INBOX_MAX_ATTEMPTS`, parked with its error. Inbound messages and other
 //! families (and other providers) are kept as `not_applicable`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,25 +25,32 @@ use common::config::Config;
 use common::domain::MessageStatus;
 use common::sent::wire::MessageEventPayload;
 use common::store::{InboxEvent, InboxFinish, InboxResult, StatusChange, Store};
-use futures::StreamExt;
 use serde_json::{Map, Value, json};
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::instrument::WithSubscriber;
 
 /// Notification channel the inbox's insert trigger uses.
 pub const CHANNEL: &str = "webhook_inbox";
 
-/// Processes the inbox until `shutdown` is cancelled. The batch in hand is
-/// finished first; anything claimed but not finished is picked up again by
-/// some worker when its lease ends.
+/// How often a worker deletes finished rows past their retention.
+const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+/// Rows deleted per statement, and statements per pass at most: a large
+/// backlog (retention just shortened) is worked off over several passes.
+const PURGE_CHUNK: i64 = 5_000;
+const PURGE_MAX_CHUNKS: usize = 100;
+
+/// Processes the inbox until `shutdown` is cancelled, `INBOX_CONCURRENCY`
+/// batches at a time. The batches in hand are finished first; anything
+/// claimed but not finished is picked up again by some worker when its lease
+/// ends.
 pub async fn run(
     store: Store,
     config: Arc<Config>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let settings = &config.inbox;
     let wake = Arc::new(Notify::new());
     let listener = tokio::spawn(listen(
         store.clone(),
@@ -50,16 +58,63 @@ pub async fn run(
         wake.clone(),
         shutdown.clone(),
     ));
+    tracing::info!(
+        batches = config.inbox.concurrency,
+        batch_size = config.inbox.batch_size,
+        "inbox processor started"
+    );
+    let mut lanes = tokio::task::JoinSet::new();
+    for lane in 0..config.inbox.concurrency {
+        let (store, config, wake, shutdown) = (
+            store.clone(),
+            config.clone(),
+            wake.clone(),
+            shutdown.clone(),
+        );
+        // Lanes log through the caller's subscriber (a test may capture it).
+        lanes.spawn(
+            async move { process_lane(&store, &config, &wake, &shutdown, lane == 0).await }
+                .with_current_subscriber(),
+        );
+    }
+    while lanes.join_next().await.is_some() {}
+    listener.abort();
+    tracing::info!("inbox processor stopped");
+    Ok(())
+}
+
+/// One batch at a time, until `shutdown`. A lane that claims a full batch
+/// wakes another before working on it, so a backlog is worked on by every
+/// lane while a trickle wakes just one. The first lane also does the
+/// housekeeping.
+async fn process_lane(
+    store: &Store,
+    config: &Config,
+    wake: &Notify,
+    shutdown: &CancellationToken,
+    housekeeper: bool,
+) {
+    let settings = &config.inbox;
     let mut next_housekeeping = Instant::now();
-    tracing::info!("inbox processor started");
+    let mut next_purge = Instant::now();
     while !shutdown.is_cancelled() {
-        if Instant::now() >= next_housekeeping {
-            if let Err(error) = housekeeping(&store, &config).await {
+        if housekeeper && Instant::now() >= next_housekeeping {
+            if let Err(error) = housekeeping(store, config).await {
                 tracing::warn!(%error, "inbox housekeeping failed");
             }
             next_housekeeping = Instant::now() + settings.rematch_interval;
         }
-        let more = match process_due(&store, &config).await {
+        if housekeeper && Instant::now() >= next_purge {
+            match purge(store, config).await {
+                Ok(report) if report != PurgeReport::default() => {
+                    tracing::info!(?report, "purged finished rows past their retention")
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "purge of finished rows failed"),
+            }
+            next_purge = Instant::now() + PURGE_INTERVAL;
+        }
+        let more = match process_due(store, config, || wake.notify_one()).await {
             Ok(claimed) => claimed as i64 >= settings.batch_size,
             Err(error) => {
                 tracing::warn!(%error, "inbox: could not claim events; will retry");
@@ -69,42 +124,57 @@ pub async fn run(
         if more {
             continue;
         }
-        let until_housekeeping = next_housekeeping.saturating_duration_since(Instant::now());
+        let pause = if housekeeper {
+            settings
+                .poll_interval
+                .min(next_housekeeping.saturating_duration_since(Instant::now()))
+        } else {
+            settings.poll_interval
+        };
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(settings.poll_interval.min(until_housekeeping)) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
-    listener.abort();
-    tracing::info!("inbox processor stopped");
-    Ok(())
 }
 
 /// Claims one batch of due events, processes it and records the outcomes.
 /// Returns how many events were claimed.
-pub async fn process_due(store: &Store, config: &Config) -> Result<usize, sqlx::Error> {
+///
+/// A batch costs four statements whatever its size: the claim, one lookup of
+/// every Sent id it names, the status changes (`Store::change_statuses`, one
+/// statement per round of distinct messages), and the outcomes. Applying
+/// events one statement (and one commit) each was the bottleneck.
+/// `on_full_batch` runs when the claim was a full batch (more are likely due).
+pub async fn process_due(
+    store: &Store,
+    config: &Config,
+    on_full_batch: impl FnOnce(),
+) -> Result<usize, sqlx::Error> {
     let settings = &config.inbox;
+    let started = Instant::now();
     let events = store
         .claim_inbox(settings.batch_size, settings.lease)
         .await?;
     if events.is_empty() {
         return Ok(0);
     }
+    if events.len() as i64 >= settings.batch_size {
+        on_full_batch();
+    }
     let claimed = events.len();
-    let finished: Vec<InboxFinish> = futures::stream::iter(events)
-        .map(|event| async move {
-            let result = process(store, config, &event).await;
-            InboxFinish {
-                id: event.id,
-                attempts: event.attempts,
-                result,
-            }
-        })
-        .buffer_unordered(settings.concurrency)
-        .collect()
-        .await;
+    let claim_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let finished = process_batch(store, config, &events).await;
+    let apply_ms = started.elapsed().as_secs_f64() * 1000.0 - claim_ms;
     store.finish_inbox(&finished).await?;
+    tracing::debug!(
+        events = claimed,
+        claim_ms,
+        apply_ms,
+        finish_ms = started.elapsed().as_secs_f64() * 1000.0 - claim_ms - apply_ms,
+        "inbox batch"
+    );
     Ok(claimed)
 }
 
@@ -130,85 +200,221 @@ pub async fn housekeeping(store: &Store, config: &Config) -> Result<(), sqlx::Er
     Ok(())
 }
 
-/// One event's outcome; processing errors become a retry or, when attempts
-/// are used up, parking.
-async fn process(store: &Store, config: &Config, event: &InboxEvent) -> InboxResult {
-    match apply(store, event).await {
-        Ok(result) => result,
-        Err(error) => {
-            let settings = &config.inbox;
-            if event.attempts as u32 >= settings.max_attempts {
-                tracing::error!(
-                    inbox_id = event.id,
-                    provider = %event.provider,
-                    event_id = %event.event_id,
-                    attempts = event.attempts,
-                    %error,
-                    "webhook event parked after repeated processing failures"
-                );
-                InboxResult::Parked { error }
-            } else {
-                let delay = backoff(
-                    settings.backoff_base,
-                    settings.backoff_max,
-                    event.attempts as u32,
-                );
-                tracing::warn!(
-                    inbox_id = event.id,
-                    event_id = %event.event_id,
-                    attempts = event.attempts,
-                    retry_in_ms = delay.as_millis() as u64,
-                    %error,
-                    "webhook event processing failed; will retry"
-                );
-                InboxResult::Retry {
-                    at: Utc::now()
-                        + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1)),
-                    error,
+/// What one purge pass deleted.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub inbox_events: u64,
+    pub callbacks: u64,
+}
+
+/// Deletes finished inbox events older than `INBOX_RETENTION_DAYS` and
+/// finished status callbacks (with their attempts) older than
+/// `CALLBACK_RETENTION_DAYS`. Parked events and pending callbacks are never
+/// deleted. Safe to run from every worker at once.
+pub async fn purge(store: &Store, config: &Config) -> Result<PurgeReport, sqlx::Error> {
+    let mut report = PurgeReport::default();
+    if let Some(retention) = config.inbox.retention {
+        for _ in 0..PURGE_MAX_CHUNKS {
+            let deleted = store.purge_inbox(retention, PURGE_CHUNK).await?;
+            report.inbox_events += deleted;
+            if deleted < PURGE_CHUNK as u64 {
+                break;
+            }
+        }
+    }
+    if let Some(retention) = config.callbacks.retention {
+        for _ in 0..PURGE_MAX_CHUNKS {
+            let deleted = store.purge_callbacks(retention, PURGE_CHUNK).await?;
+            report.callbacks += deleted;
+            if deleted < PURGE_CHUNK as u64 {
+                break;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// The outcome of every claimed event, in the order of `events`.
+async fn process_batch(store: &Store, config: &Config, events: &[InboxEvent]) -> Vec<InboxFinish> {
+    let mut results: Vec<Option<InboxResult>> = vec![None; events.len()];
+    // Understand each event; status updates go on to be applied.
+    let mut updates: Vec<(usize, StatusUpdate)> = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        match understand(event) {
+            Ok(Parsed::Status(update)) => updates.push((i, update)),
+            Ok(Parsed::NotApplicable(why)) => {
+                tracing::debug!(inbox_id = event.id, event_id = %event.event_id, why, "webhook event not applicable");
+                results[i] = Some(InboxResult::NotApplicable);
+            }
+            Err(error) => results[i] = Some(failure(config, event, error)),
+        }
+    }
+    // Applied in the order the changes happened at Sent, so that a batch
+    // holding both a late `sent` and its `delivered` records both as progress.
+    updates.sort_by_key(|(i, update)| (update.at, events[*i].id));
+    if !updates.is_empty() {
+        let mut subjects: Vec<&str> = updates
+            .iter()
+            .map(|(_, u)| u.sent_message_id.as_str())
+            .collect();
+        subjects.sort_unstable();
+        subjects.dedup();
+        match store.messages_by_provider_ids(&subjects).await {
+            Ok(messages) => apply(store, config, events, &updates, &messages, &mut results).await,
+            Err(error) => {
+                for (i, _) in &updates {
+                    results[*i] = Some(failure(config, &events[*i], format!("database: {error}")));
                 }
+            }
+        }
+    }
+    events
+        .iter()
+        .zip(results)
+        .map(|(event, result)| InboxFinish {
+            id: event.id,
+            attempts: event.attempts,
+            result: result.expect("every event has an outcome"),
+        })
+        .collect()
+}
+
+/// Applies the status updates whose messages exist, all in one call; the
+/// others wait as `unmatched`. Should the batch fail, each event is applied
+/// on its own, so that one bad event fails alone.
+async fn apply(
+    store: &Store,
+    config: &Config,
+    events: &[InboxEvent],
+    updates: &[(usize, StatusUpdate)],
+    messages: &HashMap<String, Vec<String>>,
+    results: &mut [Option<InboxResult>],
+) {
+    // (event index, our message id, the change)
+    let mut changes: Vec<(usize, &str, StatusChange)> = Vec::new();
+    for (i, update) in updates {
+        match messages.get(&update.sent_message_id) {
+            Some(ids) => {
+                for id in ids {
+                    changes.push((*i, id, update.change(&events[*i].event_id)));
+                }
+            }
+            None => {
+                tracing::info!(
+                    event_id = %events[*i].event_id,
+                    sent_message_id = %update.sent_message_id,
+                    event = %update.event,
+                    "webhook event for a message not known yet; waiting for its send record"
+                );
+                results[*i] = Some(InboxResult::Unmatched {
+                    subject_id: update.sent_message_id.clone(),
+                });
+            }
+        }
+    }
+    if changes.is_empty() {
+        return;
+    }
+    let updates: HashMap<usize, &StatusUpdate> = updates.iter().map(|(i, u)| (*i, u)).collect();
+    let record = |results: &mut [Option<InboxResult>],
+                  done: &[(usize, &str, StatusChange)],
+                  applied: &[bool]| {
+        for ((i, id, _), applied) in done.iter().zip(applied) {
+            updates[i].log(id, &events[*i].event_id, *applied);
+            match &mut results[*i] {
+                Some(InboxResult::Processed { message_ids }) => message_ids.push((*id).to_owned()),
+                slot => {
+                    *slot = Some(InboxResult::Processed {
+                        message_ids: vec![(*id).to_owned()],
+                    })
+                }
+            }
+        }
+    };
+    let all: Vec<(&str, &StatusChange)> = changes.iter().map(|(_, id, c)| (*id, c)).collect();
+    match store.change_statuses(&all).await {
+        Ok(applied) => record(results, &changes, &applied),
+        Err(error) if changes.iter().all(|(i, _, _)| *i == changes[0].0) => {
+            let i = changes[0].0;
+            results[i] = Some(failure(config, &events[i], format!("database: {error}")));
+        }
+        Err(error) => {
+            tracing::warn!(%error, changes = changes.len(), "applying a batch of webhook events failed; applying them one by one");
+            let mut at = 0;
+            while at < changes.len() {
+                let i = changes[at].0;
+                let end = at + changes[at..].iter().take_while(|(j, _, _)| *j == i).count();
+                let one: Vec<(&str, &StatusChange)> =
+                    changes[at..end].iter().map(|(_, id, c)| (*id, c)).collect();
+                match store.change_statuses(&one).await {
+                    Ok(applied) => record(results, &changes[at..end], &applied),
+                    Err(error) => {
+                        results[i] = Some(failure(config, &events[i], format!("database: {error}")))
+                    }
+                }
+                at = end;
             }
         }
     }
 }
 
-async fn apply(store: &Store, event: &InboxEvent) -> Result<InboxResult, String> {
+/// A processing error: retry with backoff or, when attempts are used up, park.
+fn failure(config: &Config, event: &InboxEvent, error: String) -> InboxResult {
+    let settings = &config.inbox;
+    if event.attempts as u32 >= settings.max_attempts {
+        tracing::error!(
+            inbox_id = event.id,
+            provider = %event.provider,
+            event_id = %event.event_id,
+            attempts = event.attempts,
+            %error,
+            "webhook event parked after repeated processing failures"
+        );
+        InboxResult::Parked { error }
+    } else {
+        let delay = backoff(
+            settings.backoff_base,
+            settings.backoff_max,
+            event.attempts as u32,
+        );
+        tracing::warn!(
+            inbox_id = event.id,
+            event_id = %event.event_id,
+            attempts = event.attempts,
+            retry_in_ms = delay.as_millis() as u64,
+            %error,
+            "webhook event processing failed; will retry"
+        );
+        InboxResult::Retry {
+            at: Utc::now()
+                + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1)),
+            error,
+        }
+    }
+}
+
+/// What an event is: a status update for one of Sent's message ids, or
+/// nothing for us (other providers, inbound messages, other families).
+fn understand(event: &InboxEvent) -> Result<Parsed, String> {
     if event.provider != "sent" {
         // Stored for the record; nothing in this service consumes them yet.
-        return Ok(InboxResult::NotApplicable);
+        return Ok(Parsed::NotApplicable("not a Sent event"));
     }
-    let body: Value =
+    let mut body: Value =
         serde_json::from_slice(&event.body).map_err(|e| format!("body is not JSON: {e}"))?;
-    let update = match parse_sent(&body, event.received_at)? {
-        Parsed::NotApplicable(why) => {
-            tracing::debug!(inbox_id = event.id, event_id = %event.event_id, why, "webhook event not applicable");
-            return Ok(InboxResult::NotApplicable);
-        }
-        Parsed::Status(update) => update,
-    };
-    let ids = store
-        .messages_by_provider_id(&update.sent_message_id)
-        .await
-        .map_err(|e| format!("database: {e}"))?;
-    if ids.is_empty() {
-        tracing::info!(
-            event_id = %event.event_id,
-            sent_message_id = %update.sent_message_id,
-            event = %update.event,
-            "webhook event for a message not known yet; waiting for its send record"
-        );
-        return Ok(InboxResult::Unmatched {
-            subject_id: update.sent_message_id,
-        });
+    // Postgres text and jsonb hold no U+0000: one in any field read from the
+    // event would fail the update of the whole batch, not just this event.
+    strip_nul(&mut body);
+    parse_sent(&body, event.received_at)
+}
+
+fn strip_nul(value: &mut Value) {
+    match value {
+        Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
+        Value::Array(items) => items.iter_mut().for_each(strip_nul),
+        Value::Object(map) => map.values_mut().for_each(strip_nul),
+        _ => {}
     }
-    for id in &ids {
-        let change = update.change(&event.event_id);
-        let applied = store
-            .change_status(id, &change)
-            .await
-            .map_err(|e| format!("database: {e}"))?;
-        update.log(id, &event.event_id, applied);
-    }
-    Ok(InboxResult::Processed { message_ids: ids })
 }
 
 /// A Sent event, understood.

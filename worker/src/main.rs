@@ -31,6 +31,15 @@ enum Command {
         #[arg(required_unless_present = "all")]
         ids: Vec<String>,
     },
+    /// Put parked webhook events back in the inbox to be processed again.
+    InboxRedrive {
+        /// Every parked event.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Inbox ids (`webhook_inbox.id`) of the events to re-drive.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<i64>,
+    },
 }
 
 #[tokio::main]
@@ -82,6 +91,17 @@ async fn run(args: Args, config: Arc<Config>) -> anyhow::Result<()> {
             let queue = SendQueue::new(redis, &config.redis_prefix);
             let redriven = redrive(&store, &queue, &selection).await?;
             println!("re-drove {} message(s)", redriven.len());
+            for id in redriven {
+                println!("{id}");
+            }
+            Ok(())
+        }
+        Command::InboxRedrive { all, ids } => {
+            let (store, _) = common::startup::connect(&config).await?;
+            let redriven = store
+                .redrive_inbox((!all).then_some(ids.as_slice()))
+                .await?;
+            println!("re-drove {} webhook event(s)", redriven.len());
             for id in redriven {
                 println!("{id}");
             }

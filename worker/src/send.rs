@@ -15,17 +15,26 @@
 //! 21 s). The message id as Sent's `Idempotency-Key` makes the second send of
 //! a job harmless.
 //!
+//! Postgres writes of the hot path are group-committed ([`batch`]): the
+//! `sending` and `accepted` writes of concurrent jobs in one worker go to
+//! Postgres together, one statement each per batch, and each job continues
+//! once its write is committed.
+//!
 //! Two gaps of apalis-redis 1.0 are covered here: it promotes every due job
 //! in one Lua `unpack`, which fails past about 8,000 jobs (so workers promote
 //! in bounded steps, [`SendQueue::promote_due`]), and it stops heartbeating
 //! while it drains on shutdown (so the drain heartbeats itself).
 
+mod batch;
+
 use std::pin::pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apalis::prelude::{
-    BoxDynError, Data, PollWith, StreamStrategy, WorkerBuilder, WorkerBuilderExt, WorkerContext,
+    BoxDynError, Data, PollSnapshot, PollStrategy, PollWith, WorkerBuilder, WorkerBuilderExt,
+    WorkerContext,
 };
 use apalis_redis::RedisStorage;
 use chrono::Utc;
@@ -35,7 +44,7 @@ use common::queue::{SendJob, SendQueue, queue_config};
 use common::rate::{Quota, RateLimiter};
 use common::sent::classify::SendOutcome;
 use common::sent::client::{SentClient, send_request};
-use common::store::{StatusChange, Store};
+use common::store::{Acceptance, MessageRecord, StatusChange, Store};
 use futures::StreamExt;
 use rand::Rng;
 use serde_json::json;
@@ -44,13 +53,22 @@ use tracing::Instrument;
 
 /// Key of the fleet-wide outbound budget (under the deployment's Redis prefix).
 pub const BUDGET_KEY: &str = "sent:outbound";
-/// How often an idle worker looks for due jobs. apalis-redis puts every job,
-/// due now or later, in its scheduled set, and only a fetch promotes it.
-const IDLE_POLL: Duration = Duration::from_millis(50);
+/// How often an idle worker looks for due jobs (a busy one fetches again as
+/// soon as it has room). apalis-redis puts every job, due now or later, in
+/// its scheduled set, and a fetch promotes the due ones: this interval is most
+/// of the queue wait of a message sent to an idle worker. An idle fetch costs
+/// Redis a few microseconds.
+const FETCH_POLL: Duration = Duration::from_millis(20);
+/// How often the promoter moves due jobs in bounded steps while there are few.
+const PROMOTE_POLL: Duration = Duration::from_millis(50);
 /// Due jobs moved to the active list per Redis call.
 const PROMOTE_BATCH: usize = 1000;
 /// Most jobs one fetch takes from Redis.
-const MAX_BATCH: usize = 10;
+const MAX_BATCH: usize = 32;
+/// Most writes of one kind in one group-commit statement.
+const MAX_COMMIT_BATCH: usize = 256;
+/// Group-commit statements of one kind in flight at once per worker.
+const COMMITTERS: usize = 2;
 /// Timeline source of everything this module records.
 const SOURCE: &str = "worker";
 
@@ -60,6 +78,9 @@ const SOURCE: &str = "worker";
 pub enum JobError {
     #[error("postgres: {0}")]
     Postgres(#[from] sqlx::Error),
+    /// A group-committed write failed (the error is shared by its batch).
+    #[error("postgres: {0}")]
+    Commit(#[from] batch::CommitError),
     #[error("redis: {0}")]
     Redis(#[from] apalis_redis::Error),
 }
@@ -127,6 +148,10 @@ struct Budget {
 /// Everything a send job needs; one per worker process.
 pub struct Sender {
     store: Store,
+    /// `Store::begin_attempts`, group-committed.
+    begins: batch::GroupCommit<MessageId, Option<MessageRecord>>,
+    /// `Store::record_accepted_many`, group-committed.
+    acceptances: batch::GroupCommit<Acceptance, bool>,
     queue: SendQueue,
     client: SentClient,
     budget: Option<Budget>,
@@ -137,6 +162,7 @@ pub struct Sender {
 
 impl Sender {
     /// `shutdown` only interrupts waiting for budget; a started attempt always finishes.
+    /// Starts the group-commit tasks, so it must be called within a Tokio runtime.
     pub fn new(
         config: &Config,
         store: Store,
@@ -149,8 +175,28 @@ impl Sender {
             limiter: RateLimiter::redis(redis.clone(), config.redis_prefix.clone()),
             quota: Quota::per_minute(config.sent.messages_per_minute),
         });
+        let begins = {
+            let store = store.clone();
+            batch::GroupCommit::start(COMMITTERS, MAX_COMMIT_BATCH, move |ids: Vec<MessageId>| {
+                let store = store.clone();
+                async move { store.begin_attempts(&ids).await }
+            })
+        };
+        let acceptances = {
+            let store = store.clone();
+            batch::GroupCommit::start(
+                COMMITTERS,
+                MAX_COMMIT_BATCH,
+                move |accepted: Vec<Acceptance>| {
+                    let store = store.clone();
+                    async move { store.record_accepted_many(&accepted).await }
+                },
+            )
+        };
         Ok(Sender {
             store,
+            begins,
+            acceptances,
             queue: SendQueue::new(redis, &config.redis_prefix),
             client,
             budget,
@@ -171,7 +217,7 @@ impl Sender {
             self.queue.enqueue_again(std::slice::from_ref(job)).await?;
             return Ok(Processed::Deferred);
         }
-        let Some(message) = self.store.begin_attempt(id).await? else {
+        let Some(message) = self.begins.submit(id).await? else {
             tracing::debug!(message_id = %id, "message is not waiting to be sent; duplicate job skipped");
             return Ok(Processed::Skipped);
         };
@@ -194,8 +240,12 @@ impl Sender {
                     "replayed": replayed,
                     "sandbox": message.sandbox,
                 }));
-                self.store
-                    .record_accepted(id, &provider_ids, &change)
+                self.acceptances
+                    .submit(Acceptance {
+                        id,
+                        provider_ids,
+                        change,
+                    })
                     .await?;
                 Ok(Processed::Accepted)
             }
@@ -370,7 +420,7 @@ async fn promote(queue: SendQueue, shutdown: CancellationToken) {
                 if moved == PROMOTE_BATCH {
                     Duration::ZERO
                 } else {
-                    IDLE_POLL
+                    PROMOTE_POLL
                 }
             }
             Err(error) => {
@@ -390,6 +440,12 @@ async fn promote(queue: SendQueue, shutdown: CancellationToken) {
 /// The apalis-redis configuration of this deployment's send queue.
 pub fn storage_config(config: &Config) -> apalis_redis::Config {
     queue_config(&config.redis_prefix)
+        // apalis' task leases only mark a task `Running` in its metadata, at
+        // the cost of an LREM over the whole active list per task (a backlog
+        // of 40,000 made Redis the second-largest CPU user). Crash recovery
+        // does not need them: a fetch puts the task in the worker's in-flight
+        // set, and a dead worker's set goes back on the queue.
+        .lock_tasks(false)
         .heartbeat_interval(config.worker.heartbeat_interval)
         .missed_heartbeats(config.worker.missed_heartbeats)
         .batch_size(config.worker.concurrency.clamp(1, MAX_BATCH))
@@ -403,7 +459,7 @@ async fn run_once(
 ) -> anyhow::Result<()> {
     let name = format!("worker-{}-{}", std::process::id(), ulid::Ulid::generate());
     let storage = RedisStorage::<SendJob>::new(redis.clone()).with_config(storage_config(config));
-    let backend = PollWith::new(storage, StreamStrategy::new(idle_ticks()));
+    let backend = PollWith::new(storage, IdleTicks::new());
     let context = WorkerContext::new(&name);
     let worker = WorkerBuilder::new(context.clone())
         .backend(backend)
@@ -466,17 +522,37 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Wakes an idle worker every [`IDLE_POLL`] so that it fetches due jobs.
-fn idle_ticks() -> std::pin::Pin<Box<dyn futures::Stream<Item = ()> + Send>> {
-    let mut interval = tokio::time::interval(IDLE_POLL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    Box::pin(futures::stream::unfold(
-        interval,
-        |mut interval| async move {
-            interval.tick().await;
-            Some(((), interval))
-        },
-    ))
+/// Wakes an idle worker every [`FETCH_POLL`] so that it fetches due jobs.
+///
+/// apalis' `StreamStrategy` polls its stream once per fetch: when a tick was
+/// already due at that moment it is consumed and no wake-up is armed for the
+/// next one, so a worker whose fetch came back empty slept until something
+/// else woke it, usually its next heartbeat (5 s, with jobs waiting; seen as
+/// multi-second stalls at a steady 500 messages/s). This strategy always
+/// leaves the next tick armed.
+struct IdleTicks(tokio::time::Interval);
+
+impl IdleTicks {
+    fn new() -> IdleTicks {
+        let mut interval = tokio::time::interval(FETCH_POLL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        IdleTicks(interval)
+    }
+}
+
+impl PollStrategy for IdleTicks {
+    fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
+        let mut ticked = false;
+        // Ready ticks are consumed until one is pending: its waker is registered.
+        while self.0.poll_tick(cx).is_ready() {
+            ticked = true;
+        }
+        if ticked {
+            Poll::Ready(Some(()))
+        } else {
+            Poll::Pending
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! with a later `next_attempt_at` (retry), or `parked` (poison, or waited too
 //! long for its message).
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -97,6 +98,16 @@ impl Store {
         &self,
         events: &[InboxInsert],
     ) -> Result<Vec<InboxInsertOutcome>, sqlx::Error> {
+        Store::insert_inbox_with(&self.pool, events).await
+    }
+
+    /// [`Store::insert_inbox`] on a given connection (or the pool): the
+    /// gateway's committers keep one connection through a burst of batches
+    /// instead of taking one from the pool (and pinging it) for each.
+    pub async fn insert_inbox_with<'e>(
+        executor: impl sqlx::PgExecutor<'e>,
+        events: &[InboxInsert],
+    ) -> Result<Vec<InboxInsertOutcome>, sqlx::Error> {
         let stored: Vec<(String, String)> = sqlx::query_as(
             "INSERT INTO webhook_inbox (provider, event_id, event_type, headers, body)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::bytea[])
@@ -123,14 +134,17 @@ impl Store {
         )
         .bind(events.iter().map(|e| &e.headers).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.body.as_slice()).collect::<Vec<_>>())
-        .fetch_all(&self.pool)
+        .fetch_all(executor)
         .await?;
         // The same event twice in one batch is stored once: the first counts.
-        let mut fresh: std::collections::HashSet<(String, String)> = stored.into_iter().collect();
+        let mut fresh: HashSet<(&str, &str)> = stored
+            .iter()
+            .map(|(p, e)| (p.as_str(), e.as_str()))
+            .collect();
         Ok(events
             .iter()
             .map(|e| {
-                if fresh.remove(&(e.provider.clone(), e.event_id.clone())) {
+                if fresh.remove(&(e.provider.as_str(), e.event_id.as_str())) {
                     InboxInsertOutcome::Stored
                 } else {
                     InboxInsertOutcome::Duplicate
@@ -246,6 +260,34 @@ impl Store {
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
+    /// Our ids of the messages Sent knows by each of `provider_ids`, in one
+    /// query (one GIN probe for the whole set): Sent id -> our ids, in id
+    /// order. Sent ids no message carries are absent.
+    pub async fn messages_by_provider_ids(
+        &self,
+        provider_ids: &[&str],
+    ) -> Result<HashMap<String, Vec<String>>, sqlx::Error> {
+        let mut found: HashMap<String, Vec<String>> = HashMap::new();
+        if provider_ids.is_empty() {
+            return Ok(found);
+        }
+        let rows: Vec<(String, Vec<String>)> = sqlx::query_as(
+            "SELECT id, provider_message_ids FROM messages WHERE provider_message_ids && $1::text[] ORDER BY id",
+        )
+        .bind(provider_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let wanted: HashSet<&str> = provider_ids.iter().copied().collect();
+        for (id, theirs) in rows {
+            for provider_id in theirs {
+                if wanted.contains(provider_id.as_str()) {
+                    found.entry(provider_id).or_default().push(id.clone());
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Makes unmatched events whose message now exists due again (the safety
     /// net behind the `messages_provider_ids_rematch` trigger). Returns how many.
     pub async fn rematch_inbox(&self) -> Result<u64, sqlx::Error> {
@@ -272,6 +314,48 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected())
+    }
+
+    /// Deletes up to `limit` finished events (`processed`, `not_applicable`)
+    /// that finished more than `older_than` ago, oldest first. Parked events
+    /// are kept for an operator. Returns how many were deleted.
+    pub async fn purge_inbox(&self, older_than: Duration, limit: i64) -> Result<u64, sqlx::Error> {
+        Ok(sqlx::query(
+            "DELETE FROM webhook_inbox WHERE id IN (
+               SELECT id FROM webhook_inbox
+                WHERE state IN ('processed', 'not_applicable') AND processed_at < now() - $1::interval
+                ORDER BY processed_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(interval(older_than))
+        .bind(limit)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// Puts parked events (all, or these inbox ids) back to `pending` with
+    /// their attempts reset, and wakes the workers. Returns their ids; ids
+    /// that are not parked are left alone.
+    pub async fn redrive_inbox(&self, ids: Option<&[i64]>) -> Result<Vec<i64>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(i64,)> = sqlx::query_as(
+            "UPDATE webhook_inbox
+                SET state = 'pending', attempts = 0, next_attempt_at = now(), processed_at = NULL
+              WHERE state = 'parked' AND ($1::bigint[] IS NULL OR id = ANY($1))
+             RETURNING id",
+        )
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !rows.is_empty() {
+            sqlx::query("SELECT pg_notify('webhook_inbox', '')")
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        let mut ids: Vec<i64> = rows.into_iter().map(|(id,)| id).collect();
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     pub async fn inbox_event(

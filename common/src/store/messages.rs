@@ -1,6 +1,10 @@
 //! Reading messages and moving them through their statuses. Every status
 //! change goes through one guarded UPDATE (`status_rank`), so no code path can
 //! move a message backwards, and writes its timeline event in the same statement.
+//! The worker's hot path writes many messages per statement (`begin_attempts`,
+//! `record_accepted_many`) through the same guarded statements.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -80,6 +84,22 @@ impl StatusChange {
     }
 }
 
+/// Sent took a message: its ids and the `accepted` change.
+#[derive(Debug, Clone)]
+pub struct Acceptance {
+    pub id: MessageId,
+    pub provider_ids: Vec<String>,
+    pub change: StatusChange,
+}
+
+/// One message's change, as `apply_changes` writes it.
+struct ChangeRow<'a> {
+    id: &'a str,
+    change: &'a StatusChange,
+    /// Sent's ids, when the change is an acceptance.
+    provider_ids: Option<&'a [String]>,
+}
+
 const COLUMNS: &str = "id, client, phone_number, template_id, template_name, parameters, channels, scheduled_at,
     sandbox, callback_url, metadata, status, attempts, provider_message_id, last_error_code, last_error,
     dead_lettered_at, created_at, updated_at";
@@ -142,12 +162,31 @@ impl Store {
     /// (`queued` or `sending`, a retry). Returns `None` when another job already
     /// took it further, which makes duplicate jobs harmless.
     pub async fn begin_attempt(&self, id: MessageId) -> Result<Option<MessageRecord>, sqlx::Error> {
-        sqlx::query_as(&format!(
+        Ok(self.begin_attempts(&[id]).await?.pop().flatten())
+    }
+
+    /// [`Store::begin_attempt`] for many messages in one statement (the
+    /// worker's group commit). The answer is in the order of `ids`; an id given
+    /// twice starts one attempt, and its second place gets `None` like any
+    /// duplicate job. Rows are locked in id order, so concurrent batches
+    /// cannot deadlock.
+    pub async fn begin_attempts(
+        &self,
+        ids: &[MessageId],
+    ) -> Result<Vec<Option<MessageRecord>>, sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+        let rows: Vec<MessageRecord> = sqlx::query_as(&format!(
             "WITH updated AS (
                UPDATE messages
                   SET status = 'sending', attempts = attempts + 1, updated_at = now(),
                       sending_at = coalesce(sending_at, now()), next_attempt_at = NULL
-                WHERE id = $1 AND status IN ('queued', 'sending')
+                WHERE id IN (SELECT id FROM messages
+                              WHERE id = ANY($1) AND status IN ('queued', 'sending')
+                              ORDER BY id FOR UPDATE)
+                  AND status IN ('queued', 'sending')
                RETURNING {COLUMNS}
              ), event AS (
                INSERT INTO message_events (message_id, status, source, attempt)
@@ -155,9 +194,12 @@ impl Store {
              )
              SELECT {COLUMNS} FROM updated"
         ))
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await
+        .bind(&keys)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut started: HashMap<String, MessageRecord> =
+            rows.into_iter().map(|m| (m.id.clone(), m)).collect();
+        Ok(keys.iter().map(|id| started.remove(id)).collect())
     }
 
     /// Applies `change` if it is progress for the message, and records it in
@@ -166,71 +208,175 @@ impl Store {
     /// When it changed and the message has a `callback_url`, the same
     /// statement queues the status callback (`status_callbacks`), so a change
     /// and its callback are committed together or not at all. The row lock
-    /// taken by `prev` makes `previous_status` exact under concurrent changes.
+    /// taken before the update makes `previous_status` exact under concurrent
+    /// changes.
     pub async fn change_status(
         &self,
         id: &str,
         change: &StatusChange,
     ) -> Result<bool, sqlx::Error> {
-        let (applied,): (bool,) = sqlx::query_as(
-            "WITH prev AS (
-               SELECT id, status FROM messages WHERE id = $1 FOR UPDATE
-             ), updated AS (
-               UPDATE messages m
-                  SET status = $2, updated_at = now(),
-                      last_error_code = coalesce($6, last_error_code),
-                      last_error = coalesce($7, last_error),
-                      accepted_at  = CASE WHEN $2 = 'accepted'  THEN coalesce(accepted_at, $8) ELSE accepted_at END,
-                      sent_at      = CASE WHEN $2 = 'sent'      THEN coalesce(sent_at, $8) ELSE sent_at END,
-                      delivered_at = CASE WHEN $2 = 'delivered' THEN coalesce(delivered_at, $8) ELSE delivered_at END,
-                      read_at      = CASE WHEN $2 = 'read'      THEN coalesce(read_at, $8) ELSE read_at END,
-                      failed_at    = CASE WHEN $2 IN ('failed', 'blocked', 'filtered', 'cancelled')
-                                          THEN coalesce(failed_at, $8) ELSE failed_at END
-                 FROM prev
-                WHERE m.id = prev.id AND status_rank($2) > status_rank(m.status)
-               RETURNING m.id, prev.status AS previous_status, m.client, m.callback_url
-             ), event AS (
-               INSERT INTO message_events (message_id, status, applied, source, attempt, detail, at)
-               SELECT $1, coalesce($9, $2), EXISTS (SELECT 1 FROM updated), $3, $4, $5, $8
-                WHERE EXISTS (SELECT 1 FROM prev)
-             ), callback AS (
-               INSERT INTO status_callbacks (message_id, client, url, status, previous_status, at, error_code, error, channel)
-               SELECT id, client, callback_url, $2, previous_status, $8, $6, $7, $5::jsonb ->> 'channel'
-                 FROM updated WHERE callback_url IS NOT NULL
-             )
-             SELECT EXISTS (SELECT 1 FROM updated)",
-        )
-        .bind(id)
-        .bind(change.status.as_str())
-        .bind(change.source)
-        .bind(change.attempt)
-        .bind(&change.detail)
-        .bind(&change.error_code)
-        .bind(&change.error)
-        .bind(change.at)
-        .bind(change.event)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(applied)
+        let row = ChangeRow {
+            id,
+            change,
+            provider_ids: None,
+        };
+        Ok(self.apply_changes(&[row]).await?[0])
     }
 
-    /// Sent took the message: store its ids and move to `accepted`.
+    /// [`Store::change_status`] for many changes at once (the inbox applies a
+    /// batch of webhook events this way): one statement per round, each
+    /// message once per round, so a message given twice is changed in the
+    /// order given. Says, in order, whether each status changed.
+    pub async fn change_statuses(
+        &self,
+        changes: &[(&str, &StatusChange)],
+    ) -> Result<Vec<bool>, sqlx::Error> {
+        let rows: Vec<ChangeRow> = changes
+            .iter()
+            .map(|&(id, change)| ChangeRow {
+                id,
+                change,
+                provider_ids: None,
+            })
+            .collect();
+        self.apply_changes(&rows).await
+    }
+
+    /// Sent took the message: store its ids and move to `accepted`, in one
+    /// statement. The ids are stored (and the last error cleared) even when
+    /// the status has already moved further; the status itself only moves
+    /// forward, as in [`Store::change_status`].
     pub async fn record_accepted(
         &self,
         id: MessageId,
         provider_ids: &[String],
         change: &StatusChange,
     ) -> Result<bool, sqlx::Error> {
-        sqlx::query(
-            "UPDATE messages SET provider_message_ids = $2, provider_message_id = $2[1],
-                    last_error_code = NULL, last_error = NULL
-              WHERE id = $1",
+        let id = id.to_string();
+        let row = ChangeRow {
+            id: &id,
+            change,
+            provider_ids: Some(provider_ids),
+        };
+        Ok(self.apply_changes(&[row]).await?[0])
+    }
+
+    /// [`Store::record_accepted`] for many messages in one statement (the
+    /// worker's group commit). Says, in order, whether each status changed.
+    pub async fn record_accepted_many(
+        &self,
+        accepted: &[Acceptance],
+    ) -> Result<Vec<bool>, sqlx::Error> {
+        let ids: Vec<String> = accepted.iter().map(|a| a.id.to_string()).collect();
+        let rows: Vec<ChangeRow> = accepted
+            .iter()
+            .zip(&ids)
+            .map(|(a, id)| ChangeRow {
+                id,
+                change: &a.change,
+                provider_ids: Some(&a.provider_ids),
+            })
+            .collect();
+        self.apply_changes(&rows).await
+    }
+
+    /// The one guarded status update: every change of status goes through
+    /// here. Returns, in order, whether each row's status changed. A message
+    /// given twice is changed by two statements, in the order given.
+    async fn apply_changes(&self, rows: &[ChangeRow<'_>]) -> Result<Vec<bool>, sqlx::Error> {
+        let mut applied = vec![false; rows.len()];
+        let mut pending: Vec<usize> = (0..rows.len()).collect();
+        while !pending.is_empty() {
+            // Each round takes each message once: the first of its rows left.
+            let mut seen = std::collections::HashSet::new();
+            let (round, later): (Vec<usize>, Vec<usize>) =
+                pending.into_iter().partition(|&i| seen.insert(rows[i].id));
+            let changed = self
+                .apply_distinct(&round.iter().map(|&i| &rows[i]).collect::<Vec<_>>())
+                .await?;
+            for (i, changed) in round.into_iter().zip(changed) {
+                applied[i] = changed;
+            }
+            pending = later;
+        }
+        Ok(applied)
+    }
+
+    /// `apply_changes` for rows of distinct messages.
+    ///
+    /// `prev` locks the messages in id order (concurrent batches cannot
+    /// deadlock) and reads their status as of the lock; a change applies when
+    /// it ranks above that status. `updated` writes the applied changes, and
+    /// Sent's ids of acceptances whether applied or not; every row gets its
+    /// timeline event; applied changes of messages with a `callback_url` get
+    /// their callback row.
+    async fn apply_distinct(&self, rows: &[&ChangeRow<'_>]) -> Result<Vec<bool>, sqlx::Error> {
+        let answer: Vec<(bool,)> = sqlx::query_as(
+            "WITH input AS (
+               SELECT u.*, CASE WHEN u.provider_json IS NOT NULL
+                                THEN ARRAY(SELECT jsonb_array_elements_text(u.provider_json)) END AS provider_ids
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::jsonb[], $6::text[], $7::text[],
+                             $8::timestamptz[], $9::text[], $10::jsonb[])
+                        WITH ORDINALITY AS u(id, status, source, attempt, detail, error_code, error, at, event,
+                                             provider_json, ord)
+             ), prev AS (
+               SELECT i.*, m.status AS previous_status,
+                      status_rank(i.status) > status_rank(m.status) AS advance
+                 FROM messages m JOIN input i ON i.id = m.id
+                ORDER BY m.id
+                  FOR UPDATE OF m
+             ), updated AS (
+               UPDATE messages m
+                  SET status = CASE WHEN p.advance THEN p.status ELSE m.status END,
+                      updated_at = CASE WHEN p.advance THEN now() ELSE m.updated_at END,
+                      provider_message_ids = coalesce(p.provider_ids, m.provider_message_ids),
+                      provider_message_id = CASE WHEN p.provider_ids IS NULL THEN m.provider_message_id
+                                                 ELSE p.provider_ids[1] END,
+                      last_error_code = CASE WHEN p.advance AND p.error_code IS NOT NULL THEN p.error_code
+                                             WHEN p.provider_ids IS NOT NULL THEN NULL
+                                             ELSE m.last_error_code END,
+                      last_error = CASE WHEN p.advance AND p.error IS NOT NULL THEN p.error
+                                        WHEN p.provider_ids IS NOT NULL THEN NULL
+                                        ELSE m.last_error END,
+                      accepted_at  = CASE WHEN p.advance AND p.status = 'accepted'
+                                          THEN coalesce(m.accepted_at, p.at) ELSE m.accepted_at END,
+                      sent_at      = CASE WHEN p.advance AND p.status = 'sent'
+                                          THEN coalesce(m.sent_at, p.at) ELSE m.sent_at END,
+                      delivered_at = CASE WHEN p.advance AND p.status = 'delivered'
+                                          THEN coalesce(m.delivered_at, p.at) ELSE m.delivered_at END,
+                      read_at      = CASE WHEN p.advance AND p.status = 'read'
+                                          THEN coalesce(m.read_at, p.at) ELSE m.read_at END,
+                      failed_at    = CASE WHEN p.advance AND p.status IN ('failed', 'blocked', 'filtered', 'cancelled')
+                                          THEN coalesce(m.failed_at, p.at) ELSE m.failed_at END
+                 FROM prev p
+                WHERE m.id = p.id AND (p.advance OR p.provider_ids IS NOT NULL)
+               RETURNING m.id, m.client, m.callback_url
+             ), event AS (
+               INSERT INTO message_events (message_id, status, applied, source, attempt, detail, at)
+               SELECT id, coalesce(event, status), advance, source, attempt, detail, at FROM prev ORDER BY ord
+             ), callback AS (
+               INSERT INTO status_callbacks (message_id, client, url, status, previous_status, at, error_code, error, channel)
+               SELECT p.id, u.client, u.callback_url, p.status, p.previous_status, p.at, p.error_code, p.error,
+                      p.detail ->> 'channel'
+                 FROM prev p JOIN updated u ON u.id = p.id
+                WHERE p.advance AND u.callback_url IS NOT NULL
+                ORDER BY p.ord
+             )
+             SELECT coalesce(p.advance, false) FROM input i LEFT JOIN prev p ON p.id = i.id ORDER BY i.ord",
         )
-        .bind(id.to_string())
-        .bind(provider_ids)
-        .execute(&self.pool)
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.change.status.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.change.source).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.change.attempt).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.change.detail.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.change.error_code.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.change.error.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.change.at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.change.event).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.provider_ids.map(|ids| Value::from(ids.to_vec()))).collect::<Vec<_>>())
+        .fetch_all(&self.pool)
         .await?;
-        self.change_status(&id.to_string(), change).await
+        Ok(answer.into_iter().map(|(applied,)| applied).collect())
     }
 
     /// A failed attempt that will be retried at `retry_at`: the status stays

@@ -2,6 +2,7 @@
 
 mod accept;
 mod callbacks;
+mod dashboard;
 mod inbox;
 mod keys;
 mod messages;
@@ -15,11 +16,15 @@ pub use accept::{IdempotencyClaim, NewMessage, Submission, SubmitOutcome};
 pub use callbacks::{
     CallbackAttempt, CallbackAttemptRecord, CallbackDelivery, CallbackNext, CallbackRecord,
 };
+pub use dashboard::{
+    DashboardSnapshot, DeliveryLatency, FailureReason, LATENCY_WINDOW_HOURS, RECENT_FAILURES,
+    RecentFailure, StatusCount, THROUGHPUT_MINUTES, ThroughputMinute,
+};
 pub use inbox::{
     InboxEvent, InboxFinish, InboxInsert, InboxInsertOutcome, InboxRecord, InboxResult,
 };
 pub use keys::{ApiKeyRecord, NewApiKey};
-pub use messages::{EventRecord, MessageFilter, MessageRecord, StatusChange};
+pub use messages::{Acceptance, EventRecord, MessageFilter, MessageRecord, StatusChange};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 

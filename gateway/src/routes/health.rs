@@ -9,9 +9,13 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use crate::app::AppState;
+use crate::openapi::{Health, Index, Live, RateLimitedErrors, UnlimitedErrors};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The service, its version and its main endpoints.
+#[utoipa::path(get, path = "/", tag = "operations", operation_id = "index",
+    responses((status = 200, description = "The service index", body = Index), RateLimitedErrors))]
 pub async fn index(State(state): State<AppState>) -> Json<Value> {
     Json(json!({
         "service": state.config.service_name,
@@ -25,16 +29,28 @@ pub async fn index(State(state): State<AppState>) -> Json<Value> {
             "order_confirmation": "/api/messages/order-confirmation",
             "batch": "/api/messages/batch",
             "webhooks": "/webhooks/sent",
+            "metrics": "/metrics",
+            "openapi": "/openapi.json",
+            "dashboard": "/dashboard",
         }
     }))
 }
 
-/// Liveness only: the process answers.
+/// Liveness only: the process answers. Not rate limited.
+#[utoipa::path(get, path = "/health/live", tag = "operations", operation_id = "live",
+    responses((status = 200, description = "The process is alive", body = Live), UnlimitedErrors))]
 pub async fn live() -> Json<Value> {
     Json(json!({"status": "alive"}))
 }
 
 /// Readiness: each dependency answered within a short timeout.
+#[utoipa::path(get, path = "/health", tag = "operations", operation_id = "health",
+    responses(
+        (status = 200, description = "Postgres and Redis answer", body = Health),
+        (status = 503, description = "A dependency does not answer; `services` names it", body = Health,
+            example = json!({"status": "unhealthy", "service": "sent-gateway", "timestamp": "2026-11-25T15:00:00.000Z",
+                "services": {"postgres": "ok", "redis": "unavailable"}})),
+        RateLimitedErrors))]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let postgres = async {
         match tokio::time::timeout(CHECK_TIMEOUT, state.store.ping()).await {
@@ -65,5 +81,22 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "services": {"postgres": postgres, "redis": redis},
         })),
+    )
+}
+
+/// Prometheus metrics.
+///
+/// HTTP requests by route and status with latency histograms, messages
+/// accepted, webhooks, rate-limit rejections. Not rate limited.
+#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text exposition format",
+        content_type = "text/plain; version=0.0.4", body = String), UnlimitedErrors))]
+pub async fn metrics() -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        common::metrics::render(),
     )
 }

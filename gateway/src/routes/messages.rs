@@ -20,11 +20,35 @@ use crate::app::AppState;
 use crate::auth::Client;
 use crate::error::{ApiError, FieldErrors};
 use crate::json::JsonObject;
+use crate::openapi::{
+    Accepted, BatchAccepted, BatchBody, IdempotencyKey, InvalidQuery, ListParams, MessageDetail,
+    MessageList, MessageNotFound, OrderConfirmationBody, ReadErrors, SendBody, SubmitErrors,
+    WelcomeBody,
+};
 use crate::validation::{self, Fields, SendRequest, SendRules};
 
 const IDEMPOTENCY_KEY_MAX: usize = 255;
 pub const BATCH_MAX: usize = 1000;
 
+/// Send a message.
+///
+/// Validates, stores and queues the message and answers once it is durable;
+/// delivery happens in the background.
+#[utoipa::path(post, path = "/api/messages/send", tag = "messages", operation_id = "sendMessage",
+    params(IdempotencyKey),
+    request_body(content = SendBody, examples(
+        ("minimal" = (summary = "A template by name", value = json!({"phone_number": "+14155550123",
+            "template_name": "welcome", "parameters": {"name": "Ada"}}))),
+        ("full" = (summary = "Every field but scheduled_at", value = json!({"phone_number": "+14155550123",
+            "template_id": "tmpl_123", "template_name": "welcome", "parameters": {"name": "Ada"},
+            "channels": ["whatsapp", "sms"], "sandbox": false,
+            "callback_url": "https://client.example/hooks/sent-status", "metadata": {"order": "A-17"}}))),
+    )),
+    responses((status = 202, description = "Stored and queued (or, with `Idempotent-Replayed: true`, the first answer to this `Idempotency-Key`)",
+            body = Accepted, headers(
+                ("Location" = String, description = "`/api/messages/{message_id}`"),
+                ("Idempotent-Replayed" = String, description = "`true` when this is a repeat's first answer; absent otherwise"))),
+        SubmitErrors))]
 pub async fn send(
     State(state): State<AppState>,
     Extension(client): Extension<Client>,
@@ -36,6 +60,15 @@ pub async fn send(
     accept_one(&state, client, &headers, "send", request).await
 }
 
+/// Send the welcome template on WhatsApp.
+#[utoipa::path(post, path = "/api/messages/welcome", tag = "messages", operation_id = "sendWelcome",
+    params(IdempotencyKey),
+    request_body(content = WelcomeBody, example = json!({"phone_number": "+14155550123", "name": "Ada"})),
+    responses((status = 202, description = "Stored and queued (or, with `Idempotent-Replayed: true`, the first answer to this `Idempotency-Key`)",
+            body = Accepted, headers(
+                ("Location" = String, description = "`/api/messages/{message_id}`"),
+                ("Idempotent-Replayed" = String, description = "`true` when this is a repeat's first answer; absent otherwise"))),
+        SubmitErrors))]
 pub async fn welcome(
     State(state): State<AppState>,
     Extension(client): Extension<Client>,
@@ -59,6 +92,16 @@ pub async fn welcome(
     accept_one(&state, client, &headers, "welcome", request).await
 }
 
+/// Send the order confirmation template on SMS and WhatsApp.
+#[utoipa::path(post, path = "/api/messages/order-confirmation", tag = "messages",
+    operation_id = "sendOrderConfirmation", params(IdempotencyKey),
+    request_body(content = OrderConfirmationBody,
+        example = json!({"phone_number": "+14155550123", "order_number": "A-17", "total": "$42.00"})),
+    responses((status = 202, description = "Stored and queued (or, with `Idempotent-Replayed: true`, the first answer to this `Idempotency-Key`)",
+            body = Accepted, headers(
+                ("Location" = String, description = "`/api/messages/{message_id}`"),
+                ("Idempotent-Replayed" = String, description = "`true` when this is a repeat's first answer; absent otherwise"))),
+        SubmitErrors))]
 pub async fn order_confirmation(
     State(state): State<AppState>,
     Extension(client): Extension<Client>,
@@ -83,6 +126,20 @@ pub async fn order_confirmation(
     accept_one(&state, client, &headers, "order-confirmation", request).await
 }
 
+/// Send up to 1000 messages.
+///
+/// All valid items are stored in one transaction; each item gets its own
+/// result, in order, so one bad item does not sink the others.
+#[utoipa::path(post, path = "/api/messages/batch", tag = "messages", operation_id = "sendBatch",
+    params(IdempotencyKey),
+    request_body(content = BatchBody, example = json!({"messages": [
+        {"phone_number": "+14155550123", "template_name": "welcome", "parameters": {"name": "Ada"}},
+        {"phone_number": "+442071838750", "template_id": "tmpl_123", "channels": ["sms"]}]})),
+    responses(
+        (status = 202, description = "One result per item, in order (or, with `Idempotent-Replayed: true`, the first answer to this `Idempotency-Key`)",
+            body = BatchAccepted, headers(
+                ("Idempotent-Replayed" = String, description = "`true` when this is a repeat's first answer; absent otherwise"))),
+        SubmitErrors))]
 pub async fn batch(
     State(state): State<AppState>,
     Extension(client): Extension<Client>,
@@ -156,6 +213,11 @@ pub async fn batch(
     submit(&state, submission, None).await
 }
 
+/// A message's status and timeline.
+#[utoipa::path(get, path = "/api/messages/{id}", tag = "messages", operation_id = "getMessage",
+    params(("id" = String, Path, description = "The message id (`message_id`)")),
+    responses((status = 200, description = "The message and its events", body = MessageDetail),
+        MessageNotFound, ReadErrors))]
 pub async fn get_one(
     State(state): State<AppState>,
     Extension(client): Extension<Client>,
@@ -186,6 +248,11 @@ pub struct ListQuery {
 pub const LIST_DEFAULT: i64 = 50;
 pub const LIST_MAX: i64 = 200;
 
+/// The caller's messages, newest first.
+#[utoipa::path(get, path = "/api/messages", tag = "messages", operation_id = "listMessages",
+    params(ListParams),
+    responses((status = 200, description = "A page of messages, without their events", body = MessageList),
+        InvalidQuery, ReadErrors))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(client): Extension<Client>,

@@ -1,3 +1,4 @@
+pub mod dashboard;
 pub mod health;
 pub mod messages;
 pub mod webhooks;

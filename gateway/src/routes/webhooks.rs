@@ -29,6 +29,9 @@ use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::openapi::{
+    Received, SentSignature, StripeSignature, TelegramToken, WebhookErrors, WebhookEvent,
+};
 
 /// Longest event id stored as given; longer ones are stored as their hash.
 const MAX_EVENT_ID: usize = 255;
@@ -152,6 +155,16 @@ impl Verifiers {
     }
 }
 
+/// Sent's delivery events.
+///
+/// Verified on the raw body (Standard Webhooks), written to the inbox, then
+/// answered; the worker applies them to the message. The same event twice is
+/// stored once and answered 200 both times.
+#[utoipa::path(post, path = "/webhooks/sent", tag = "webhooks", operation_id = "sentWebhook",
+    params(SentSignature),
+    request_body(content = WebhookEvent, example = json!(crate::openapi::sent_webhook_example())),
+    responses((status = 200, description = "Verified and stored (or already stored)", body = Received),
+        WebhookErrors))]
 pub async fn sent(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -160,6 +173,12 @@ pub async fn sent(
     receive(&state, Provider::Sent, &headers, body).await
 }
 
+/// Stripe's events, verified by `Stripe-Signature` and stored in the inbox.
+#[utoipa::path(post, path = "/webhooks/stripe", tag = "webhooks", operation_id = "stripeWebhook",
+    params(StripeSignature),
+    request_body(content = WebhookEvent, example = json!(crate::openapi::stripe_webhook_example())),
+    responses((status = 200, description = "Verified and stored (or already stored)", body = Received),
+        WebhookErrors))]
 pub async fn stripe(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -168,6 +187,12 @@ pub async fn stripe(
     receive(&state, Provider::Stripe, &headers, body).await
 }
 
+/// Telegram's updates, verified by their secret token and stored in the inbox.
+#[utoipa::path(post, path = "/webhooks/telegram", tag = "webhooks", operation_id = "telegramWebhook",
+    params(TelegramToken),
+    request_body(content = WebhookEvent, example = json!(crate::openapi::telegram_webhook_example())),
+    responses((status = 200, description = "Verified and stored (or already stored)", body = Received),
+        WebhookErrors))]
 pub async fn telegram(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -283,13 +308,15 @@ pub fn describe(
         }
     };
     let id = match id {
-        Some(id) if id.len() <= MAX_EVENT_ID => id,
+        // Postgres text cannot hold U+0000: an id with one is stored as its
+        // hash, like a long one (a failed insert would fail its whole group).
+        Some(id) if id.len() <= MAX_EVENT_ID && !id.contains('\0') => id,
         Some(long) => format!("sha256:{}", hex::encode(Sha256::digest(long.as_bytes()))),
         // No id at all: the body itself identifies the event, so an exact
         // redelivery is still stored once.
         None => format!("sha256:{}", hex::encode(Sha256::digest(body))),
     };
-    (id, event_type)
+    (id, event_type.map(|t| t.replace('\0', "\u{FFFD}")))
 }
 
 /// A non-empty string value, trimmed.

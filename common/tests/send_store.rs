@@ -1,0 +1,338 @@
+//! The send path's writes against real Postgres: starting attempts and
+//! recording acceptances many messages per statement, through the same
+//! guarded update as every other status change.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::domain::{MessageId, MessageStatus};
+use common::store::{Acceptance, NewMessage, StatusChange, Store, Submission};
+use common::test_support::TestDatabase;
+use serde_json::json;
+
+fn message(callback_url: Option<&str>) -> NewMessage {
+    NewMessage {
+        id: MessageId::new(),
+        phone_number: "+14155550123".into(),
+        template_id: None,
+        template_name: Some("welcome".into()),
+        parameters: json!({"name": "Ada"}),
+        channels: vec!["sms".into()],
+        scheduled_at: None,
+        sandbox: false,
+        callback_url: callback_url.map(Into::into),
+        metadata: json!({}),
+    }
+}
+
+/// Stores messages as the gateway does; they are `queued`.
+async fn store_messages(store: &Store, messages: Vec<NewMessage>) -> Vec<MessageId> {
+    let ids = messages.iter().map(|m| m.id).collect();
+    let submission = Submission {
+        client: "tests".into(),
+        idempotency: None,
+        messages,
+        created_at: Utc::now(),
+        response_status: 202,
+        response_body: json!({}),
+    };
+    store
+        .submit(&[submission], Duration::from_secs(60))
+        .await
+        .unwrap();
+    ids
+}
+
+fn accepted(id: MessageId, provider_ids: &[&str], attempt: i32) -> Acceptance {
+    let mut change = StatusChange::new(MessageStatus::Accepted, "worker");
+    change.attempt = Some(attempt);
+    change.detail = Some(json!({"provider_message_ids": provider_ids}));
+    Acceptance {
+        id,
+        provider_ids: provider_ids.iter().map(|s| s.to_string()).collect(),
+        change,
+    }
+}
+
+async fn timeline(store: &Store, id: MessageId) -> Vec<(String, bool, Option<i32>)> {
+    store
+        .events(&id.to_string())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.status, e.applied, e.attempt))
+        .collect()
+}
+
+#[tokio::test]
+async fn begin_attempts_starts_waiting_messages_in_order_and_skips_the_rest() {
+    let db = TestDatabase::new().await;
+    let store = &db.store;
+    let ids = store_messages(store, (0..4).map(|_| message(None)).collect()).await;
+    // ids[3] is already further than `sending`.
+    store.begin_attempt(ids[3]).await.unwrap().unwrap();
+    store
+        .record_accepted(
+            ids[3],
+            &["sent-3".into()],
+            &accepted(ids[3], &["sent-3"], 1).change,
+        )
+        .await
+        .unwrap();
+
+    let unknown = MessageId::new();
+    let asked = [ids[2], ids[0], unknown, ids[3], ids[1], ids[0]];
+    let started = store.begin_attempts(&asked).await.unwrap();
+    let got: Vec<Option<(String, String, i32)>> = started
+        .iter()
+        .map(|m| {
+            m.as_ref()
+                .map(|m| (m.id.clone(), m.status.clone(), m.attempts))
+        })
+        .collect();
+    let sending = |id: MessageId| Some((id.to_string(), "sending".to_owned(), 1));
+    assert_eq!(
+        got,
+        [
+            sending(ids[2]),
+            sending(ids[0]),
+            None,
+            None,
+            sending(ids[1]),
+            None
+        ],
+        "in the order asked; unknown, accepted and repeated ids get None"
+    );
+    for id in &ids[..3] {
+        assert_eq!(
+            timeline(store, *id).await,
+            [
+                ("queued".into(), true, None),
+                ("sending".into(), true, Some(1))
+            ]
+        );
+    }
+    assert_eq!(
+        store.message_by_id(ids[3]).await.unwrap().unwrap().status,
+        "accepted"
+    );
+
+    // A retry: `sending` again, attempt 2.
+    let again = store.begin_attempts(&[ids[0]]).await.unwrap();
+    assert_eq!(again[0].as_ref().unwrap().attempts, 2);
+    assert!(store.begin_attempts(&[]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn record_accepted_many_stores_ids_status_events_and_callbacks_in_one_statement() {
+    let db = TestDatabase::new().await;
+    let store = &db.store;
+    let ids = store_messages(
+        store,
+        vec![
+            message(Some("https://client.example/cb")),
+            message(None),
+            message(Some("https://client.example/cb")),
+        ],
+    )
+    .await;
+    store.begin_attempts(&ids).await.unwrap();
+    // ids[2] was already delivered (its webhooks came first): its ids are
+    // stored, its status stays, and the late acceptance is recorded unapplied.
+    for status in [MessageStatus::Accepted, MessageStatus::Delivered] {
+        store
+            .change_status(&ids[2].to_string(), &StatusChange::new(status, "sent"))
+            .await
+            .unwrap();
+    }
+    let callbacks_before = store
+        .callbacks_for_message(&ids[2].to_string())
+        .await
+        .unwrap()
+        .len();
+
+    let applied = store
+        .record_accepted_many(&[
+            accepted(ids[0], &["sent-a", "sent-b"], 1),
+            accepted(ids[1], &["sent-c"], 1),
+            accepted(ids[2], &["sent-d"], 1),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(applied, [true, true, false]);
+
+    let first = store.message_by_id(ids[0]).await.unwrap().unwrap();
+    assert_eq!(first.status, "accepted");
+    assert_eq!(first.provider_message_id.as_deref(), Some("sent-a"));
+    assert!(first.last_error_code.is_none());
+    let (provider_ids, accepted_at): (Vec<String>, Option<chrono::DateTime<Utc>>) =
+        sqlx::query_as("SELECT provider_message_ids, accepted_at FROM messages WHERE id = $1")
+            .bind(ids[0].to_string())
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(provider_ids, ["sent-a", "sent-b"]);
+    assert!(accepted_at.is_some());
+    assert_eq!(
+        timeline(store, ids[0]).await,
+        [
+            ("queued".into(), true, None),
+            ("sending".into(), true, Some(1)),
+            ("accepted".into(), true, Some(1)),
+        ]
+    );
+    let events = store.events(&ids[0].to_string()).await.unwrap();
+    assert_eq!(
+        events[2].detail.as_ref().unwrap()["provider_message_ids"],
+        json!(["sent-a", "sent-b"])
+    );
+
+    // The callback outbox row comes with the change, from `sending`.
+    let callbacks = store
+        .callbacks_for_message(&ids[0].to_string())
+        .await
+        .unwrap();
+    assert_eq!(callbacks.len(), 1);
+    assert_eq!(
+        (
+            callbacks[0].status.as_str(),
+            callbacks[0].previous_status.as_deref()
+        ),
+        ("accepted", Some("sending"))
+    );
+    assert!(
+        store
+            .callbacks_for_message(&ids[1].to_string())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let late = store.message_by_id(ids[2]).await.unwrap().unwrap();
+    assert_eq!(late.status, "delivered", "statuses never move backwards");
+    assert_eq!(late.provider_message_id.as_deref(), Some("sent-d"));
+    assert_eq!(
+        timeline(store, ids[2]).await.last().unwrap(),
+        &("accepted".to_owned(), false, Some(1))
+    );
+    assert_eq!(
+        store
+            .callbacks_for_message(&ids[2].to_string())
+            .await
+            .unwrap()
+            .len(),
+        callbacks_before,
+        "no callback for a change that did not apply"
+    );
+
+    // The same message twice in one call: the first applies, the second is a repeat.
+    let ids = store_messages(store, vec![message(None)]).await;
+    store.begin_attempts(&ids).await.unwrap();
+    let applied = store
+        .record_accepted_many(&[accepted(ids[0], &["x"], 1), accepted(ids[0], &["y"], 2)])
+        .await
+        .unwrap();
+    assert_eq!(applied, [true, false]);
+    assert_eq!(
+        timeline(store, ids[0]).await[2..],
+        [
+            ("accepted".into(), true, Some(1)),
+            ("accepted".into(), false, Some(2))
+        ]
+    );
+    // Unknown messages change nothing and leave no event.
+    assert_eq!(
+        store
+            .record_accepted_many(&[accepted(MessageId::new(), &["z"], 1)])
+            .await
+            .unwrap(),
+        [false]
+    );
+}
+
+#[tokio::test]
+async fn a_failure_keeps_its_error_and_an_acceptance_clears_it() {
+    let db = TestDatabase::new().await;
+    let store = &db.store;
+    let ids = store_messages(store, vec![message(None), message(None)]).await;
+    store.begin_attempts(&ids).await.unwrap();
+    sqlx::query("UPDATE messages SET last_error_code = 'INTERNAL_001', last_error = 'boom'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+
+    let mut failed = StatusChange::new(MessageStatus::Failed, "worker");
+    failed.error_code = Some("BUSINESS_004".into());
+    failed.error = Some("opted out".into());
+    assert!(
+        store
+            .change_status(&ids[0].to_string(), &failed)
+            .await
+            .unwrap()
+    );
+    let record = store.message_by_id(ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            record.status.as_str(),
+            record.last_error_code.as_deref(),
+            record.last_error.as_deref()
+        ),
+        ("failed", Some("BUSINESS_004"), Some("opted out"))
+    );
+
+    assert!(
+        store
+            .record_accepted(ids[1], &["s".into()], &accepted(ids[1], &["s"], 1).change)
+            .await
+            .unwrap()
+    );
+    let record = store.message_by_id(ids[1]).await.unwrap().unwrap();
+    assert_eq!((record.last_error_code, record.last_error), (None, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_batches_in_any_order_neither_deadlock_nor_apply_twice() {
+    let db = TestDatabase::new().await;
+    let store = db.store.clone();
+    let ids = store_messages(
+        &store,
+        (0..30)
+            .map(|_| message(Some("https://client.example/cb")))
+            .collect(),
+    )
+    .await;
+    store.begin_attempts(&ids).await.unwrap();
+
+    let mut tasks = Vec::new();
+    for round in 0..8usize {
+        let (store, mut ids) = (store.clone(), ids.clone());
+        let n = ids.len();
+        ids.rotate_left(round * 7 % n);
+        if round % 2 == 1 {
+            ids.reverse();
+        }
+        tasks.push(tokio::spawn(async move {
+            let batch: Vec<Acceptance> = ids
+                .iter()
+                .map(|id| accepted(*id, &[&format!("sent-{round}")], 1))
+                .collect();
+            store.record_accepted_many(&batch).await.unwrap()
+        }));
+    }
+    let mut applied_total = 0;
+    for task in tasks {
+        applied_total += task.await.unwrap().into_iter().filter(|a| *a).count();
+    }
+    assert_eq!(applied_total, ids.len(), "each message accepted once");
+    let mut applied = vec![0; ids.len()];
+    for (i, id) in ids.iter().enumerate() {
+        let events = timeline(&store, *id).await;
+        let accepted: Vec<_> = events.iter().filter(|e| e.0 == "accepted").collect();
+        assert_eq!(accepted.len(), 8, "every acceptance is in the timeline");
+        applied[i] = accepted.iter().filter(|e| e.1).count();
+        let callbacks = store.callbacks_for_message(&id.to_string()).await.unwrap();
+        assert_eq!(callbacks.len(), 1, "one callback: the one change");
+        assert_eq!(callbacks[0].previous_status.as_deref(), Some("sending"));
+    }
+    assert!(applied.iter().all(|&n| n == 1), "{applied:?}");
+}

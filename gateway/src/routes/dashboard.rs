@@ -1,0 +1,231 @@
+//! The built-in status page: `GET /dashboard` (HTML, with its script and
+//! stylesheet as separate files for the CSP) and `GET /dashboard/data`, the
+//! numbers it shows, read from the dashboard views. The data is an operator
+//! view of all messages, so it needs an API key (any) unless
+//! `DASHBOARD_PUBLIC=true`; the page asks for the key and keeps it in the
+//! tab's `sessionStorage`.
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use common::domain::MessageStatus;
+use common::store::DashboardSnapshot;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::auth;
+use crate::error::ApiError;
+use crate::openapi::{RateLimitedErrors, ReadErrors};
+
+const PAGE: &str = include_str!("../../static/dashboard/index.html");
+const SCRIPT: &str = include_str!("../../static/dashboard/app.js");
+const STYLESHEET: &str = include_str!("../../static/dashboard/app.css");
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The status page.
+#[utoipa::path(get, path = "/dashboard", tag = "dashboard", operation_id = "dashboardPage",
+    responses((status = 200, description = "The status page", content_type = "text/html", body = String),
+        RateLimitedErrors))]
+pub async fn page() -> Response {
+    asset("text/html; charset=utf-8", PAGE)
+}
+
+/// The status page's script.
+#[utoipa::path(get, path = "/dashboard/app.js", tag = "dashboard", operation_id = "dashboardScript",
+    responses((status = 200, description = "The status page's script", content_type = "text/javascript",
+        body = String), RateLimitedErrors))]
+pub async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+/// The status page's stylesheet.
+#[utoipa::path(get, path = "/dashboard/app.css", tag = "dashboard", operation_id = "dashboardStylesheet",
+    responses((status = 200, description = "The status page's stylesheet", content_type = "text/css",
+        body = String), RateLimitedErrors))]
+pub async fn stylesheet() -> Response {
+    asset("text/css; charset=utf-8", STYLESHEET)
+}
+
+/// The status page's numbers.
+///
+/// Across all clients: messages by status, throughput per minute over the
+/// last hour, delivery latency percentiles over the last 24 hours, failure
+/// reasons over the last 7 days, and the newest failures.
+#[utoipa::path(get, path = "/dashboard/data", tag = "dashboard", operation_id = "dashboardData",
+    responses((status = 200, description = "The dashboard's numbers", body = DashboardData), ReadErrors))]
+pub async fn data(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let snapshot = state.store.dashboard().await?;
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(DashboardData::from(snapshot)),
+    )
+        .into_response())
+}
+
+/// Middleware of `/dashboard/data`: any valid API key, or none when
+/// `DASHBOARD_PUBLIC=true`.
+pub async fn require_key_unless_public(
+    state: State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if state.config.public_dashboard {
+        return Ok(next.run(request).await);
+    }
+    auth::require_api_key(state, request, next).await
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DashboardData {
+    pub generated_at: DateTime<Utc>,
+    /// Messages of all time.
+    pub total: i64,
+    /// Every status, in progress order, with its messages (zero included).
+    pub statuses: Vec<StatusCount>,
+    /// Per minute over the last 60 minutes, oldest first (the current minute last).
+    pub throughput: Vec<ThroughputMinute>,
+    pub latency: Latency,
+    /// Why messages failed over the last 7 days, most frequent first (up to 20).
+    pub failure_reasons: Vec<FailureReason>,
+    /// The newest failed, blocked, filtered or cancelled messages (up to 20).
+    pub recent_failures: Vec<RecentFailure>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusCount {
+    #[schema(value_type = crate::openapi::MessageStatus)]
+    pub status: String,
+    pub messages: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ThroughputMinute {
+    pub minute: DateTime<Utc>,
+    /// Messages accepted by the gateway.
+    pub created: i64,
+    /// Messages Sent accepted.
+    pub accepted: i64,
+    pub delivered: i64,
+    /// Messages that failed, were blocked, filtered or cancelled.
+    pub failed: i64,
+}
+
+/// Seconds from Sent's accept to delivery, over the last 24 hours; null while
+/// nothing was delivered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Latency {
+    pub window_hours: i32,
+    pub delivered: i64,
+    pub p50_seconds: Option<f64>,
+    pub p90_seconds: Option<f64>,
+    pub p99_seconds: Option<f64>,
+    /// Median seconds from our accept to Sent's.
+    pub p50_queue_seconds: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FailureReason {
+    /// Sent's error code, or ours (`unknown` when none was recorded).
+    pub error_code: String,
+    #[schema(value_type = crate::openapi::MessageStatus)]
+    pub status: String,
+    pub messages: i64,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub latest_error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecentFailure {
+    pub message_id: String,
+    /// The API key's name that sent it.
+    pub client: String,
+    #[schema(value_type = crate::openapi::MessageStatus)]
+    pub status: String,
+    pub last_error_code: Option<String>,
+    pub last_error: Option<String>,
+    pub attempts: i32,
+    pub dead_lettered: bool,
+    pub failed_at: Option<DateTime<Utc>>,
+}
+
+impl From<DashboardSnapshot> for DashboardData {
+    fn from(s: DashboardSnapshot) -> DashboardData {
+        let count = |status: MessageStatus| {
+            s.status_counts
+                .iter()
+                .filter(|c| c.status == status.as_str())
+                .map(|c| c.messages)
+                .sum::<i64>()
+        };
+        let statuses = MessageStatus::ALL
+            .iter()
+            .map(|status| StatusCount {
+                status: status.as_str().to_owned(),
+                messages: count(*status),
+            })
+            .collect();
+        DashboardData {
+            generated_at: s.generated_at,
+            total: s.status_counts.iter().map(|c| c.messages).sum(),
+            statuses,
+            throughput: s
+                .throughput
+                .into_iter()
+                .map(|m| ThroughputMinute {
+                    minute: m.minute,
+                    created: m.created,
+                    accepted: m.accepted,
+                    delivered: m.delivered,
+                    failed: m.failed,
+                })
+                .collect(),
+            latency: Latency {
+                window_hours: common::store::LATENCY_WINDOW_HOURS,
+                delivered: s.latency.delivered,
+                p50_seconds: s.latency.p50_seconds,
+                p90_seconds: s.latency.p90_seconds,
+                p99_seconds: s.latency.p99_seconds,
+                p50_queue_seconds: s.latency.p50_queue_seconds,
+            },
+            failure_reasons: s
+                .failure_reasons
+                .into_iter()
+                .map(|f| FailureReason {
+                    error_code: f.error_code,
+                    status: f.status,
+                    messages: f.messages,
+                    last_seen: f.last_seen,
+                    latest_error: f.latest_error,
+                })
+                .collect(),
+            recent_failures: s
+                .recent_failures
+                .into_iter()
+                .map(|f| RecentFailure {
+                    message_id: f.message_id,
+                    client: f.client,
+                    status: f.status,
+                    last_error_code: f.last_error_code,
+                    last_error: f.last_error,
+                    attempts: f.attempts,
+                    dead_lettered: f.dead_lettered,
+                    failed_at: f.failed_at,
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,634 @@
+//! The built-in status page, rendered by a real headless Chromium (Debian's
+//! `chromium` package; `scripts/test.sh` installs it). The test fails, not
+//! skips, when Chromium is missing. Set `DASHBOARD_SCREENSHOT=/tmp/x.png` to
+//! also save screenshots of the page (and of its key prompt, `x-key.png`).
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::domain::MessageStatus;
+use common::store::StatusChange;
+use serde_json::{Value, json};
+use support::{TestApp, split};
+
+fn chromium() -> PathBuf {
+    if let Some(path) = std::env::var_os("CHROMIUM") {
+        return path.into();
+    }
+    for candidate in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
+        if std::path::Path::new(candidate).exists() {
+            return candidate.into();
+        }
+    }
+    panic!(
+        "Chromium is needed for the status page test and was not found: \
+         `apt-get install -y chromium` (scripts/test.sh does), or set CHROMIUM"
+    );
+}
+
+struct Rendered {
+    dom: String,
+    /// Chromium's log, where the console and CSP violations go.
+    log: String,
+}
+
+/// Loads `url` in headless Chromium, lets its scripts run, and returns the DOM.
+async fn render(url: &str, extra: &[String]) -> Rendered {
+    let profile = std::env::temp_dir().join(format!("gw-chromium-{}", ulid::Ulid::generate()));
+    let mut command = tokio::process::Command::new(chromium());
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=8000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(90), command.output())
+        .await
+        .expect("Chromium finished within 90 s")
+        .expect("Chromium runs");
+    let _ = std::fs::remove_dir_all(&profile);
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "Chromium failed: {log}");
+    Rendered {
+        dom: String::from_utf8_lossy(&output.stdout).into_owned(),
+        log,
+    }
+}
+
+/// The text of the first element after `marker` that has `class="{class}"`.
+fn text_after(dom: &str, marker: &str, class: &str) -> String {
+    let start = dom
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} not in the page:\n{dom}"));
+    let rest = &dom[start..];
+    let open = format!("class=\"{class}\">");
+    let at = rest
+        .find(&open)
+        .unwrap_or_else(|| panic!("no .{class} after {marker}"))
+        + open.len();
+    rest[at..].split('<').next().unwrap().to_owned()
+}
+
+/// The text of the element with this id.
+fn text_of(dom: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\"");
+    let start = dom
+        .find(&marker)
+        .unwrap_or_else(|| panic!("#{id} not in the page"));
+    let rest = &dom[start..];
+    rest[rest.find('>').unwrap() + 1..]
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// The opening tag of the element with this id.
+fn tag_of<'a>(dom: &'a str, id: &str) -> &'a str {
+    let marker = format!("id=\"{id}\"");
+    let start = dom.find(&marker).unwrap();
+    let open = dom[..start].rfind('<').unwrap();
+    &dom[open..start + dom[start..].find('>').unwrap()]
+}
+
+async fn send(app: &TestApp) -> String {
+    let (status, _, body) = app
+        .post_json("/api/messages/send", &support::send_body())
+        .await;
+    assert_eq!(status, 202, "{body}");
+    body["message_id"].as_str().unwrap().to_owned()
+}
+
+async fn change(
+    app: &TestApp,
+    id: &str,
+    status: MessageStatus,
+    at: DateTime<Utc>,
+    error: Option<(&str, &str)>,
+) {
+    let mut change = StatusChange::new(status, "sent");
+    change.at = at;
+    if let Some((code, text)) = error {
+        change.error_code = Some(code.to_owned());
+        change.error = Some(text.to_owned());
+    }
+    assert!(app.state.store.change_status(id, &change).await.unwrap());
+}
+
+/// Six messages: queued, sent, two delivered (6 s and 4 s after Sent took
+/// them), one failed and, newest, one blocked.
+async fn seed(app: &TestApp) -> (String, String) {
+    let now = Utc::now() - chrono::Duration::seconds(1);
+    let secs = chrono::Duration::seconds;
+    let _queued = send(app).await;
+    let sent = send(app).await;
+    change(app, &sent, MessageStatus::Accepted, now - secs(3), None).await;
+    change(app, &sent, MessageStatus::Sent, now - secs(2), None).await;
+    for latency in [6, 4] {
+        let id = send(app).await;
+        change(app, &id, MessageStatus::Accepted, now - secs(latency), None).await;
+        change(app, &id, MessageStatus::Delivered, now, None).await;
+    }
+    let failed = send(app).await;
+    let reason = ("invalid_number", "Number is not reachable");
+    change(
+        app,
+        &failed,
+        MessageStatus::Failed,
+        now - secs(30),
+        Some(reason),
+    )
+    .await;
+    let blocked = send(app).await;
+    let reason = ("carrier_blocked", "<b>Blocked</b> by the carrier");
+    change(
+        app,
+        &blocked,
+        MessageStatus::Blocked,
+        now - secs(5),
+        Some(reason),
+    )
+    .await;
+    // As if they had been created a little earlier, before Sent took them.
+    sqlx::query("UPDATE messages SET created_at = created_at - interval '40 seconds'")
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
+    (failed, blocked)
+}
+
+#[tokio::test]
+async fn the_status_page_shows_the_numbers_in_a_real_browser() {
+    let app = TestApp::spawn(&[("DASHBOARD_PUBLIC", "true")]).await;
+    let (failed, blocked) = seed(&app).await;
+
+    let rendered = render(&app.url("/dashboard"), &["--dump-dom".to_owned()]).await;
+    let dom = &rendered.dom;
+
+    // Rendered by the script: the content is shown, the key form is not.
+    assert!(!tag_of(dom, "content").contains("hidden"), "{dom}");
+    assert!(tag_of(dom, "key-form").contains("hidden"));
+    assert!(tag_of(dom, "error").contains("hidden"), "{dom}");
+    assert_eq!(text_of(dom, "total"), "6");
+    for (status, count) in [
+        ("queued", "1"),
+        ("scheduled", "0"),
+        ("sending", "0"),
+        ("accepted", "0"),
+        ("sent", "1"),
+        ("delivered", "2"),
+        ("read", "0"),
+        ("failed", "1"),
+        ("blocked", "1"),
+        ("filtered", "0"),
+        ("cancelled", "0"),
+    ] {
+        let card = format!("data-status=\"{status}\"");
+        assert_eq!(text_after(dom, &card, "count"), count, "{status}");
+    }
+    // The last hour: 6 created, 3 accepted by Sent, 2 delivered, 2 failed.
+    for (series, total) in [
+        ("created", "6"),
+        ("accepted", "3"),
+        ("delivered", "2"),
+        ("failed", "2"),
+    ] {
+        let item = format!("data-series=\"{series}\"");
+        assert_eq!(text_after(dom, &item, "value"), total, "{series}");
+    }
+    assert_eq!(dom.matches("<polyline").count(), 4);
+    // Latencies 6 s and 4 s: p50 5 s, p90 5.8 s, p99 5.98 s.
+    assert_eq!(text_of(dom, "latency-delivered"), "2");
+    assert_eq!(text_of(dom, "latency-p50"), "5.0 s");
+    assert_eq!(text_of(dom, "latency-p90"), "5.8 s");
+    assert_eq!(text_of(dom, "latency-p99"), "6.0 s");
+    // Failure reasons, and the newest failure first, its error as text.
+    assert!(dom.contains("data-error-code=\"invalid_number\""));
+    assert!(dom.contains("data-error-code=\"carrier_blocked\""));
+    let newest = dom
+        .find(&format!("data-message-id=\"{blocked}\""))
+        .expect("the newest failure is listed");
+    let older = dom
+        .find(&format!("data-message-id=\"{failed}\""))
+        .expect("the older failure is listed");
+    assert!(newest < older, "newest failure first");
+    assert!(dom.contains("&lt;b&gt;Blocked&lt;/b&gt; by the carrier"));
+    assert!(!dom.contains("<b>Blocked</b>"));
+    // Nothing was refused by the Content-Security-Policy, no script error.
+    assert!(
+        !rendered.log.contains("Content Security Policy") && !rendered.log.contains("Uncaught"),
+        "{}",
+        rendered.log
+    );
+
+    if let Ok(path) = std::env::var("DASHBOARD_SCREENSHOT") {
+        let extra = [
+            format!("--screenshot={path}"),
+            "--window-size=1280,900".to_owned(),
+            "--hide-scrollbars".to_owned(),
+        ];
+        render(&app.url("/dashboard"), &extra).await;
+        assert!(std::fs::metadata(&path).is_ok_and(|m| m.len() > 0));
+    }
+}
+
+#[tokio::test]
+async fn without_dashboard_public_the_page_asks_for_a_key() {
+    let app = TestApp::spawn(&[]).await;
+    let rendered = render(&app.url("/dashboard"), &["--dump-dom".to_owned()]).await;
+    let dom = &rendered.dom;
+    assert!(!tag_of(dom, "key-form").contains("hidden"), "{dom}");
+    assert!(tag_of(dom, "content").contains("hidden"));
+    assert!(!dom.contains("data-status="), "no numbers without a key");
+    if let Ok(path) = std::env::var("DASHBOARD_SCREENSHOT") {
+        let path = path.replace(".png", "-key.png");
+        let extra = [
+            format!("--screenshot={path}"),
+            "--window-size=1280,500".to_owned(),
+        ];
+        render(&app.url("/dashboard"), &extra).await;
+    }
+}
+
+/// The key prompt, driven in the browser over the DevTools protocol: a wrong
+/// key is refused, a right one is kept in sessionStorage and shows the numbers.
+#[tokio::test]
+async fn the_page_takes_a_key_and_keeps_it_for_the_tab() {
+    let app = TestApp::spawn(&[]).await;
+    send(&app).await;
+    send(&app).await;
+    let mut browser = Browser::launch(&app.url("/dashboard")).await;
+    let script = r#"(async () => {
+        const $ = (id) => document.getElementById(id);
+        const until = async (test) => {
+            for (let i = 0; i < 200; i++) {
+                if (test()) return true;
+                await new Promise((resolve) => setTimeout(resolve, 50));
+            }
+            return false;
+        };
+        if (!await until(() => $("key-form") && !$("key-form").hidden)) return {step: "no key prompt"};
+        $("key").value = "wrong-key";
+        $("key-form").requestSubmit();
+        if (!await until(() => !$("key-error").hidden)) return {step: "wrong key not refused"};
+        const refused = $("key-error").textContent;
+        $("key").value = "KEY";
+        $("key-form").requestSubmit();
+        if (!await until(() => !$("content").hidden)) return {step: "no numbers", text: document.body.innerText};
+        return {
+            step: "done", refused, total: $("total").textContent,
+            queued: document.querySelector('[data-status="queued"] .count').textContent,
+            stored: sessionStorage.getItem("sent-gateway.api-key"), forget: !$("forget").hidden,
+            prompt: !$("key-form").hidden,
+        };
+    })()"#
+        .replace("KEY", support::API_KEY);
+    let result = browser.evaluate(&script).await;
+    assert_eq!(
+        result,
+        json!({"step": "done", "refused": "That key was refused.", "total": "2", "queued": "2",
+               "stored": support::API_KEY, "forget": true, "prompt": false}),
+    );
+    // "Forget key" drops it and asks again.
+    let result = browser
+        .evaluate(
+            r#"(async () => {
+                document.getElementById("forget").click();
+                for (let i = 0; i < 200 && document.getElementById("key-form").hidden; i++) {
+                    await new Promise((resolve) => setTimeout(resolve, 50));
+                }
+                return {prompt: !document.getElementById("key-form").hidden,
+                        stored: sessionStorage.getItem("sent-gateway.api-key")};
+            })()"#,
+        )
+        .await;
+    assert_eq!(result, json!({"prompt": true, "stored": null}));
+}
+
+#[tokio::test]
+async fn the_data_needs_a_key_unless_public() {
+    let app = TestApp::spawn(&[]).await;
+    send(&app).await;
+    let (status, _, body) = split(
+        app.http
+            .get(app.url("/dashboard/data"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, &body["code"]), (401, &json!("unauthorized")));
+    let (status, _, _) = split(
+        app.http
+            .get(app.url("/dashboard/data"))
+            .bearer_auth("wrong-key")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401);
+    // Any valid key sees every client's messages (an operator view).
+    let (status, headers, body) = split(
+        app.http
+            .get(app.url("/dashboard/data"))
+            .header("x-api-key", support::OTHER_KEY)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(body["total"], 1);
+    assert_eq!(body["throughput"].as_array().unwrap().len(), 60);
+    assert_eq!(body["statuses"].as_array().unwrap().len(), 11);
+    assert_eq!(body["latency"]["p50_seconds"], Value::Null);
+
+    let public = TestApp::spawn(&[("DASHBOARD_PUBLIC", "true")]).await;
+    let (status, _, body) = split(
+        public
+            .http
+            .get(public.url("/dashboard/data"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, &body["total"]), (200, &json!(0)));
+    // The rest of the API still needs a key.
+    let response = public
+        .http
+        .get(public.url("/api/messages"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+/// Whether the HTML has an attribute like `onclick=`.
+fn has_event_handler(html: &str) -> bool {
+    html.match_indices(" on").any(|(at, _)| {
+        let name: String = html[at + 3..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase())
+            .collect();
+        !name.is_empty() && html[at + 3 + name.len()..].starts_with('=')
+    })
+}
+
+#[tokio::test]
+async fn the_page_and_its_files_fit_the_content_security_policy() {
+    let app = TestApp::spawn(&[]).await;
+    for (path, content_type) in [
+        ("/dashboard", "text/html"),
+        ("/dashboard/app.js", "text/javascript"),
+        ("/dashboard/app.css", "text/css"),
+    ] {
+        let response = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let headers = response.headers().clone();
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(content_type),
+            "{path}"
+        );
+        assert_eq!(
+            headers["content-security-policy"],
+            "default-src 'self'; script-src 'self'"
+        );
+        let text = response.text().await.unwrap();
+        if path == "/dashboard" {
+            // No inline script, style or handler: the CSP would refuse them.
+            assert!(!text.contains("<style"));
+            assert!(!text.contains(" style="));
+            assert!(!has_event_handler(&text), "inline event handler");
+            for script in text.split("<script").skip(1) {
+                assert!(script.split('>').next().unwrap().contains("src="));
+                assert!(script.split('>').nth(1).unwrap().starts_with("</script"));
+            }
+            // Nothing from another origin.
+            assert!(!text.contains("http://") && !text.contains("https://"));
+        }
+    }
+}
+
+/// Headless Chromium driven over the DevTools protocol, with just enough of
+/// a WebSocket client for it (text frames, client-masked).
+struct Browser {
+    _process: tokio::process::Child,
+    socket: tokio::net::TcpStream,
+    profile: PathBuf,
+    next_id: u64,
+}
+
+impl Browser {
+    async fn launch(url: &str) -> Browser {
+        use tokio::io::AsyncBufReadExt;
+        let profile = std::env::temp_dir().join(format!("gw-chromium-{}", ulid::Ulid::generate()));
+        let mut process = tokio::process::Command::new(chromium())
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-dev-shm-usage",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("Chromium runs");
+        // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/..."
+        let mut lines = tokio::io::BufReader::new(process.stderr.take().unwrap()).lines();
+        let address = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(rest) = line.split("DevTools listening on ws://").nth(1) {
+                    return rest.split('/').next().unwrap().to_owned();
+                }
+            }
+            panic!("Chromium exited without a DevTools address");
+        })
+        .await
+        .expect("Chromium started within 60 s");
+        // Keep draining its log so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+        let http = reqwest::Client::new();
+        let page = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let targets: Value = http
+                    .get(format!("http://{address}/json/list"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let page = targets.as_array().unwrap().iter().find(|t| {
+                    t["type"] == "page" && t["url"].as_str().is_some_and(|u| u.starts_with(url))
+                });
+                if let Some(page) = page {
+                    return page["webSocketDebuggerUrl"].as_str().unwrap().to_owned();
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("the page opened");
+        let path = &page[page.find("/devtools/").unwrap()..];
+        let socket = websocket_connect(&address, path).await;
+        Browser {
+            _process: process,
+            socket,
+            profile,
+            next_id: 0,
+        }
+    }
+
+    /// Evaluates `expression` in the page, awaiting a promise, and returns its
+    /// value. Retried while the page is still loading (its first document is
+    /// replaced, which destroys the context an evaluation started in).
+    async fn evaluate(&mut self, expression: &str) -> Value {
+        for _ in 0..50 {
+            let answer = self
+                .command(
+                    "Runtime.evaluate",
+                    json!({
+                "expression": expression, "awaitPromise": true, "returnByValue": true}),
+                )
+                .await;
+            if answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("context"))
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            assert!(
+                answer["error"].is_null() && answer["result"]["exceptionDetails"].is_null(),
+                "{answer}"
+            );
+            return answer["result"]["result"]["value"].clone();
+        }
+        panic!("the page never settled");
+    }
+
+    async fn command(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let command = json!({"id": id, "method": method, "params": params});
+        websocket_send(&mut self.socket, &command.to_string()).await;
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let message: Value =
+                    serde_json::from_str(&websocket_receive(&mut self.socket).await).unwrap();
+                if message["id"] == id {
+                    return message;
+                }
+            }
+        })
+        .await
+        .expect("the page answered within 30 s")
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self._process.start_kill();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+async fn websocket_connect(address: &str, path: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(socket.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    socket
+}
+
+async fn websocket_send(socket: &mut tokio::net::TcpStream, text: &str) {
+    use tokio::io::AsyncWriteExt;
+    let payload = text.as_bytes();
+    let mut frame = vec![0x81u8];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    socket.write_all(&frame).await.unwrap();
+}
+
+/// The next whole text message (continuation frames joined; pings skipped).
+async fn websocket_receive(socket: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut message = Vec::new();
+    loop {
+        let first = socket.read_u8().await.unwrap();
+        let second = socket.read_u8().await.unwrap();
+        let len = match second & 0x7f {
+            126 => socket.read_u16().await.unwrap() as usize,
+            127 => socket.read_u64().await.unwrap() as usize,
+            n => n as usize,
+        };
+        let mut payload = vec![0; len];
+        socket.read_exact(&mut payload).await.unwrap();
+        match first & 0x0f {
+            0x0 | 0x1 => message.extend_from_slice(&payload),
+            0x8 => panic!("the browser closed the connection"),
+            _ => continue,
+        }
+        if first & 0x80 != 0 {
+            return String::from_utf8(message).unwrap();
+        }
+    }
+}
