@@ -57,6 +57,11 @@ wait_done() {
   local deadline=$((SECONDS + $2))
   while [ "$(sql "SELECT count(*) FROM messages WHERE client = '$1' AND status IN ('queued', 'sending')")" != 0 ]; do
     if [ $SECONDS -ge $deadline ]; then echo "messages of $1 still pending after $2 s" >&2; return; fi
+    for i in "${!workers[@]}"; do
+      if ! kill -0 "${workers[$i]}" 2>/dev/null; then
+        echo "worker $((i + 1)) exited:" >&2; tail -5 "$RESULTS/worker-$((i + 1)).log" >&2; exit 1
+      fi
+    done
     sleep 0.2
   done
 }

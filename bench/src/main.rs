@@ -49,6 +49,10 @@ struct Args {
     sent_ids: u64,
     #[arg(long, default_value = "bench-sent-")]
     sent_id_prefix: String,
+    /// Webhook scenario: start at message `<prefix><offset>` (a second run
+    /// takes messages the first did not).
+    #[arg(long, default_value_t = 0)]
+    sent_id_offset: u64,
     /// Stop after this many requests in total (0 = only `--seconds` limits).
     #[arg(long, default_value_t = 0)]
     requests: u64,
@@ -191,7 +195,8 @@ fn sent_message_id(args: &Args, worker: usize, sequence: u64) -> String {
     if args.sent_ids == 0 {
         return format!("bench-{worker}-{sequence}");
     }
-    let n = ((sequence - 1) * args.connections as u64 + worker as u64) % args.sent_ids;
+    let n = (args.sent_id_offset + (sequence - 1) * args.connections as u64 + worker as u64)
+        % args.sent_ids;
     format!("{}{n}", args.sent_id_prefix)
 }
 
@@ -237,7 +242,9 @@ fn build_request(
                     ("x-webhook-signature".into(), signature),
                     (
                         "x-webhook-event-id".into(),
-                        format!("evt-{}-{worker}-{sequence}", ulid::Ulid::generate()),
+                        // Random, like the ids sent-sim (and Sent) send: inserted all
+                        // over the inbox's unique index, not appended at its end.
+                        uuid::Uuid::new_v4().to_string(),
                     ),
                 ],
             )

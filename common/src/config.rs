@@ -108,7 +108,7 @@ pub struct TemplateConfig {
 pub struct InboxConfig {
     /// Events claimed per round trip.
     pub batch_size: i64,
-    /// Events of one batch processed at once.
+    /// Batches one worker processes at once.
     pub concurrency: usize,
     /// Processing attempts before an event is parked as poison.
     pub max_attempts: u32,
@@ -341,7 +341,7 @@ impl Config {
 
         let inbox = InboxConfig {
             batch_size: env.parse("INBOX_BATCH_SIZE", 200)?,
-            concurrency: env.parse("INBOX_CONCURRENCY", 8)?,
+            concurrency: env.parse("INBOX_CONCURRENCY", 4)?,
             max_attempts: env.parse("INBOX_MAX_ATTEMPTS", 10)?,
             backoff_base: Duration::from_millis(env.parse("INBOX_BACKOFF_BASE_MS", 1000)?),
             backoff_max: env.seconds("INBOX_BACKOFF_MAX_SECS", 600)?,
