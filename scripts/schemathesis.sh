@@ -9,6 +9,7 @@
 #   scripts/schemathesis.sh                       # 100 examples per operation, 300 s at most
 #   MAX_EXAMPLES=20 MAX_TIME=60 scripts/schemathesis.sh
 #   SEED=1 scripts/schemathesis.sh                # reproduce a run
+#   PROFILE=debug scripts/schemathesis.sh         # the debug build (CI: no release build)
 #
 # Schemathesis is installed in a venv under target/ on first use. The report
 # (JUnit, and the gateway's log) is left in target/schemathesis/.
@@ -34,7 +35,9 @@ if [ ! -x "$VENV/bin/schemathesis" ]; then
   "$VENV/bin/pip" install -q schemathesis
 fi
 
-cargo build --release -q -p gateway
+PROFILE=${PROFILE:-release}
+if [ "$PROFILE" = release ]; then cargo build --release -q -p gateway; else cargo build -q -p gateway; fi
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 psql -h 127.0.0.1 -U postgres -q -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" postgres
 
 gw_pid=
@@ -52,7 +55,7 @@ DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB REDIS_URL=redis://127.0.0.1:
 REDIS_PREFIX=$PREFIX API_KEYS=schemathesis:$KEY RATELIMIT_ENABLED=false \
 SENT_DM_WEBHOOK_SECRET=whsec_c2NoZW1hdGhlc2lzLXdlYmhvb2stc2VjcmV0 \
 STRIPE_WEBHOOK_SECRET=whsec_schemathesis_stripe TELEGRAM_WEBHOOK_SECRET_TOKEN=schemathesis-telegram \
-  target/release/gateway >"$OUT/gateway.log" 2>&1 &
+  "$TARGET_DIR/$PROFILE/gateway" >"$OUT/gateway.log" 2>&1 &
 gw_pid=$!
 for _ in $(seq 1 100); do
   if ! kill -0 "$gw_pid" 2>/dev/null; then

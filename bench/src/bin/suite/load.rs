@@ -1,0 +1,226 @@
+//! The load run: mixed traffic at a fixed rate below saturation for
+//! minutes, then a ramp (each step 25% harder) until the gateway falls
+//! behind, then the accounting of every message accepted on the way.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::ledger::{self, Ledger};
+use crate::stack::{Stack, StackOptions};
+use crate::traffic::{Mix, Op, OpStats, Recorder, Traffic};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Operations per second of the sustained phase.
+    pub rate: f64,
+    pub duration: Duration,
+    /// Length of one ramp step; the first step is 25% above `rate`.
+    pub step: Duration,
+    pub max_steps: usize,
+    pub settle_timeout: Duration,
+}
+
+/// A step counts as keeping up while under 1% of operations fail, p99 stays
+/// under this, and the client never has to skip an operation.
+const P99_LIMIT_MS: f64 = 1_000.0;
+const ERROR_LIMIT: f64 = 0.01;
+
+pub struct Phase {
+    pub target_rate: f64,
+    pub seconds: f64,
+    pub ops: BTreeMap<Op, OpStats>,
+    pub skipped: u64,
+}
+
+impl Phase {
+    pub fn achieved_ok_per_sec(&self) -> f64 {
+        self.ops.values().map(OpStats::ok).sum::<u64>() as f64 / self.seconds
+    }
+
+    fn total(&self) -> u64 {
+        self.ops.values().map(OpStats::total).sum()
+    }
+
+    pub fn error_share(&self) -> f64 {
+        let errors: u64 = self.ops.values().map(OpStats::errors).sum();
+        errors as f64 / self.total().max(1) as f64
+    }
+
+    pub fn worst_p99_ms(&self) -> f64 {
+        self.ops
+            .values()
+            .filter(|op| op.total() > 0)
+            .map(|op| op.quantile_ms(0.99))
+            .fold(0.0, f64::max)
+    }
+
+    pub fn kept_up(&self) -> bool {
+        self.skipped == 0
+            && self.error_share() < ERROR_LIMIT
+            && self.worst_p99_ms() < P99_LIMIT_MS
+            && self.total() as f64 >= 0.95 * self.target_rate * self.seconds
+    }
+}
+
+pub struct LoadReport {
+    pub sustained: Phase,
+    pub ramp: Vec<Phase>,
+    pub ledger: Ledger,
+    pub rss_mb: Vec<(String, f64)>,
+}
+
+pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<LoadReport> {
+    let mut stack = Stack::start(
+        StackOptions {
+            name: "load".into(),
+            workers: 2,
+            private_redis: false,
+            private_postgres: false,
+            log_level: "warn",
+        },
+        results,
+    )
+    .await?;
+    let recorder = Recorder::new();
+    let traffic = Traffic::new(&stack.gateway_url, recorder.clone(), Mix::MIXED);
+    let mut servers = SharedServers::default();
+
+    let sustained = phase(
+        &mut stack,
+        &mut servers,
+        &traffic,
+        &recorder,
+        plan.rate,
+        plan.duration,
+    )
+    .await?;
+    let mut ramp: Vec<Phase> = Vec::new();
+    let mut rate = plan.rate;
+    for _ in 0..plan.max_steps {
+        rate *= 1.25;
+        let step = phase(
+            &mut stack,
+            &mut servers,
+            &traffic,
+            &recorder,
+            rate,
+            plan.step,
+        )
+        .await?;
+        let kept_up = step.kept_up();
+        ramp.push(step);
+        if !kept_up {
+            break;
+        }
+    }
+
+    let db = stack.database().await?;
+    let submitted = recorder
+        .submitted
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let ledger = ledger::settle(
+        &db,
+        &stack.sim_url,
+        submitted,
+        &recorder.accepted(),
+        plan.settle_timeout,
+    )
+    .await?;
+    db.close().await;
+    let mut rss_mb = stack.rss_report();
+    rss_mb.extend(servers.report());
+    stack.stop().await?;
+    Ok(LoadReport {
+        sustained,
+        ramp,
+        ledger,
+        rss_mb,
+    })
+}
+
+async fn phase(
+    stack: &mut Stack,
+    servers: &mut SharedServers,
+    traffic: &Traffic,
+    recorder: &Recorder,
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<Phase> {
+    let skipped_before = recorder.skipped.load(std::sync::atomic::Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let driving = {
+        let traffic = traffic.clone();
+        tokio::spawn(async move { traffic.run(rate, duration).await })
+    };
+    while !driving.is_finished() {
+        stack.sleep_sampling(Duration::from_secs(1)).await;
+        servers.sample();
+    }
+    driving.await?;
+    stack.check_alive()?;
+    Ok(Phase {
+        target_rate: rate,
+        seconds: started.elapsed().as_secs_f64(),
+        ops: recorder.take_ops(),
+        skipped: recorder.skipped.load(std::sync::atomic::Ordering::Relaxed) - skipped_before,
+    })
+}
+
+/// Peak memory of the machine's Redis and Postgres while the run went on.
+/// Postgres is many processes sharing its buffers: their proportional set
+/// sizes (PSS) are summed, so shared memory is counted once.
+#[derive(Default)]
+struct SharedServers {
+    redis_kb: u64,
+    postgres_kb: u64,
+}
+
+impl SharedServers {
+    fn sample(&mut self) {
+        let mut postgres = 0;
+        for (pid, command) in processes() {
+            match command.as_str() {
+                "redis-server" => self.redis_kb = self.redis_kb.max(pss_kb(pid)),
+                "postgres" => postgres += pss_kb(pid),
+                _ => {}
+            }
+        }
+        self.postgres_kb = self.postgres_kb.max(postgres);
+    }
+
+    fn report(&self) -> Vec<(String, f64)> {
+        vec![
+            (
+                "redis-server (shared)".into(),
+                self.redis_kb as f64 / 1024.0,
+            ),
+            (
+                "postgres, all processes (shared)".into(),
+                self.postgres_kb as f64 / 1024.0,
+            ),
+        ]
+    }
+}
+
+fn processes() -> Vec<(u32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let command = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            Some((pid, command.trim().to_owned()))
+        })
+        .collect()
+}
+
+fn pss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|line| line.starts_with("Pss:"))?;
+            line[4..].split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or(0)
+}

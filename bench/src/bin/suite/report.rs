@@ -1,0 +1,174 @@
+//! Plain-text tables of what the runs found.
+
+use std::collections::BTreeMap;
+
+use crate::faults::FaultReport;
+use crate::ledger::Ledger;
+use crate::load::{LoadReport, Phase};
+use crate::traffic::{Op, OpStats};
+
+pub fn ops_table(ops: &BTreeMap<Op, OpStats>, seconds: f64) {
+    println!(
+        "  {:<28} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}  answers",
+        "operation", "ops", "ops/s", "p50 ms", "p99 ms", "p99.9 ms", "errors"
+    );
+    for (op, stats) in ops {
+        if stats.total() == 0 {
+            continue;
+        }
+        let mut answers: Vec<String> = stats
+            .statuses
+            .iter()
+            .map(|(status, n)| format!("{status}:{n}"))
+            .collect();
+        if stats.transport_errors > 0 {
+            answers.push(format!("no answer:{}", stats.transport_errors));
+        }
+        println!(
+            "  {:<28} {:>8} {:>8.0} {:>8.1} {:>8.1} {:>9.1} {:>9}  {}",
+            op.label(),
+            stats.total(),
+            stats.total() as f64 / seconds,
+            stats.quantile_ms(0.5),
+            stats.quantile_ms(0.99),
+            stats.quantile_ms(0.999),
+            stats.errors(),
+            answers.join(" ")
+        );
+    }
+}
+
+pub fn ledger(ledger: &Ledger) {
+    println!(
+        "  messages: submitted {} accepted {} delivered {} failed {} (retries exhausted {}) lost {} \
+         sent twice {} no final status {} (settled {:.1} s after the traffic)",
+        ledger.submitted,
+        ledger.accepted,
+        ledger.delivered,
+        ledger.failed,
+        ledger.dead_lettered,
+        ledger.lost,
+        ledger.sent_twice,
+        ledger.in_flight_at_sent,
+        ledger.settle.as_secs_f64()
+    );
+    let states = |map: &BTreeMap<String, u64>| {
+        map.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("  statuses: {}", states(&ledger.statuses));
+    println!("  webhook inbox: {}", states(&ledger.inbox));
+    let sim = &ledger.sim;
+    println!(
+        "  at Sent: {} send requests, {} messages created, {} idempotent replays, \
+         {} webhooks delivered ({} attempts failed, {} abandoned)",
+        sim.send_requests,
+        sim.messages_created,
+        sim.idempotent_replays,
+        sim.webhooks_delivered,
+        sim.webhook_failures,
+        sim.webhooks_abandoned
+    );
+    let f = &sim.faults_injected;
+    let injected = [
+        ("5xx", f.server_errors_5xx),
+        ("429", f.rate_limited_429),
+        ("slow", f.slow),
+        ("dropped before", f.dropped_before_processing),
+        ("dropped after", f.dropped_after_processing),
+        ("duplicate webhooks", f.duplicate_webhooks),
+        ("reordered messages", f.reordered_webhooks),
+    ];
+    let injected: Vec<String> = injected
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    if !injected.is_empty() {
+        println!("  faults injected by sent-sim: {}", injected.join(", "));
+    }
+}
+
+pub fn faults_summary(reports: &[FaultReport]) {
+    println!(
+        "\n{:<20} {:>9} {:>9} {:>9} {:>7} {:>5} {:>6} {:>8} {:>8}  result",
+        "fault",
+        "submitted",
+        "accepted",
+        "delivered",
+        "failed",
+        "lost",
+        "twice",
+        "refused",
+        "settle s"
+    );
+    for report in reports {
+        let l = &report.ledger;
+        let broken = report.broken_promises();
+        println!(
+            "{:<20} {:>9} {:>9} {:>9} {:>7} {:>5} {:>6} {:>8} {:>8.1}  {}",
+            report.fault.name(),
+            l.submitted,
+            l.accepted,
+            l.delivered,
+            l.failed,
+            l.lost,
+            l.sent_twice,
+            report.refused,
+            l.settle.as_secs_f64(),
+            if broken.is_empty() {
+                "ok".to_owned()
+            } else {
+                format!("FAILED: {}", broken.join("; "))
+            }
+        );
+    }
+}
+
+pub fn load(report: &LoadReport) {
+    let s = &report.sustained;
+    println!(
+        "\nsustained: {:.0} ops/s for {:.0} s",
+        s.target_rate, s.seconds
+    );
+    ops_table(&s.ops, s.seconds);
+    println!(
+        "\nramp (each step 25% more; a step keeps up while errors < 1%, p99 < 1 s, nothing skipped):"
+    );
+    println!(
+        "  {:>9} {:>11} {:>10} {:>11} {:>8}  kept up",
+        "target/s", "achieved/s", "errors %", "worst p99", "skipped"
+    );
+    for step in &report.ramp {
+        println!(
+            "  {:>9.0} {:>11.0} {:>10.2} {:>11.1} {:>8}  {}",
+            step.target_rate,
+            step.achieved_ok_per_sec(),
+            100.0 * step.error_share(),
+            step.worst_p99_ms(),
+            step.skipped,
+            if step.kept_up() { "yes" } else { "no" }
+        );
+    }
+    if let Some(best) = report
+        .ramp
+        .iter()
+        .filter(|step| step.kept_up())
+        .map(Phase::achieved_ok_per_sec)
+        .reduce(f64::max)
+    {
+        println!("  highest rate kept up: {best:.0} ops/s");
+    }
+    if let Some(last) = report.ramp.last() {
+        println!("\nlast ramp step ({:.0} ops/s target):", last.target_rate);
+        ops_table(&last.ops, last.seconds);
+    }
+    println!("\nevery message accepted in the run:");
+    ledger(&report.ledger);
+    println!("\npeak memory (MB):");
+    for (name, mb) in &report.rss_mb {
+        println!("  {name:<34} {mb:>8.1}");
+    }
+}
