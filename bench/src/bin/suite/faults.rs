@@ -239,7 +239,7 @@ async fn inject(
         Fault::WorkerSigkill => {
             let mut kills = 0;
             while started.elapsed() < 2 * third {
-                stack.kill_and_replace_worker(kills % stack.workers.len())?;
+                stack.kill_and_restart_worker(kills % stack.workers.len())?;
                 kills += 1;
                 stack.sleep_sampling(Duration::from_secs(2)).await;
             }

@@ -30,9 +30,11 @@ pub struct StackOptions {
     pub log_level: &'static str,
 }
 
-/// A child process of the stack, with its log file.
+/// A child process of the stack, with its log file; it can be killed and
+/// started again.
 pub struct Service {
     pub name: String,
+    command: Command,
     child: Child,
     log: PathBuf,
     /// Highest resident set seen for this service (all its incarnations), kB.
@@ -40,6 +42,33 @@ pub struct Service {
 }
 
 impl Service {
+    /// Starts `command`, its output appended to `<dir>/<name>.log`.
+    fn start(name: &str, mut command: Command, dir: &Path) -> anyhow::Result<Service> {
+        let log = dir.join(format!("{name}.log"));
+        let child = spawn_logged(&mut command, &log)?;
+        Ok(Service {
+            name: name.to_owned(),
+            command,
+            child,
+            log,
+            peak_rss_kb: 0,
+        })
+    }
+
+    /// SIGKILL (if it still runs).
+    fn kill(&mut self) {
+        self.sample_rss();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the process (if it still runs) and starts it again.
+    fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.child = spawn_logged(&mut self.command, &self.log)?;
+        Ok(())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -59,6 +88,14 @@ impl Service {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(8)..].join("\n")
+    }
+}
+
+/// A service is killed when dropped, so that a failed run leaves nothing
+/// running.
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -127,29 +164,31 @@ impl Stack {
         let gateway_url = format!("http://127.0.0.1:{gateway_port}");
         let sim_url = format!("http://127.0.0.1:{sim_port}");
 
-        let sim = spawn(
-            &bin,
+        let sim = Service::start(
             "sent-sim",
-            &[],
+            product(
+                &bin,
+                "sent-sim",
+                &[
+                    ("LOG_LEVEL", "warn"),
+                    ("SENT_SIM_BIND", &format!("127.0.0.1:{sim_port}")),
+                    ("SENT_SIM_API_KEYS", SIM_KEY),
+                    (
+                        "SENT_SIM_WEBHOOK_URL",
+                        &format!("{gateway_url}/webhooks/sent"),
+                    ),
+                    ("SENT_SIM_WEBHOOK_SECRET", WEBHOOK_SECRET),
+                    // Sent retries a failed webhook for about a day; the suite's
+                    // clock runs faster so an outage is caught up within the run.
+                    ("SENT_SIM_WEBHOOK_RETRY_BASE_MS", "250"),
+                    ("SENT_SIM_WEBHOOK_RETRIES", "10"),
+                    ("SENT_SIM_STEP_DELAY_MS", "100"),
+                    ("SENT_SIM_FAIL_RATE", "0.02"),
+                    ("SENT_SIM_RETRY_AFTER_SECS", "1"),
+                    ("SENT_SIM_MESSAGE_RETENTION_SECS", "60"),
+                ],
+            ),
             &dir,
-            &[
-                ("LOG_LEVEL", "warn"),
-                ("SENT_SIM_BIND", &format!("127.0.0.1:{sim_port}")),
-                ("SENT_SIM_API_KEYS", SIM_KEY),
-                (
-                    "SENT_SIM_WEBHOOK_URL",
-                    &format!("{gateway_url}/webhooks/sent"),
-                ),
-                ("SENT_SIM_WEBHOOK_SECRET", WEBHOOK_SECRET),
-                // Sent retries a failed webhook for about a day; the suite's
-                // clock runs faster so an outage is caught up within the run.
-                ("SENT_SIM_WEBHOOK_RETRY_BASE_MS", "250"),
-                ("SENT_SIM_WEBHOOK_RETRIES", "10"),
-                ("SENT_SIM_STEP_DELAY_MS", "100"),
-                ("SENT_SIM_FAIL_RATE", "0.02"),
-                ("SENT_SIM_RETRY_AFTER_SECS", "1"),
-                ("SENT_SIM_MESSAGE_RETENTION_SECS", "60"),
-            ],
         )?;
 
         let env: Vec<(String, String)> = [
@@ -187,7 +226,7 @@ impl Stack {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
 
-        let gateway = spawn(&bin, "gateway", &[], &dir, &env_refs(&env))?;
+        let gateway = Service::start("gateway", product(&bin, "gateway", &env_refs(&env)), &dir)?;
         let mut stack = Stack {
             options,
             bin,
@@ -239,25 +278,15 @@ impl Stack {
 
     pub fn start_worker(&mut self) -> anyhow::Result<()> {
         let name = format!("worker-{}", self.workers.len() + 1);
-        let mut worker = spawn(&self.bin, "worker", &[], &self.dir, &env_refs(&self.env))?;
-        worker.name = name;
-        self.workers.push(worker);
+        let command = product(&self.bin, "worker", &env_refs(&self.env));
+        self.workers
+            .push(Service::start(&name, command, &self.dir)?);
         Ok(())
     }
 
-    /// SIGKILLs worker `index` and starts a new one in its place.
-    pub fn kill_and_replace_worker(&mut self, index: usize) -> anyhow::Result<()> {
-        let mut worker = self.workers.remove(index);
-        worker.sample_rss();
-        worker.child.kill()?;
-        worker.child.wait()?;
-        let peak = worker.peak_rss_kb;
-        let mut replacement = spawn(&self.bin, "worker", &[], &self.dir, &env_refs(&self.env))?;
-        replacement.name = worker.name;
-        replacement.log = worker.log;
-        replacement.peak_rss_kb = peak;
-        self.workers.insert(index, replacement);
-        Ok(())
+    /// SIGKILLs worker `index` and starts it again.
+    pub fn kill_and_restart_worker(&mut self, index: usize) -> anyhow::Result<()> {
+        self.workers[index].restart()
     }
 
     /// SIGTERMs the gateway and waits for it to exit: its exit status and how
@@ -280,29 +309,23 @@ impl Stack {
         }
     }
 
-    /// Starts a new gateway on the same port and waits until it is ready.
+    /// Starts the gateway again (on the same port) and waits until it is ready.
     pub async fn restart_gateway(&mut self) -> anyhow::Result<()> {
-        let peak = self.gateway.peak_rss_kb;
-        self.gateway = spawn(&self.bin, "gateway", &[], &self.dir, &env_refs(&self.env))?;
-        self.gateway.peak_rss_kb = peak;
+        self.gateway.restart()?;
         self.wait_ready().await
     }
 
     /// Kills the private Redis (its data is gone: it keeps nothing on disk,
     /// like the machine's) and starts it empty after `outage`.
     pub async fn restart_redis(&mut self, outage: Duration) -> anyhow::Result<()> {
-        let (mut redis, port) = self
+        let (redis, port) = self
             .redis
-            .take()
+            .as_mut()
             .context("the stack has no private Redis")?;
-        redis.sample_rss();
-        redis.child.kill()?;
-        redis.child.wait()?;
+        redis.kill();
         tokio::time::sleep(outage).await;
-        let mut fresh = start_redis(&self.dir, port)?;
-        fresh.peak_rss_kb = redis.peak_rss_kb;
-        self.redis = Some((fresh, port));
-        Ok(())
+        redis.restart()?;
+        wait_port(*port)
     }
 
     /// Stops the private Postgres like a crash (`-m immediate`: no
@@ -401,21 +424,13 @@ impl Stack {
 
     /// Stops every process and removes the stack's database and keys.
     pub async fn stop(mut self) -> anyhow::Result<()> {
-        for worker in &mut self.workers {
-            let _ = signal(worker.pid(), "TERM");
-        }
-        let _ = signal(self.gateway.pid(), "TERM");
-        for service in self
-            .workers
-            .iter_mut()
-            .chain([&mut self.gateway, &mut self.sim])
+        // Dropping a service kills it.
+        self.workers.clear();
+        drop(self.gateway);
+        drop(self.sim);
+        if self.postgres.take().is_none()
+            && let Ok(pool) = sqlx::PgPool::connect(&self.admin_url).await
         {
-            let _ = service.child.kill();
-            let _ = service.child.wait();
-        }
-        if let Some(postgres) = self.postgres.take() {
-            postgres.stop();
-        } else if let Ok(pool) = sqlx::PgPool::connect(&self.admin_url).await {
             let _ = sqlx::query(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.database
@@ -423,10 +438,7 @@ impl Stack {
             .execute(&pool)
             .await;
         }
-        if let Some((mut redis, _)) = self.redis.take() {
-            let _ = redis.child.kill();
-            let _ = redis.child.wait();
-        } else {
+        if self.redis.take().is_none() {
             delete_keys(&self.redis_url, &self.prefix).await;
         }
         Ok(())
@@ -459,57 +471,37 @@ fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
-fn spawn(
-    bin: &Path,
-    program: &str,
-    args: &[&str],
-    dir: &Path,
-    env: &[(&str, &str)],
-) -> anyhow::Result<Service> {
-    let log = dir.join(format!("{program}.log"));
+/// One of the product's binaries with exactly `env` (and `PATH`).
+fn product(bin: &Path, program: &str, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(bin.join(program));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied());
+    command
+}
+
+fn spawn_logged(command: &mut Command, log: &Path) -> anyhow::Result<Child> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&log)?;
-    let child = Command::new(bin.join(program))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().copied())
+        .open(log)?;
+    command
         .stdin(Stdio::null())
         .stdout(file.try_clone()?)
         .stderr(file)
         .spawn()
-        .with_context(|| format!("starting {program}"))?;
-    Ok(Service {
-        name: program.to_owned(),
-        child,
-        log,
-        peak_rss_kb: 0,
-    })
+        .with_context(|| format!("starting {}", command.get_program().display()))
 }
 
 fn start_redis(dir: &Path, port: u16) -> anyhow::Result<Service> {
-    let log = dir.join("redis.log");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)?;
-    let child = Command::new("redis-server")
+    let mut command = Command::new("redis-server");
+    command
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdin(Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file)
-        .spawn()
-        .context("starting redis-server")?;
+        .args(["--save", "", "--appendonly", "no"]);
+    let redis = Service::start("redis-server", command, dir)?;
     wait_port(port)?;
-    Ok(Service {
-        name: "redis-server".into(),
-        child,
-        log,
-        peak_rss_kb: 0,
-    })
+    Ok(redis)
 }
 
 /// A throwaway Postgres cluster (initdb'd per stack), run as the `postgres`
@@ -572,8 +564,10 @@ impl PrivatePostgres {
         full.extend_from_slice(args);
         run_quiet(&mut self.command("pg_ctl", &full))
     }
+}
 
-    fn stop(self) {
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
         let _ = self.pg_ctl(&["stop", "-m", "immediate"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
