@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use sent_sim::Faults;
 
 use crate::ledger::{self, Ledger};
@@ -169,17 +170,10 @@ pub async fn run(
 
     let outcome = inject(fault, &mut stack, &traffic, &recorder, load.duration).await;
     driving.await?;
-    let notes = match outcome {
-        Ok(notes) => notes,
-        Err(error) => {
-            let _ = stack.stop().await;
-            return Err(error.context(format!("injecting {}", fault.name())));
-        }
-    };
-    if let Err(error) = stack.check_alive() {
-        let _ = stack.stop().await;
-        return Err(error);
-    }
+    // On an error the stack's processes are killed as it is dropped; its
+    // database is left for a look.
+    let notes = outcome.with_context(|| format!("injecting {}", fault.name()))?;
+    stack.check_alive()?;
 
     let db = stack.database().await?;
     let accepted = recorder.accepted();
@@ -196,17 +190,7 @@ pub async fn run(
     .await?;
     db.close().await;
     let ops = recorder.take_ops();
-    let refused = ops
-        .values()
-        .map(|op| {
-            op.transport_errors
-                + op.statuses
-                    .iter()
-                    .filter(|(s, _)| **s >= 500)
-                    .map(|(_, n)| n)
-                    .sum::<u64>()
-        })
-        .sum();
+    let refused = ops.values().map(OpStats::refused).sum();
     let cut_off = recorder
         .cut_off_after_mark
         .load(std::sync::atomic::Ordering::Relaxed);

@@ -108,6 +108,12 @@ impl OpStats {
         self.total() - self.ok()
     }
 
+    /// Answered 5xx or not at all: the client was told to try again later.
+    pub fn refused(&self) -> u64 {
+        let server_errors: u64 = self.statuses.range(500..).map(|(_, n)| n).sum();
+        server_errors + self.transport_errors
+    }
+
     pub fn quantile_ms(&self, q: f64) -> f64 {
         self.latency.value_at_quantile(q) as f64 / 1000.0
     }
