@@ -6,7 +6,7 @@
 # Sent, and fails on a loss, a double send, or a message left without a
 # final status. Logs of each run go to bench/results/suite/<fault>/.
 #
-#   bench/faults.sh                        # every fault, 45 s each at 150 ops/s
+#   bench/faults.sh                        # every fault, 45 s each at 100 ops/s
 #   bench/faults.sh --short                # the CI version: 12 s each at 40 ops/s
 #   bench/faults.sh --only redis-restart   # one fault (--list names them)
 #   PROFILE=debug bench/faults.sh --short  # the debug build (what CI has built)

@@ -9,7 +9,7 @@
 # Prints latency per operation, the ramp, the accounting and peak memory of
 # every process; fails when a message is lost or sent twice.
 #
-#   bench/load.sh                          # 300 ops/s for 180 s, then the ramp
+#   bench/load.sh                          # 150 ops/s for 180 s, then the ramp
 #   bench/load.sh --rate 200 --seconds 60 --step-seconds 10
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -61,7 +61,9 @@ impl Fault {
     pub fn describe(self) -> &'static str {
         match self {
             Fault::None => "no fault",
-            Fault::WorkerSigkill => "SIGKILL a worker every 2 s (and start a new one)",
+            Fault::WorkerSigkill => {
+                "SIGKILL a worker every 2 s (and start it again), Sent answering in 0.5 s"
+            }
             Fault::RedisRestart => "Redis killed, 2 s down, back empty",
             Fault::PostgresRestart => "Postgres crash-stopped, 2 s down, WAL recovery",
             Fault::Sent5xx => "30% of sends answered 5xx",
@@ -90,6 +92,12 @@ impl Fault {
     /// The sim's misbehaviour while the fault is on, for the sim's faults.
     fn sim_faults(self) -> Option<Faults> {
         let faults = match self {
+            // Every kill cuts sends in flight.
+            Fault::WorkerSigkill => Faults {
+                slow: 1.0,
+                slow_ms: 500,
+                ..Faults::default()
+            },
             Fault::Sent5xx => Faults {
                 rate_5xx: 0.3,
                 ..Faults::default()
@@ -221,12 +229,14 @@ async fn inject(
     match fault {
         Fault::None => {}
         Fault::WorkerSigkill => {
+            sim_faults(stack, fault.sim_faults()).await?;
             let mut kills = 0;
             while started.elapsed() < 2 * third {
                 stack.kill_and_restart_worker(kills % stack.workers.len())?;
                 kills += 1;
                 stack.sleep_sampling(Duration::from_secs(2)).await;
             }
+            sim_faults(stack, None).await?;
             notes.push(format!("{kills} workers killed"));
         }
         Fault::RedisRestart => {

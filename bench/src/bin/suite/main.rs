@@ -45,7 +45,7 @@ enum Command {
     /// Sustained mixed load, then a ramp to saturation.
     Load {
         /// Operations per second while sustained (about 1.05 messages each).
-        #[arg(long, default_value_t = 300.0)]
+        #[arg(long, default_value_t = 150.0)]
         rate: f64,
         #[arg(long, default_value_t = 180)]
         seconds: u64,
@@ -111,7 +111,7 @@ async fn run_faults(
         }
     } else {
         faults::Load {
-            rate: 150.0,
+            rate: 100.0,
             duration: Duration::from_secs(45),
             settle_timeout: Duration::from_secs(180),
         }
