@@ -44,8 +44,10 @@ impl Store {
     /// statement's generic plan once it looks no worse, and a plan made
     /// while `messages` was nearly empty scans the whole table for every
     /// event of a batch: on a fresh database under steady load, the
-    /// webhook lookups by Sent id went from milliseconds to seconds. Our
-    /// statements work on batches, so planning each one costs little.
+    /// webhook lookups by Sent id went from milliseconds to seconds. The
+    /// price is planning every statement: at saturation, about 20% of the
+    /// gateway's batch throughput and 12% of its single sends (README,
+    /// Benchmarks). Predictable latency is worth more than that headroom.
     pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Store, sqlx::Error> {
         let options: PgConnectOptions = url
             .parse::<PgConnectOptions>()?
