@@ -183,20 +183,7 @@ pub async fn run(
     let notes = outcome.with_context(|| format!("injecting {}", fault.name()))?;
     stack.check_alive()?;
 
-    let db = stack.database().await?;
-    let accepted = recorder.accepted();
-    let submitted = recorder
-        .submitted
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let ledger = ledger::settle(
-        &db,
-        &stack.sim_url,
-        submitted,
-        &accepted,
-        load.settle_timeout,
-    )
-    .await?;
-    db.close().await;
+    let ledger = ledger::of_run(&stack, &recorder, load.settle_timeout).await?;
     let ops = recorder.take_ops();
     let refused = ops.values().map(OpStats::refused).sum();
     let cut_off = recorder

@@ -2,10 +2,14 @@
 //! from Postgres, and how many times Sent (sent-sim) took each one.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use sent_sim::Stats;
 use sqlx::PgPool;
+
+use crate::stack::Stack;
+use crate::traffic::Recorder;
 
 /// Where the accepted messages are, and what Sent saw.
 #[derive(Debug, Default, Clone)]
@@ -66,9 +70,30 @@ const DELIVERED: [&str; 2] = ["delivered", "read"];
 const FAILED: [&str; 4] = ["failed", "blocked", "filtered", "cancelled"];
 const AT_SENT: [&str; 2] = ["accepted", "sent"];
 
+/// The ledger of a run: every message `recorder` saw accepted by `stack`,
+/// counted once the backlog has settled (or after `timeout`).
+pub async fn of_run(
+    stack: &Stack,
+    recorder: &Recorder,
+    timeout: Duration,
+) -> anyhow::Result<Ledger> {
+    let db = stack.database().await?;
+    let submitted = recorder.submitted.load(Ordering::Relaxed);
+    let ledger = settle(
+        &db,
+        &stack.sim_url,
+        submitted,
+        &recorder.accepted(),
+        timeout,
+    )
+    .await;
+    db.close().await;
+    ledger
+}
+
 /// Waits up to `timeout` for every accepted message to reach a final status
 /// and the inbox to be worked off, then counts.
-pub async fn settle(
+async fn settle(
     db: &PgPool,
     sim_url: &str,
     submitted: u64,

@@ -114,19 +114,7 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<LoadRe
         }
     }
 
-    let db = stack.database().await?;
-    let submitted = recorder
-        .submitted
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let ledger = ledger::settle(
-        &db,
-        &stack.sim_url,
-        submitted,
-        &recorder.accepted(),
-        plan.settle_timeout,
-    )
-    .await?;
-    db.close().await;
+    let ledger = ledger::of_run(&stack, &recorder, plan.settle_timeout).await?;
     let mut rss_mb = stack.rss_report();
     rss_mb.extend(servers.report());
     stack.stop().await?;
