@@ -190,3 +190,41 @@ impl Drop for TestRedis {
         }
     }
 }
+
+/// `secrets` and the other forms each could leak in: for a `whsec_` secret,
+/// its base64 without the prefix and padding, and its key bytes as hex and
+/// (when they are text) as text.
+pub fn leakable_forms(secrets: &[&str]) -> Vec<String> {
+    use base64::Engine;
+    let mut all: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
+    for whsec in secrets.iter().filter(|s| s.starts_with("whsec_")) {
+        let encoded = whsec.trim_start_matches("whsec_").trim_end_matches('=');
+        all.push(encoded.to_owned());
+        if let Ok(bytes) = base64::engine::general_purpose::STANDARD_NO_PAD.decode(encoded) {
+            all.push(bytes.iter().map(|b| format!("{b:02x}")).collect());
+            if let Ok(text) = String::from_utf8(bytes) {
+                all.push(text);
+            }
+        }
+    }
+    all
+}
+
+/// Fails naming each of `secrets` found in `logs` (`what` says whose), with
+/// the first lines that hold it.
+#[track_caller]
+pub fn assert_no_secret(what: &str, logs: &str, secrets: &[String]) {
+    let leaks: Vec<String> = secrets
+        .iter()
+        .filter(|secret| logs.contains(secret.as_str()))
+        .map(|secret| {
+            let lines: Vec<&str> = logs
+                .lines()
+                .filter(|l| l.contains(secret.as_str()))
+                .take(3)
+                .collect();
+            format!("{secret}:\n  {}", lines.join("\n  "))
+        })
+        .collect();
+    assert!(leaks.is_empty(), "secrets in {what}:\n{}", leaks.join("\n"));
+}

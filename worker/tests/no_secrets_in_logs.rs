@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use base64::Engine;
 use common::signature::{WebhookSecret, sign, sign_legacy, sign_stripe};
 use common::store::NewApiKey;
+use common::test_support::leakable_forms;
 use gateway::app::AppState;
 use send_harness::{Harness, RunningWorker, wait_for};
 use sent_sim::SimConfig;
@@ -44,8 +44,9 @@ const MANAGED_CALLBACK_SECRET: &str = "whsec_bG9ncy1tYW5hZ2VkLWNhbGxiYWNrLXNlY3J
 
 /// Every secret of the run, and the other forms it could leak in.
 fn secrets() -> Vec<String> {
-    let bootstrap_callback = worker::callbacks::bootstrap_callback_secret(API_KEY);
-    let mut all: Vec<String> = [
+    let bootstrap_callback =
+        worker::callbacks::bootstrap_callback_secret(API_KEY).to_whsec_string();
+    leakable_forms(&[
         API_KEY,
         MANAGED_KEY,
         WRONG_KEY,
@@ -56,42 +57,14 @@ fn secrets() -> Vec<String> {
         STRIPE_SECRET,
         TELEGRAM_TOKEN,
         MANAGED_CALLBACK_SECRET,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    all.push(bootstrap_callback.to_whsec_string());
-    // The base64 of a whsec_ secret without its prefix and padding, and its
-    // key bytes as hex.
-    for whsec in all.clone().iter().filter(|s| s.starts_with("whsec_")) {
-        let encoded = whsec.trim_start_matches("whsec_").trim_end_matches('=');
-        all.push(encoded.to_owned());
-        if let Ok(bytes) = base64::engine::general_purpose::STANDARD_NO_PAD.decode(encoded) {
-            all.push(bytes.iter().map(|b| format!("{b:02x}")).collect());
-            if let Ok(text) = String::from_utf8(bytes) {
-                all.push(text);
-            }
-        }
-    }
-    all
+        &bootstrap_callback,
+    ])
 }
 
 /// Fails listing each secret found, with the lines that hold it.
 #[track_caller]
 fn assert_no_secret(what: &str, logs: &str) {
-    let leaks: Vec<String> = secrets()
-        .into_iter()
-        .filter(|secret| logs.contains(secret.as_str()))
-        .map(|secret| {
-            let lines: Vec<&str> = logs
-                .lines()
-                .filter(|l| l.contains(secret.as_str()))
-                .take(3)
-                .collect();
-            format!("{secret}:\n  {}", lines.join("\n  "))
-        })
-        .collect();
-    assert!(leaks.is_empty(), "secrets in {what}:\n{}", leaks.join("\n"));
+    common::test_support::assert_no_secret(what, logs, &secrets());
 }
 
 // --- Capturing this process's logs ----------------------------------------------
