@@ -10,8 +10,6 @@
 mod send_harness;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -428,21 +426,6 @@ async fn no_secret_in_any_log_line_of_gateway_and_worker() {
     assert_no_secret("the captured logs", &text);
 }
 
-/// The worker binary as a child process, at `LOG_LEVEL=debug`.
-fn spawn_worker(h: &Harness, log: &PathBuf) -> tokio::process::Child {
-    let file = std::fs::File::create(log).unwrap();
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-        .envs(&h.vars)
-        .env("LOG_LEVEL", "debug")
-        .current_dir(std::env::temp_dir())
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the worker binary")
-}
-
 /// The pretty format colours field names (`ESC[...m`); the scan reads the
 /// plain text.
 fn strip_ansi(text: &str) -> String {
@@ -473,16 +456,12 @@ async fn terminate(mut child: tokio::process::Child) {
 async fn no_secret_in_the_worker_binarys_output() {
     let logs = captured();
     let mut stack = Stack::start().await;
-    let dir = std::env::temp_dir();
-    let first = dir.join(format!("no-secrets-worker-{}.log", ulid::Ulid::generate()));
-    let second = dir.join(format!("no-secrets-worker-{}.log", ulid::Ulid::generate()));
-
-    let worker = spawn_worker(&stack.h, &first);
+    let (worker, first) = stack.h.spawn_process_logging("debug", &[]);
     stack.gateway_scenarios().await;
     terminate(worker).await;
 
     stack.h.set("SENT_DM_API_KEY", WRONG_SENT_KEY);
-    let worker = spawn_worker(&stack.h, &second);
+    let (worker, second) = stack.h.spawn_process_logging("debug", &[]);
     stack.sent_refuses_the_key().await;
     terminate(worker).await;
 

@@ -135,12 +135,21 @@ impl Harness {
 
     /// The worker binary as a child process; its log goes to the returned file.
     pub fn spawn_process(&self, args: &[&str]) -> (tokio::process::Child, PathBuf) {
+        self.spawn_process_logging("info", args)
+    }
+
+    /// [`Harness::spawn_process`] at `LOG_LEVEL=level`.
+    pub fn spawn_process_logging(
+        &self,
+        level: &str,
+        args: &[&str],
+    ) -> (tokio::process::Child, PathBuf) {
         let log = std::env::temp_dir().join(format!("worker-test-{}.log", ulid::Ulid::generate()));
         let file = std::fs::File::create(&log).unwrap();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
             .args(args)
             .envs(&self.vars)
-            .env("LOG_LEVEL", "info")
+            .env("LOG_LEVEL", level)
             .current_dir(std::env::temp_dir())
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
