@@ -563,34 +563,7 @@ pub struct ListParams {
 
 // ---------------------------------------------------------------- domain
 
-/// A message's status. `accepted`: Sent took it. `failed`, `blocked`,
-/// `filtered`, `cancelled` are terminal. Statuses only move forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum MessageStatus {
-    Queued,
-    Scheduled,
-    Sending,
-    Accepted,
-    Sent,
-    Delivered,
-    Read,
-    Failed,
-    Blocked,
-    Filtered,
-    Cancelled,
-}
-
-/// A channel Sent supports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Channel {
-    Sms,
-    Whatsapp,
-    Rcs,
-    Mms,
-    Sent,
-}
+pub use common::domain::{Channel, MessageStatus};
 
 // ---------------------------------------------------------------- bodies
 
@@ -1001,45 +974,26 @@ mod tests {
     }
 
     #[test]
-    fn statuses_and_channels_are_the_domain_ones() {
-        assert_eq!(
-            names([
-                MessageStatus::Queued,
-                MessageStatus::Scheduled,
-                MessageStatus::Sending,
-                MessageStatus::Accepted,
-                MessageStatus::Sent,
-                MessageStatus::Delivered,
-                MessageStatus::Read,
-                MessageStatus::Failed,
-                MessageStatus::Blocked,
-                MessageStatus::Filtered,
-                MessageStatus::Cancelled,
-            ]),
-            domain::MessageStatus::ALL
+    fn statuses_and_channels_are_documented_as_the_domain_spells_them() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let documented = |name: &str| -> BTreeSet<String> {
+            let values = doc["components"]["schemas"][name]["enum"].as_array();
+            let values = values.unwrap_or_else(|| panic!("{name} is not an enum"));
+            values
                 .iter()
-                .map(|s| s.as_str().to_owned())
+                .map(|v| v.as_str().unwrap().to_owned())
                 .collect()
-        );
+        };
         assert_eq!(
-            names([
-                Channel::Sms,
-                Channel::Whatsapp,
-                Channel::Rcs,
-                Channel::Mms,
-                Channel::Sent
-            ]),
-            domain::Channel::ALL
-                .iter()
-                .map(|c| c.as_str().to_owned())
-                .collect()
+            documented("MessageStatus"),
+            names(domain::MessageStatus::ALL)
         );
-        // Every domain value parses into the documented enums.
+        assert_eq!(documented("Channel"), names(domain::Channel::ALL));
         for status in domain::MessageStatus::ALL {
-            serde_json::from_value::<MessageStatus>(json!(status.as_str())).unwrap();
+            assert!(names([status]).contains(status.as_str()));
         }
         for channel in domain::Channel::ALL {
-            serde_json::from_value::<Channel>(json!(channel.as_str())).unwrap();
+            assert!(names([channel]).contains(channel.as_str()));
         }
     }
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// only ever moves forward, so events that arrive out of order (a late `sent`
 /// after `delivered`) are recorded in the timeline but do not change it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum MessageStatus {
     Queued,
