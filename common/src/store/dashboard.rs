@@ -3,6 +3,7 @@
 //! page, Grafana and psql all show the same thing.
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 use super::Store;
 
@@ -22,12 +23,16 @@ pub struct StatusCount {
 }
 
 /// One minute of `message_throughput_per_minute`.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ThroughputMinute {
     pub minute: DateTime<Utc>,
+    /// Messages accepted by the gateway.
     pub created: i64,
+    /// Messages Sent accepted.
     pub accepted: i64,
     pub delivered: i64,
+    /// Messages that failed, were blocked, filtered or cancelled.
     pub failed: i64,
 }
 
@@ -44,9 +49,12 @@ pub struct DeliveryLatency {
 }
 
 /// One row of `failure_reasons` (last 7 days).
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FailureReason {
+    /// Sent's error code, or ours (`unknown` when none was recorded).
     pub error_code: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::domain::MessageStatus))]
     pub status: String,
     pub messages: i64,
     pub last_seen: Option<DateTime<Utc>>,
@@ -54,10 +62,13 @@ pub struct FailureReason {
 }
 
 /// One row of `recent_failures`.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RecentFailure {
     pub message_id: String,
+    /// The API key's name that sent it.
     pub client: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::domain::MessageStatus))]
     pub status: String,
     pub last_error_code: Option<String>,
     pub last_error: Option<String>,

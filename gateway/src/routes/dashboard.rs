@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use common::domain::MessageStatus;
-use common::store::DashboardSnapshot;
+use common::store::{DashboardSnapshot, FailureReason, RecentFailure, ThroughputMinute};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -112,18 +112,6 @@ pub struct StatusCount {
     pub messages: i64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ThroughputMinute {
-    pub minute: DateTime<Utc>,
-    /// Messages accepted by the gateway.
-    pub created: i64,
-    /// Messages Sent accepted.
-    pub accepted: i64,
-    pub delivered: i64,
-    /// Messages that failed, were blocked, filtered or cancelled.
-    pub failed: i64,
-}
-
 /// Seconds from Sent's accept to delivery, over the last 24 hours; null while
 /// nothing was delivered.
 #[derive(Debug, Serialize, ToSchema)]
@@ -135,31 +123,6 @@ pub struct Latency {
     pub p99_seconds: Option<f64>,
     /// Median seconds from our accept to Sent's.
     pub p50_queue_seconds: Option<f64>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FailureReason {
-    /// Sent's error code, or ours (`unknown` when none was recorded).
-    pub error_code: String,
-    #[schema(value_type = crate::openapi::MessageStatus)]
-    pub status: String,
-    pub messages: i64,
-    pub last_seen: Option<DateTime<Utc>>,
-    pub latest_error: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RecentFailure {
-    pub message_id: String,
-    /// The API key's name that sent it.
-    pub client: String,
-    #[schema(value_type = crate::openapi::MessageStatus)]
-    pub status: String,
-    pub last_error_code: Option<String>,
-    pub last_error: Option<String>,
-    pub attempts: i32,
-    pub dead_lettered: bool,
-    pub failed_at: Option<DateTime<Utc>>,
 }
 
 impl From<DashboardSnapshot> for DashboardData {
@@ -182,17 +145,7 @@ impl From<DashboardSnapshot> for DashboardData {
             generated_at: s.generated_at,
             total: s.status_counts.iter().map(|c| c.messages).sum(),
             statuses,
-            throughput: s
-                .throughput
-                .into_iter()
-                .map(|m| ThroughputMinute {
-                    minute: m.minute,
-                    created: m.created,
-                    accepted: m.accepted,
-                    delivered: m.delivered,
-                    failed: m.failed,
-                })
-                .collect(),
+            throughput: s.throughput,
             latency: Latency {
                 window_hours: common::store::LATENCY_WINDOW_HOURS,
                 delivered: s.latency.delivered,
@@ -201,31 +154,8 @@ impl From<DashboardSnapshot> for DashboardData {
                 p99_seconds: s.latency.p99_seconds,
                 p50_queue_seconds: s.latency.p50_queue_seconds,
             },
-            failure_reasons: s
-                .failure_reasons
-                .into_iter()
-                .map(|f| FailureReason {
-                    error_code: f.error_code,
-                    status: f.status,
-                    messages: f.messages,
-                    last_seen: f.last_seen,
-                    latest_error: f.latest_error,
-                })
-                .collect(),
-            recent_failures: s
-                .recent_failures
-                .into_iter()
-                .map(|f| RecentFailure {
-                    message_id: f.message_id,
-                    client: f.client,
-                    status: f.status,
-                    last_error_code: f.last_error_code,
-                    last_error: f.last_error,
-                    attempts: f.attempts,
-                    dead_lettered: f.dead_lettered,
-                    failed_at: f.failed_at,
-                })
-                .collect(),
+            failure_reasons: s.failure_reasons,
+            recent_failures: s.recent_failures,
         }
     }
 }
