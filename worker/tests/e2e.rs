@@ -2,10 +2,6 @@
 
 mod send_harness;
 
-use std::net::SocketAddr;
-
-use common::config::Config;
-use gateway::app::AppState;
 use send_harness::{Harness, wait_for};
 use serde_json::{Value, json};
 
@@ -15,15 +11,7 @@ const API_KEY: &str = "e2e-key-0123456789";
 async fn a_message_posted_to_the_gateway_is_accepted_by_sent() {
     let mut h = Harness::new().await;
     h.set("API_KEYS", &format!("e2e:{API_KEY}"));
-    let config = Config::from_map(&h.vars).unwrap();
-    let redis = common::queue::connect(&h.redis.url).await.unwrap();
-    let state = AppState::new(config, h.store.clone(), redis).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let app = gateway::app::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app).await.unwrap();
-    });
+    let base = h.serve_gateway().await;
     let worker = h.start_worker().await;
 
     let http = reqwest::Client::new();

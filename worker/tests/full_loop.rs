@@ -9,7 +9,6 @@
 mod send_harness;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +16,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use common::store::EventRecord;
-use gateway::app::AppState;
 use send_harness::{Harness, RunningWorker, wait_for};
 use sent_sim::{Faults, SimConfig};
 use serde_json::{Value, json};
@@ -53,16 +51,7 @@ impl Loop {
         h.set("CALLBACK_BACKOFF_MAX_SECS", "1");
 
         // The gateway, in process, sharing the worker's database and Redis prefix.
-        let config = common::config::Config::from_map(&h.vars).unwrap();
-        let redis = common::queue::connect(&h.redis.url).await.unwrap();
-        let state = AppState::new(config, h.store.clone(), redis).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let app =
-                gateway::app::router(state).into_make_service_with_connect_info::<SocketAddr>();
-            axum::serve(listener, app).await.unwrap();
-        });
+        let base = h.serve_gateway().await;
         // Sent's webhook endpoint is the gateway.
         h.sim.set_webhook_url(Some(format!("{base}/webhooks/sent")));
 

@@ -9,7 +9,6 @@
 
 mod send_harness;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -18,7 +17,6 @@ use axum::extract::State;
 use common::signature::{WebhookSecret, sign, sign_legacy, sign_stripe};
 use common::store::NewApiKey;
 use common::test_support::leakable_forms;
-use gateway::app::AppState;
 use send_harness::{Harness, RunningWorker, wait_for};
 use sent_sim::SimConfig;
 use serde_json::{Value, json};
@@ -175,16 +173,7 @@ impl Stack {
             .await
             .unwrap();
 
-        let config = common::config::Config::from_map(&h.vars).unwrap();
-        let redis = common::queue::connect(&h.redis.url).await.unwrap();
-        let state = AppState::new(config, h.store.clone(), redis).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let app =
-                gateway::app::router(state).into_make_service_with_connect_info::<SocketAddr>();
-            axum::serve(listener, app).await.unwrap();
-        });
+        let base = h.serve_gateway().await;
         h.sim.set_webhook_url(Some(format!("{base}/webhooks/sent")));
 
         let callbacks = Arc::new(Mutex::new(Vec::new()));

@@ -4,10 +4,7 @@
 
 mod send_harness;
 
-use std::net::SocketAddr;
-
-use common::config::{Config, LogConfig, LogFormat};
-use gateway::app::AppState;
+use common::config::{LogConfig, LogFormat};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use send_harness::{Harness, wait_for};
 use serde_json::{Value, json};
@@ -29,15 +26,7 @@ async fn one_trace_covers_request_queue_worker_and_sent() {
 
     let mut h = Harness::new().await;
     h.set("API_KEYS", &format!("tracer:{API_KEY}"));
-    let config = Config::from_map(&h.vars).unwrap();
-    let redis = common::queue::connect(&h.redis.url).await.unwrap();
-    let state = AppState::new(config, h.store.clone(), redis).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let app = gateway::app::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app).await.unwrap();
-    });
+    let base = h.serve_gateway().await;
     let _worker = h.start_worker().await;
 
     let http = reqwest::Client::new();

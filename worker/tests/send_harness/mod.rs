@@ -106,6 +106,24 @@ impl Harness {
     }
 
     /// A worker in this process, as `worker run` runs it.
+    /// The gateway in this process, on this harness's settings, database and
+    /// Redis prefix: its base URL.
+    pub async fn serve_gateway(&self) -> String {
+        let config = Config::from_map(&self.vars).unwrap();
+        let redis = common::queue::connect(&self.redis.url).await.unwrap();
+        let state = gateway::app::AppState::new(config, self.store.clone(), redis)
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let app = gateway::app::router(state)
+                .into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, app).await.unwrap();
+        });
+        base
+    }
+
     pub async fn start_worker(&self) -> RunningWorker {
         let config = self.config();
         let redis = common::queue::connect(&self.redis.url).await.unwrap();
