@@ -336,3 +336,18 @@ async fn overlapping_batches_in_any_order_neither_deadlock_nor_apply_twice() {
     }
     assert!(applied.iter().all(|&n| n == 1), "{applied:?}");
 }
+
+/// Every pooled connection plans each statement for its parameters: a
+/// generic plan cached while `messages` was small would keep scanning it
+/// whole (README, "The whole loop under sustained load").
+#[tokio::test]
+async fn every_connection_plans_statements_for_their_parameters() {
+    let db = TestDatabase::new().await;
+    for _ in 0..3 {
+        let (mode,): (String,) = sqlx::query_as("SHOW plan_cache_mode")
+            .fetch_one(db.store.pool())
+            .await
+            .unwrap();
+        assert_eq!(mode, "force_custom_plan");
+    }
+}
