@@ -175,6 +175,10 @@ pub struct Config {
     pub api_keys: Vec<(String, Secret)>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// After SIGTERM, how long the gateway keeps accepting connections while
+    /// `/health` answers 503, so a load balancer can stop routing to it
+    /// before it stops listening.
+    pub shutdown_delay: Duration,
     pub idempotency_ttl: Duration,
     pub public_dashboard: bool,
     pub rate_limit: RateLimitConfig,
@@ -423,6 +427,7 @@ impl Config {
             api_keys,
             max_body_bytes: env.parse("MAX_BODY_BYTES", 2 * 1024 * 1024)?,
             request_timeout: env.seconds("REQUEST_TIMEOUT_SECS", 15)?,
+            shutdown_delay: env.seconds("GATEWAY_SHUTDOWN_DELAY_SECS", 2)?,
             idempotency_ttl: env.seconds("IDEMPOTENCY_TTL_SECS", 24 * 3600)?,
             public_dashboard: env.parse("DASHBOARD_PUBLIC", false)?,
             rate_limit,

@@ -1,11 +1,10 @@
 //! The application: state, every route, and the layers around them.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +13,7 @@ use common::queue::SendQueue;
 use common::rate::RateLimiter;
 use common::store::Store;
 use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -43,6 +43,8 @@ pub struct AppState {
     pub webhooks: Arc<webhooks::Verifiers>,
     /// Group-committing writer of the webhook inbox.
     pub inbox: InboxWriter,
+    /// Cancelled when shutdown begins (see [`crate::serve`]).
+    pub draining: CancellationToken,
 }
 
 impl AppState {
@@ -72,6 +74,7 @@ impl AppState {
             queue,
             redis,
             limiter,
+            draining: CancellationToken::new(),
         })
     }
 
@@ -155,6 +158,7 @@ pub fn router(state: AppState) -> Router {
 
     let max_body = state.config.max_body_bytes;
     let timeout = state.config.request_timeout;
+    let draining = state.draining.clone();
     routes
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state)
@@ -162,6 +166,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(
             ServiceBuilder::new()
+                .layer(middleware::from_fn_with_state(draining, close_when_draining))
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
                     let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -199,6 +204,24 @@ async fn security_headers(request: Request, next: Next) -> Response {
         headers
             .entry(name)
             .or_insert(HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// While the gateway shuts down, each HTTP/1 response closes its connection,
+/// so a client's next request opens one to another instance instead of
+/// racing the close of this one. (HTTP/2 has no such header.)
+async fn close_when_draining(
+    State(draining): State<CancellationToken>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let http1 = request.version() < axum::http::Version::HTTP_2;
+    let mut response = next.run(request).await;
+    if http1 && draining.is_cancelled() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }
@@ -251,6 +274,3 @@ fn panic_response() -> Response {
     )
         .into_response()
 }
-
-/// How long in-flight requests get to finish after SIGTERM.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);

@@ -846,6 +846,10 @@ pub struct Health {
 pub struct HealthServices {
     pub postgres: Dependency,
     pub redis: Dependency,
+    /// Present only while the gateway shuts down (it still answers, but load
+    /// balancers should stop routing to it).
+    #[schema(pattern = "^draining$")]
+    pub gateway: Option<String>,
 }
 
 /// Liveness only.

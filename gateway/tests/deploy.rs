@@ -4,6 +4,7 @@
 //! `.env.example`, and that every SQL query of the Grafana dashboard runs.
 
 use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
 
 use common::config::Config;
 use serde_json::Value as Json;
@@ -141,6 +142,37 @@ fn every_app_service_runs_a_binary_of_this_workspace_with_a_valid_configuration(
         .output()
         .unwrap();
     assert!(help.status.success());
+}
+
+/// `30s` or `1m30s`, as compose writes durations.
+fn compose_duration(text: &str) -> Duration {
+    let (minutes, seconds) = text.split_once('m').unwrap_or(("0", text));
+    let seconds = seconds.trim_end_matches('s');
+    let seconds: u64 = if seconds.is_empty() {
+        0
+    } else {
+        seconds.parse().unwrap()
+    };
+    Duration::from_secs(minutes.parse::<u64>().unwrap() * 60 + seconds)
+}
+
+#[test]
+fn docker_waits_for_each_binary_to_shut_down_before_killing_it() {
+    let compose = compose();
+    let config = |name: &str| Config::from_map(&environment(&compose["services"][name])).unwrap();
+    let needs = [
+        ("gateway", gateway::longest_shutdown(&config("gateway"))),
+        ("worker", config("worker").worker.shutdown_grace),
+    ];
+    for (name, needs) in needs {
+        let grace = compose["services"][name]["stop_grace_period"]
+            .as_str()
+            .map_or(Duration::from_secs(10), compose_duration);
+        assert!(
+            grace > needs,
+            "{name}: stop_grace_period {grace:?} but its shutdown may take {needs:?}"
+        );
+    }
 }
 
 #[test]

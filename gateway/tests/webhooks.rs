@@ -108,7 +108,7 @@ async fn serve(
     let state = AppState::new(config, store, conn).await.expect("app state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
-    tokio::spawn(gateway::serve(listener, state));
+    tokio::spawn(gateway::serve(listener, state, std::future::pending()));
     format!("http://{addr}")
 }
 

@@ -47,7 +47,7 @@ pub async fn live() -> Json<Value> {
 #[utoipa::path(get, path = "/health", tag = "operations", operation_id = "health",
     responses(
         (status = 200, description = "Postgres and Redis answer", body = Health),
-        (status = 503, description = "A dependency does not answer; `services` names it", body = Health,
+        (status = 503, description = "A dependency does not answer, or the gateway is shutting down; `services` names which", body = Health,
             example = json!({"status": "unhealthy", "service": "sent-gateway", "timestamp": "2026-11-25T15:00:00.000Z",
                 "services": {"postgres": "ok", "redis": "unavailable"}})),
         RateLimitedErrors))]
@@ -67,7 +67,12 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         }
     };
     let (postgres, redis) = tokio::join!(postgres, redis);
-    let healthy = postgres == "ok" && redis == "ok";
+    let mut services = json!({"postgres": postgres, "redis": redis});
+    let draining = state.draining.is_cancelled();
+    if draining {
+        services["gateway"] = json!("draining");
+    }
+    let healthy = postgres == "ok" && redis == "ok" && !draining;
     let status = if healthy {
         StatusCode::OK
     } else {
@@ -79,7 +84,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             "status": if healthy { "healthy" } else { "unhealthy" },
             "service": state.config.service_name,
             "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "services": {"postgres": postgres, "redis": redis},
+            "services": services,
         })),
     )
 }

@@ -20,7 +20,9 @@ pub struct TestApp {
     pub db: TestDatabase,
     pub redis: TestRedis,
     pub state: AppState,
-    server: tokio::task::JoinHandle<()>,
+    /// Cancelling it is the gateway's SIGTERM.
+    pub stop: tokio_util::sync::CancellationToken,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl TestApp {
@@ -53,12 +55,12 @@ impl TestApp {
             .expect("state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server_state = state.clone();
-        let server = tokio::spawn(async move {
-            let app = gateway::app::router(server_state)
-                .into_make_service_with_connect_info::<SocketAddr>();
-            axum::serve(listener, app).await.unwrap();
-        });
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(gateway::serve(
+            listener,
+            state.clone(),
+            stop.clone().cancelled_owned(),
+        ));
         TestApp {
             addr,
             base: format!("http://{addr}"),
@@ -66,8 +68,15 @@ impl TestApp {
             db,
             redis,
             state,
+            stop,
             server,
         }
+    }
+
+    /// Signals shutdown and waits for the server to return.
+    pub async fn shut_down(&mut self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        (&mut self.server).await.expect("the server task")
     }
 
     pub fn url(&self, path: &str) -> String {
