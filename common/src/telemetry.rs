@@ -13,6 +13,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -88,19 +89,26 @@ fn otlp_provider(endpoint: &str, service: &'static str) -> anyhow::Result<SdkTra
         .build())
 }
 
+/// The level of the spans exported (this project's: requests, sends, calls
+/// to Sent, webhook events).
+const SPAN_LEVEL: &str = "info";
+
 /// Installs the subscriber: logs, plus spans to `provider` when given.
 /// Also used by tests with an in-memory exporter.
 pub fn install(config: &LogConfig, provider: Option<SdkTracerProvider>, service: &'static str) {
     global::set_text_map_propagator(TextMapCompositePropagator::new(vec![Box::new(
         TraceContextPropagator::new(),
     )]));
+    // Spans are exported at `info` whatever `LOG_LEVEL` says: production
+    // logs only warnings, and a global `warn` filter would disable every span.
     let otel = provider.map(|p| {
         global::set_tracer_provider(p.clone());
-        tracing_opentelemetry::layer().with_tracer(p.tracer(service))
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer(service))
+            .with_filter(filter(SPAN_LEVEL))
     });
-    let registry = tracing_subscriber::registry()
-        .with(filter(&config.level))
-        .with(otel);
+    let registry = tracing_subscriber::registry().with(otel);
+    let logs = filter(&config.level);
     // A second initialisation (tests) keeps the first subscriber.
     let _ = match config.format {
         LogFormat::Json => registry
@@ -109,15 +117,23 @@ pub fn install(config: &LogConfig, provider: Option<SdkTracerProvider>, service:
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(false)
+                    .with_filter(logs),
             )
             .try_init(),
-        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer()).try_init(),
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().with_filter(logs))
+            .try_init(),
     };
 }
 
-/// The current span's trace context as W3C headers, to carry inside a job.
-pub fn current_context() -> BTreeMap<String, String> {
+/// A W3C trace context as its headers (`traceparent`, `tracestate`): how a
+/// message's trace travels in its jobs and its database row. Empty when no
+/// trace is being exported.
+pub type TraceContext = BTreeMap<String, String>;
+
+/// The current span's trace context, to carry inside a job or a row.
+pub fn current_context() -> TraceContext {
     let context = tracing::Span::current().context();
     let mut carrier = std::collections::HashMap::new();
     global::get_text_map_propagator(|propagator| propagator.inject_context(&context, &mut carrier));
@@ -125,7 +141,7 @@ pub fn current_context() -> BTreeMap<String, String> {
 }
 
 /// Makes `span` a child of the context carried in a job (or a webhook).
-pub fn set_parent(span: &tracing::Span, carrier: &BTreeMap<String, String>) {
+pub fn set_parent(span: &tracing::Span, carrier: &TraceContext) {
     if carrier.is_empty() {
         return;
     }

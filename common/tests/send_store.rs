@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::domain::{MessageId, MessageStatus};
-use common::store::{Acceptance, NewMessage, StatusChange, Store, Submission};
+use common::store::{Acceptance, NewMessage, StatusChange, Store, Submission, Unsent};
+use common::telemetry::TraceContext;
 use common::test_support::TestDatabase;
 use serde_json::json;
 
@@ -27,12 +28,22 @@ fn message(callback_url: Option<&str>) -> NewMessage {
 
 /// Stores messages as the gateway does; they are `queued`.
 async fn store_messages(store: &Store, messages: Vec<NewMessage>) -> Vec<MessageId> {
+    store_traced(store, messages, TraceContext::new()).await
+}
+
+/// Stores messages as a request with trace context `trace` would.
+async fn store_traced(
+    store: &Store,
+    messages: Vec<NewMessage>,
+    trace: TraceContext,
+) -> Vec<MessageId> {
     let ids = messages.iter().map(|m| m.id).collect();
     let submission = Submission {
         client: "tests".into(),
         idempotency: None,
         messages,
         created_at: Utc::now(),
+        trace,
         response_status: 202,
         response_body: json!({}),
     };
@@ -350,4 +361,52 @@ async fn every_connection_plans_statements_for_their_parameters() {
             .unwrap();
         assert_eq!(mode, "force_custom_plan");
     }
+}
+
+#[tokio::test]
+async fn a_message_keeps_its_requests_trace_for_the_work_that_comes_later() {
+    let db = TestDatabase::new().await;
+    let trace = TraceContext::from([(
+        "traceparent".to_owned(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+    )]);
+    let traced = store_traced(&db.store, vec![message(None)], trace.clone()).await[0];
+    let untraced = store_messages(&db.store, vec![message(None)]).await[0];
+    tokio::time::sleep(Duration::from_millis(10)).await;
+
+    // The reconciler's jobs continue it.
+    let mut stalled = db.store.stalled_messages(Duration::ZERO, 10).await.unwrap();
+    stalled.sort_by_key(|m| m.id != traced);
+    assert_eq!(
+        stalled,
+        [
+            Unsent {
+                id: traced,
+                trace: trace.clone()
+            },
+            Unsent {
+                id: untraced,
+                trace: TraceContext::new()
+            },
+        ]
+    );
+
+    // So do the webhook events applied to it.
+    db.store
+        .record_accepted_many(&[
+            accepted(traced, &["sent-1"], 1),
+            accepted(untraced, &["sent-2"], 1),
+        ])
+        .await
+        .unwrap();
+    let found = db
+        .store
+        .messages_by_provider_ids(&["sent-1", "sent-2"])
+        .await
+        .unwrap();
+    assert_eq!(found["sent-1"], [(traced.to_string(), trace)]);
+    assert_eq!(
+        found["sent-2"],
+        [(untraced.to_string(), TraceContext::new())]
+    );
 }

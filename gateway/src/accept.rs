@@ -21,7 +21,6 @@ const COMMITTERS: usize = 4;
 
 struct Pending {
     submission: Submission,
-    trace: std::collections::BTreeMap<String, String>,
     reply: oneshot::Sender<Result<SubmitOutcome, ApiError>>,
 }
 
@@ -46,18 +45,10 @@ impl Accepter {
     }
 
     /// Durably stores and enqueues the submission, or says why it could not.
-    pub async fn submit(
-        &self,
-        submission: Submission,
-        trace: std::collections::BTreeMap<String, String>,
-    ) -> Result<SubmitOutcome, ApiError> {
+    pub async fn submit(&self, submission: Submission) -> Result<SubmitOutcome, ApiError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Pending {
-                submission,
-                trace,
-                reply,
-            })
+            .send(Pending { submission, reply })
             .await
             .map_err(|_| ApiError::Unavailable("shutting down"))?;
         answer
@@ -104,7 +95,7 @@ async fn commit(store: &Store, queue: &SendQueue, ttl: std::time::Duration, batc
             p.submission
                 .messages
                 .iter()
-                .map(|m| SendJob::new(m.id, p.trace.clone()))
+                .map(|m| SendJob::new(m.id, p.submission.trace.clone()))
         })
         .collect();
     if let Err(error) = queue.enqueue(&jobs).await {

@@ -33,6 +33,7 @@ use common::config::Config;
 use common::domain::MessageStatus;
 use common::sent::wire::MessageEventPayload;
 use common::store::{InboxEvent, InboxFinish, InboxResult, StatusChange, Store};
+use common::telemetry::TraceContext;
 use serde_json::{Map, Value, json};
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
@@ -310,7 +311,7 @@ async fn apply(
     config: &Config,
     events: &[InboxEvent],
     updates: &[(usize, StatusUpdate)],
-    messages: &HashMap<String, Vec<String>>,
+    messages: &HashMap<String, Vec<(String, TraceContext)>>,
     results: &mut [Option<InboxResult>],
 ) {
     // (event index, our message id, the change)
@@ -318,7 +319,7 @@ async fn apply(
     for (i, update) in updates {
         match messages.get(&update.sent_message_id) {
             Some(ids) => {
-                for id in ids {
+                for (id, _) in ids {
                     changes.push((*i, id, update.change(&events[*i].event_id)));
                 }
             }
@@ -339,11 +340,17 @@ async fn apply(
         return;
     }
     let updates: HashMap<usize, &StatusUpdate> = updates.iter().map(|(i, u)| (*i, u)).collect();
+    let traces: HashMap<&str, &TraceContext> = messages
+        .values()
+        .flatten()
+        .map(|(id, trace)| (id.as_str(), trace))
+        .collect();
     let record = |results: &mut [Option<InboxResult>],
                   done: &[(usize, &str, StatusChange)],
                   applied: &[bool]| {
         for ((i, id, _), applied) in done.iter().zip(applied) {
             updates[i].log(id, &events[*i].event_id, *applied);
+            updates[i].trace(traces[id], id, &events[*i].event_id, *applied);
             match &mut results[*i] {
                 Some(InboxResult::Processed { message_ids }) => message_ids.push((*id).to_owned()),
                 slot => {
@@ -487,6 +494,17 @@ impl StatusUpdate {
             at: self.at,
             ..StatusChange::new(self.status, "sent")
         }
+    }
+
+    /// A span in the message's own trace (that of the request that accepted
+    /// it), so that the trace shows what Sent reported after the send.
+    fn trace(&self, trace: &TraceContext, message_id: &str, event_id: &str, applied: bool) {
+        if trace.is_empty() {
+            return;
+        }
+        let span = tracing::info_span!("sent.webhook", message_id, event_id, status = %self.status,
+            sent_at = %rfc3339(self.at), applied);
+        common::telemetry::set_parent(&span, trace);
     }
 
     fn log(&self, message_id: &str, event_id: &str, applied: bool) {

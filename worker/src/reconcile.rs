@@ -80,8 +80,8 @@ pub async fn pass(
     let stalled = store.stalled_messages(reconcile_after, MAX_STALLED).await?;
     if !stalled.is_empty() {
         let jobs: Vec<SendJob> = stalled
-            .iter()
-            .map(|id| SendJob::new(*id, Default::default()))
+            .into_iter()
+            .map(|message| SendJob::new(message.id, message.trace))
             .collect();
         for chunk in jobs.chunks(200) {
             queue.enqueue(chunk).await?;

@@ -24,18 +24,19 @@ pub async fn redrive(
         Selection::Ids(ids) => Some(ids.iter().map(ToString::to_string).collect()),
     };
     let redriven = store.redrive(ids.as_deref()).await?;
+    let ids: Vec<MessageId> = redriven.iter().map(|m| m.id).collect();
     let jobs: Vec<SendJob> = redriven
-        .iter()
-        .map(|id| SendJob::new(*id, Default::default()))
+        .into_iter()
+        .map(|message| SendJob::new(message.id, message.trace))
         .collect();
     for chunk in jobs.chunks(500) {
         // A new task id each: the message's first task may still be in Redis, finished.
         queue.enqueue_again(chunk).await.map_err(|e| {
             anyhow::anyhow!(
                 "{} message(s) re-driven in Postgres but not enqueued ({e}); the reconciler will enqueue them",
-                redriven.len()
+                ids.len()
             )
         })?;
     }
-    Ok(redriven)
+    Ok(ids)
 }

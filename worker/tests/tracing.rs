@@ -1,6 +1,7 @@
 //! One trace follows a message: the gateway's request, the worker's send
-//! attempt (through the job in Redis), and the call to Sent. Spans go to an
-//! in-test exporter, exactly as they would go to an OTLP collector.
+//! attempt (through the job in Redis), the call to Sent, and the status
+//! events Sent reports later by webhook. Spans go to an in-test exporter,
+//! exactly as they would go to an OTLP collector.
 
 mod send_harness;
 
@@ -18,7 +19,8 @@ async fn one_trace_covers_request_queue_worker_and_sent() {
         .with_simple_exporter(exporter.clone())
         .build();
     let log = LogConfig {
-        level: "info".into(),
+        // Production's level: spans are exported whatever the logs show.
+        level: "warn".into(),
         format: LogFormat::Pretty,
         otlp_endpoint: None,
     };
@@ -26,7 +28,10 @@ async fn one_trace_covers_request_queue_worker_and_sent() {
 
     let mut h = Harness::new().await;
     h.set("API_KEYS", &format!("tracer:{API_KEY}"));
+    h.set("SENT_DM_WEBHOOK_SECRET", sent_sim::DEV_WEBHOOK_SECRET);
+    h.set("INBOX_POLL_INTERVAL_MS", "100");
     let base = h.serve_gateway().await;
+    h.sim.set_webhook_url(Some(format!("{base}/webhooks/sent")));
     let _worker = h.start_worker().await;
 
     let http = reqwest::Client::new();
@@ -50,7 +55,7 @@ async fn one_trace_covers_request_queue_worker_and_sent() {
                 .message("tracer", &id)
                 .await
                 .unwrap()
-                .is_some_and(|m| m.status == "accepted")
+                .is_some_and(|m| m.status == "delivered")
         }
     })
     .await;
@@ -80,4 +85,25 @@ async fn one_trace_covers_request_queue_worker_and_sent() {
         "the call to Sent is in the same trace"
     );
     assert_eq!(sent_call.parent_span_id, send.span_context.span_id());
+
+    // Sent's webhooks, applied by the worker, join the same trace, next to
+    // the send under the request that accepted the message.
+    let webhooks: Vec<_> = spans.iter().filter(|s| s.name == "sent.webhook").collect();
+    let status = |span: &opentelemetry_sdk::trace::SpanData| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == "status")
+            .map(|kv| kv.value.to_string())
+    };
+    assert!(
+        webhooks
+            .iter()
+            .any(|s| status(s).as_deref() == Some("delivered")),
+        "a span for the delivery; have {:?}",
+        webhooks.iter().map(|s| status(s)).collect::<Vec<_>>()
+    );
+    for webhook in webhooks {
+        assert_eq!(webhook.span_context.trace_id(), trace);
+        assert_eq!(webhook.parent_span_id, send.parent_span_id);
+    }
 }

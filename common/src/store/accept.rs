@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::Store;
 use crate::domain::MessageId;
+use crate::telemetry::TraceContext;
 
 /// A message as the gateway accepted it.
 #[derive(Debug, Clone)]
@@ -41,6 +42,9 @@ pub struct Submission {
     pub idempotency: Option<IdempotencyClaim>,
     pub messages: Vec<NewMessage>,
     pub created_at: DateTime<Utc>,
+    /// The request's trace, stored with each message (see the migration
+    /// `message_trace_context`).
+    pub trace: TraceContext,
     pub response_status: u16,
     pub response_body: Value,
 }
@@ -223,12 +227,13 @@ async fn insert_messages(
         "WITH inserted AS (
            INSERT INTO messages (id, client, idempotency_key, phone_number, template_id, template_name,
                                  parameters, channels, scheduled_at, sandbox, callback_url, metadata,
-                                 created_at, updated_at)
+                                 created_at, updated_at, trace_context)
            SELECT id, client, key, phone, tid, tname, params, string_to_array(chans, ','), sched, sandbox,
-                  cb, meta, created, created
+                  cb, meta, created, created, trace
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[],
-                         $8::text[], $9::timestamptz[], $10::bool[], $11::text[], $12::jsonb[], $13::timestamptz[])
-               AS u(id, client, key, phone, tid, tname, params, chans, sched, sandbox, cb, meta, created)
+                         $8::text[], $9::timestamptz[], $10::bool[], $11::text[], $12::jsonb[], $13::timestamptz[],
+                         $14::jsonb[])
+               AS u(id, client, key, phone, tid, tname, params, chans, sched, sandbox, cb, meta, created, trace)
            RETURNING id, created_at
          )
          INSERT INTO message_events (message_id, status, source, at)
@@ -247,7 +252,13 @@ async fn insert_messages(
     .bind(col(|_, m| m.callback_url.clone()))
     .bind(rows.iter().map(|(_, m)| m.metadata.clone()).collect::<Vec<_>>())
     .bind(rows.iter().map(|(s, _)| s.created_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(s, _)| trace_column(&s.trace)).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// NULL for no trace, rather than `{}` in every row.
+fn trace_column(trace: &TraceContext) -> Option<Value> {
+    (!trace.is_empty()).then(|| serde_json::to_value(trace).expect("a string map serializes"))
 }

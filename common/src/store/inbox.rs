@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::types::Json;
 
 use super::Store;
+use crate::telemetry::TraceContext;
 
 #[derive(Debug, Clone)]
 pub struct InboxInsert {
@@ -246,23 +248,9 @@ impl Store {
         Ok(())
     }
 
-    /// Our ids of the messages Sent knows as `provider_id`.
-    pub async fn messages_by_provider_id(
-        &self,
-        provider_id: &str,
-    ) -> Result<Vec<String>, sqlx::Error> {
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT id FROM messages WHERE provider_message_ids @> ARRAY[$1::text] ORDER BY id",
-        )
-        .bind(provider_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(|(id,)| id).collect())
-    }
-
-    /// Our ids of the messages Sent knows by each of `provider_ids`, in one
-    /// query: Sent id -> our ids, in id order. Sent ids no message carries
-    /// are absent.
+    /// The messages Sent knows by each of `provider_ids`, in one query: Sent
+    /// id -> our ids (in id order) with each message's trace. Sent ids no
+    /// message carries are absent.
     ///
     /// One GIN probe per Sent id (a lateral join), not one `&&` over them
     /// all: the planner estimates an overlap with a couple of hundred
@@ -271,21 +259,23 @@ impl Store {
     pub async fn messages_by_provider_ids(
         &self,
         provider_ids: &[&str],
-    ) -> Result<HashMap<String, Vec<String>>, sqlx::Error> {
-        let mut found: HashMap<String, Vec<String>> = HashMap::new();
+    ) -> Result<HashMap<String, Vec<(String, TraceContext)>>, sqlx::Error> {
+        let mut found: HashMap<String, Vec<(String, TraceContext)>> = HashMap::new();
         if provider_ids.is_empty() {
             return Ok(found);
         }
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT p.id, m.id FROM unnest($1::text[]) AS p(id)
-               CROSS JOIN LATERAL (SELECT id FROM messages WHERE provider_message_ids @> ARRAY[p.id]) m
+        let rows: Vec<(String, String, Option<Json<TraceContext>>)> = sqlx::query_as(
+            "SELECT p.id, m.id, m.trace_context FROM unnest($1::text[]) AS p(id)
+               CROSS JOIN LATERAL (SELECT id, trace_context FROM messages
+                                    WHERE provider_message_ids @> ARRAY[p.id]) m
               ORDER BY p.id, m.id",
         )
         .bind(provider_ids)
         .fetch_all(&self.pool)
         .await?;
-        for (provider_id, id) in rows {
-            found.entry(provider_id).or_default().push(id);
+        for (provider_id, id, trace) in rows {
+            let trace = trace.map(|t| t.0).unwrap_or_default();
+            found.entry(provider_id).or_default().push((id, trace));
         }
         Ok(found)
     }

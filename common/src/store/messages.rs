@@ -8,9 +8,11 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::types::Json;
 
 use super::Store;
 use crate::domain::{MessageId, MessageStatus};
+use crate::telemetry::TraceContext;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct MessageRecord {
@@ -432,26 +434,23 @@ impl Store {
 
     /// Puts dead-lettered messages (all, or the given ids) back to `queued`.
     /// The one deliberate backwards move, made by an operator and recorded.
-    pub async fn redrive(&self, ids: Option<&[String]>) -> Result<Vec<MessageId>, sqlx::Error> {
-        let rows: Vec<(String,)> = sqlx::query_as(
+    pub async fn redrive(&self, ids: Option<&[String]>) -> Result<Vec<Unsent>, sqlx::Error> {
+        let rows = sqlx::query_as(
             "WITH redriven AS (
                UPDATE messages
                   SET status = 'queued', dead_lettered_at = NULL, failed_at = NULL, attempts = 0,
                       next_attempt_at = NULL, updated_at = now()
                 WHERE dead_lettered_at IS NOT NULL AND ($1::text[] IS NULL OR id = ANY($1))
-               RETURNING id
+               RETURNING id, trace_context
              ), event AS (
                INSERT INTO message_events (message_id, status, source) SELECT id, 'queued', 'operator' FROM redriven
              )
-             SELECT id FROM redriven",
+             SELECT id, trace_context FROM redriven",
         )
         .bind(ids)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id,)| id.parse().ok())
-            .collect())
+        Ok(Unsent::from_rows(rows))
     }
 
     /// Messages that should have a job but have shown no progress for
@@ -460,9 +459,9 @@ impl Store {
         &self,
         older_than: std::time::Duration,
         limit: i64,
-    ) -> Result<Vec<MessageId>, sqlx::Error> {
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT id FROM messages
+    ) -> Result<Vec<Unsent>, sqlx::Error> {
+        let rows = sqlx::query_as(
+            "SELECT id, trace_context FROM messages
               WHERE (status = 'queued' AND updated_at < now() - $1::interval)
                  OR (status = 'sending' AND coalesce(next_attempt_at, updated_at) < now() - $1::interval)
               ORDER BY updated_at LIMIT $2",
@@ -471,10 +470,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id,)| id.parse().ok())
-            .collect())
+        Ok(Unsent::from_rows(rows))
     }
 
     /// Deletes idempotency records past their lifetime.
@@ -485,5 +481,25 @@ impl Store {
                 .await?
                 .rows_affected(),
         )
+    }
+}
+
+/// A message that needs a send job, and the trace that job continues.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unsent {
+    pub id: MessageId,
+    pub trace: TraceContext,
+}
+
+impl Unsent {
+    fn from_rows(rows: Vec<(String, Option<Json<TraceContext>>)>) -> Vec<Unsent> {
+        rows.into_iter()
+            .filter_map(|(id, trace)| {
+                Some(Unsent {
+                    id: id.parse().ok()?,
+                    trace: trace.map(|t| t.0).unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 }

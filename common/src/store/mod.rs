@@ -24,7 +24,7 @@ pub use inbox::{
     InboxEvent, InboxFinish, InboxInsert, InboxInsertOutcome, InboxRecord, InboxResult,
 };
 pub use keys::{ApiKeyRecord, NewApiKey};
-pub use messages::{Acceptance, EventRecord, MessageFilter, MessageRecord, StatusChange};
+pub use messages::{Acceptance, EventRecord, MessageFilter, MessageRecord, StatusChange, Unsent};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 

@@ -400,6 +400,7 @@ fn submission(
         idempotency,
         messages,
         created_at,
+        trace: common::telemetry::current_context(),
         response_status: StatusCode::ACCEPTED.as_u16(),
         response_body,
     })
@@ -430,11 +431,7 @@ async fn submit(
     location: Option<String>,
 ) -> Result<Response, ApiError> {
     let fresh_body = submission.response_body.clone();
-    let (status, body, replayed) = match state
-        .accepter
-        .submit(submission, common::telemetry::current_context())
-        .await?
-    {
+    let (status, body, replayed) = match state.accepter.submit(submission).await? {
         SubmitOutcome::Stored => (StatusCode::ACCEPTED, fresh_body, false),
         SubmitOutcome::Replay { status, body } => (
             StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED),

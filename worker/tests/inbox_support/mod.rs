@@ -72,7 +72,7 @@ impl Stack {
             .expect("app state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(gateway::serve(listener, state));
+        tokio::spawn(gateway::serve(listener, state, std::future::pending()));
         Stack {
             db,
             redis,

@@ -116,11 +116,7 @@ impl Harness {
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let app = gateway::app::router(state)
-                .into_make_service_with_connect_info::<std::net::SocketAddr>();
-            axum::serve(listener, app).await.unwrap();
-        });
+        tokio::spawn(gateway::serve(listener, state, std::future::pending()));
         base
     }
 
@@ -199,6 +195,7 @@ impl Harness {
                 idempotency: None,
                 messages: vec![m],
                 created_at: Utc::now(),
+                trace: Default::default(),
                 response_status: 202,
                 response_body: json!({}),
             })
