@@ -179,6 +179,9 @@ pub struct Config {
     /// `/health` answers 503, so a load balancer can stop routing to it
     /// before it stops listening.
     pub shutdown_delay: Duration,
+    /// A connection that has not sent a whole request head for this long
+    /// (idle between requests, or sending slowly) is closed.
+    pub idle_timeout: Duration,
     pub idempotency_ttl: Duration,
     pub public_dashboard: bool,
     pub rate_limit: RateLimitConfig,
@@ -379,7 +382,7 @@ impl Config {
         }
 
         let callbacks = CallbackConfig {
-            timeout: env.seconds("CALLBACK_TIMEOUT_SECS", 10)?,
+            timeout: env.positive_seconds("CALLBACK_TIMEOUT_SECS", 10)?,
             max_attempts: env.parse("CALLBACK_MAX_ATTEMPTS", 8)?,
             backoff_base: Duration::from_millis(env.parse("CALLBACK_BACKOFF_BASE_MS", 5000)?),
             backoff_max: env.seconds("CALLBACK_BACKOFF_MAX_SECS", 3600)?,
@@ -394,9 +397,6 @@ impl Config {
                 "CALLBACK_CONCURRENCY"
             };
             return Err(env.bad(var, "must be at least 1".into()));
-        }
-        if callbacks.timeout.is_zero() {
-            return Err(env.bad("CALLBACK_TIMEOUT_SECS", "must be at least 1".into()));
         }
 
         let api_keys = env
@@ -428,6 +428,7 @@ impl Config {
             max_body_bytes: env.parse("MAX_BODY_BYTES", 2 * 1024 * 1024)?,
             request_timeout: env.seconds("REQUEST_TIMEOUT_SECS", 15)?,
             shutdown_delay: env.seconds("GATEWAY_SHUTDOWN_DELAY_SECS", 2)?,
+            idle_timeout: env.positive_seconds("GATEWAY_IDLE_TIMEOUT_SECS", 75)?,
             idempotency_ttl: env.seconds("IDEMPOTENCY_TTL_SECS", 24 * 3600)?,
             public_dashboard: env.parse("DASHBOARD_PUBLIC", false)?,
             rate_limit,
@@ -505,6 +506,15 @@ impl Env<'_> {
 
     fn seconds(&self, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
         self.parse(var, default).map(Duration::from_secs)
+    }
+
+    /// Whole seconds, at least 1.
+    fn positive_seconds(&self, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
+        let value = self.seconds(var, default)?;
+        if value.is_zero() {
+            return Err(self.bad(var, "must be at least 1".into()));
+        }
+        Ok(value)
     }
 
     /// Whole days; 0 means never (`None`).

@@ -208,17 +208,16 @@ async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
-/// While the gateway shuts down, each HTTP/1 response closes its connection,
-/// so a client's next request opens one to another instance instead of
-/// racing the close of this one. (HTTP/2 has no such header.)
+/// While the gateway shuts down, each response closes its connection, so a
+/// client's next request opens one to another instance instead of racing
+/// the close of this one.
 async fn close_when_draining(
     State(draining): State<CancellationToken>,
     request: Request,
     next: Next,
 ) -> Response {
-    let http1 = request.version() < axum::http::Version::HTTP_2;
     let mut response = next.run(request).await;
-    if http1 && draining.is_cancelled() {
+    if draining.is_cancelled() {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

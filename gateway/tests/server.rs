@@ -1,4 +1,5 @@
-//! Shutdown: a SIGTERM never resets a request that was already on its way.
+//! The HTTP server: a SIGTERM never resets a request that was already on its
+//! way, and no client holds a connection by sending nothing, or slowly.
 
 mod support;
 
@@ -102,4 +103,58 @@ async fn a_request_in_flight_when_listening_stops_is_finished() {
     assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
     assert_eq!(app.queued_jobs().await.len(), 1, "the message is queued");
     app.shut_down().await.expect("a clean exit");
+}
+
+#[tokio::test]
+async fn connections_idle_or_sending_their_head_slowly_are_closed() {
+    let app = TestApp::spawn(&[("GATEWAY_IDLE_TIMEOUT_SECS", "1")]).await;
+    let mut idle = TcpStream::connect(app.addr).await.unwrap();
+    let mut slow = TcpStream::connect(app.addr).await.unwrap();
+    slow.write_all(b"GET /health/live HTTP/1.1\r\nHost: gate")
+        .await
+        .unwrap();
+    assert_eq!(read_to_close(&mut idle).await, "");
+    assert_eq!(read_to_close(&mut slow).await, "");
+
+    // A connection kept alive between requests is closed once idle too.
+    let mut kept = TcpStream::connect(app.addr).await.unwrap();
+    let answer = exchange(
+        &mut kept,
+        b"GET /health/live HTTP/1.1\r\nHost: gateway\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// `GET /` from `source`, on a connection of its own.
+async fn index_from(app: &TestApp, source: &str) -> String {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(app.addr).await.unwrap();
+    exchange(
+        &mut stream,
+        b"GET / HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn each_client_address_has_its_own_rate_limit() {
+    let app = TestApp::spawn(&[
+        ("RATELIMIT_ENABLED", "true"),
+        ("RATELIMIT_DEFAULT", "1/minute"),
+    ])
+    .await;
+    assert!(
+        index_from(&app, "127.0.0.1")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        index_from(&app, "127.0.0.1")
+            .await
+            .starts_with("HTTP/1.1 429")
+    );
+    let other = index_from(&app, "127.0.0.2").await;
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
 }
