@@ -20,9 +20,14 @@ pub async fn connect(config: &Config) -> anyhow::Result<(Store, redis::aio::Conn
     .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
     retry("postgres (DATABASE_URL)", || async {
         Store::ensure_database(config.database_url.expose()).await?;
-        store.migrate().await.map_err(sqlx::Error::from)
+        store.ping().await
     })
     .await?;
+    // Once reachable, a failed migration is not worth waiting out.
+    store
+        .migrate()
+        .await
+        .map_err(|e| anyhow::anyhow!("migrating the database (DATABASE_URL): {e}"))?;
     let redis = retry("redis (REDIS_URL)", || {
         crate::queue::connect(config.redis_url.expose())
     })

@@ -7,6 +7,7 @@ mod inbox;
 mod keys;
 mod messages;
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -26,7 +27,17 @@ pub use inbox::{
 pub use keys::{ApiKeyRecord, NewApiKey};
 pub use messages::{Acceptance, EventRecord, MessageFilter, MessageRecord, StatusChange, Unsent};
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+/// The schema's migrations. A database may hold migrations newer than this
+/// binary's (`ignore_missing`): during a rolling deploy the new release has
+/// migrated it while processes of the previous one still start and run.
+/// That is safe because every migration keeps the previous release working
+/// (columns are added nullable or with a default; nothing it reads is
+/// dropped or renamed in the same release).
+pub static MIGRATOR: LazyLock<sqlx::migrate::Migrator> = LazyLock::new(|| {
+    let mut migrator = sqlx::migrate!("../migrations");
+    migrator.set_ignore_missing(true);
+    migrator
+});
 
 /// Handle on the database; cheap to clone.
 #[derive(Clone, Debug)]
