@@ -14,6 +14,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -89,8 +90,8 @@ fn otlp_provider(endpoint: &str, service: &'static str) -> anyhow::Result<SdkTra
         .build())
 }
 
-/// The level of the spans exported (this project's: requests, sends, calls
-/// to Sent, webhook events).
+/// The level of this project's spans (requests, sends, calls to Sent,
+/// webhook events): exported, and their fields on every log line.
 const SPAN_LEVEL: &str = "info";
 
 /// Installs the subscriber: logs, plus spans to `provider` when given.
@@ -108,7 +109,10 @@ pub fn install(config: &LogConfig, provider: Option<SdkTracerProvider>, service:
             .with_filter(filter(SPAN_LEVEL))
     });
     let registry = tracing_subscriber::registry().with(otel);
-    let logs = filter(&config.level);
+    // Log lines at `LOG_LEVEL`, with the fields of the spans they are in (a
+    // warning in a request carries its `request_id`) even when the spans'
+    // own level is below `LOG_LEVEL`.
+    let logs = filter(&config.level).or(filter(SPAN_LEVEL).and(filter_fn(|meta| meta.is_span())));
     // A second initialisation (tests) keeps the first subscriber.
     let _ = match config.format {
         LogFormat::Json => registry

@@ -5,14 +5,13 @@
 //! side, and this process's own captured logs, are in
 //! worker/tests/no_secrets_in_logs.rs.)
 
-use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
+mod support;
 
 use common::signature::{WebhookSecret, sign, sign_legacy, sign_stripe};
 use common::store::NewApiKey;
 use common::test_support::{TestDatabase, TestRedis};
 use serde_json::json;
+use support::GatewayProcess;
 
 const API_KEY: &str = "gwlogs-api-key-3e8a1c5f9b7d2046";
 const MANAGED_KEY: &str = "gwlogs-managed-key-7c1f3a9e5d2b8064";
@@ -43,14 +42,6 @@ fn secrets() -> Vec<String> {
     all
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Runs the gateway binary with `log_level` and `log_format` through every
 /// scenario, stops it with SIGTERM, and returns its whole output.
 async fn run_gateway(log_level: &str, log_format: &str) -> String {
@@ -69,56 +60,27 @@ async fn run_gateway(log_level: &str, log_format: &str) -> String {
     // Local Postgres trusts the connection; the password is there to be leaked.
     let mut database_url = reqwest::Url::parse(&db.url).unwrap();
     database_url.set_password(Some(DB_PASSWORD)).unwrap();
-    let port = free_port();
-    let log =
-        std::env::temp_dir().join(format!("no-secrets-gateway-{}.log", ulid::Ulid::generate()));
-    let file = std::fs::File::create(&log).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .env("APP_ENV", "testing")
-        .env("LOG_LEVEL", log_level)
-        .env("LOG_FORMAT", log_format)
-        .env("GATEWAY_BIND", format!("127.0.0.1:{port}"))
-        .env("DATABASE_URL", database_url.as_str())
-        .env("REDIS_URL", &redis.url)
-        .env("REDIS_PREFIX", &redis.prefix)
-        .env("API_KEYS", format!("logs:{API_KEY}"))
-        .env("SENT_DM_API_KEY", SENT_KEY)
-        .env(
+    let redis_prefix = redis.prefix.clone();
+    let gateway = GatewayProcess::start(&[
+        ("APP_ENV", "testing"),
+        ("LOG_LEVEL", log_level),
+        ("LOG_FORMAT", log_format),
+        ("DATABASE_URL", database_url.as_str()),
+        ("REDIS_URL", &redis.url),
+        ("REDIS_PREFIX", &redis_prefix),
+        ("API_KEYS", &format!("logs:{API_KEY}")),
+        ("SENT_DM_API_KEY", SENT_KEY),
+        (
             "SENT_DM_WEBHOOK_SECRET",
-            format!("{WEBHOOK_SECRET},{LEGACY_SECRET}"),
-        )
-        .env("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET)
-        .env("TELEGRAM_WEBHOOK_SECRET_TOKEN", TELEGRAM_TOKEN)
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .current_dir(std::env::temp_dir())
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the gateway binary");
-
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..300 {
-        if http.get(format!("{base}/health/live")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "the gateway did not start:\n{}", read(&log));
-    scenarios(&http, &base).await;
-
-    let pid = child.id().unwrap().to_string();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status();
-    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
-    let output = read(&log);
-    let _ = std::fs::remove_file(&log);
-    strip_ansi(&output)
+            &format!("{WEBHOOK_SECRET},{LEGACY_SECRET}"),
+        ),
+        ("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET),
+        ("TELEGRAM_WEBHOOK_SECRET_TOKEN", TELEGRAM_TOKEN),
+        ("GATEWAY_SHUTDOWN_DELAY_SECS", "0"),
+    ])
+    .await;
+    scenarios(&reqwest::Client::new(), &gateway.base).await;
+    strip_ansi(&gateway.stop().await)
 }
 
 /// The pretty format colours field names; the scan reads the plain text.
@@ -127,10 +89,6 @@ fn strip_ansi(text: &str) -> String {
         .unwrap()
         .replace_all(text, "")
         .into_owned()
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 async fn scenarios(http: &reqwest::Client, base: &str) {

@@ -4,6 +4,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
 
 use common::config::Config;
 use common::test_support::{TestDatabase, TestRedis};
@@ -189,5 +192,76 @@ impl CutableProxy {
     pub async fn cut(self) {
         self.cut.cancel();
         let _ = self.task.await;
+    }
+}
+
+/// The gateway binary as a child process, what it prints kept in a file.
+pub struct GatewayProcess {
+    pub base: String,
+    child: tokio::process::Child,
+    log: PathBuf,
+}
+
+impl GatewayProcess {
+    /// Starts it on a free port with `vars` (and no trace export), and waits
+    /// until it answers.
+    pub async fn start(vars: &[(&str, &str)]) -> GatewayProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::env::temp_dir().join(format!("gateway-test-{}.log", ulid::Ulid::generate()));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .envs(vars.iter().copied())
+            .env("GATEWAY_BIND", format!("127.0.0.1:{port}"))
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the gateway binary");
+        let process = GatewayProcess {
+            base: format!("http://127.0.0.1:{port}"),
+            child,
+            log,
+        };
+        let http = reqwest::Client::new();
+        for _ in 0..300 {
+            if http
+                .get(format!("{}/health/live", process.base))
+                .send()
+                .await
+                .is_ok()
+            {
+                return process;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the gateway did not start:\n{}", process.output());
+    }
+
+    /// Everything it printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops it with SIGTERM, as an orchestrator does; returns all it printed.
+    pub async fn stop(mut self) -> String {
+        let pid = self.child.id().unwrap().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        self.output()
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.log);
     }
 }
