@@ -4,9 +4,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
+
+use ipnet::IpNet;
 
 use crate::rate::Quota;
 
@@ -171,6 +173,9 @@ pub struct Config {
     /// Prefix of every Redis key this deployment owns (queue, rate limits).
     pub redis_prefix: String,
     pub gateway_bind: SocketAddr,
+    /// `FORWARDED_ALLOW_IPS`: proxies whose `X-Forwarded-For` names the
+    /// client (for per-IP rate limits). Empty: the peer is the client.
+    pub trusted_proxies: Vec<IpNet>,
     /// `API_KEYS`: bootstrap keys as `(name, key)`.
     pub api_keys: Vec<(String, Secret)>,
     pub max_body_bytes: usize,
@@ -424,6 +429,7 @@ impl Config {
             redis_url: Secret(env.required_or("REDIS_URL", dev_default("redis://127.0.0.1:6379"))?),
             redis_prefix: env.string("REDIS_PREFIX", "sentgw"),
             gateway_bind: env.parse("GATEWAY_BIND", "0.0.0.0:8000".parse().unwrap())?,
+            trusted_proxies: env.networks("FORWARDED_ALLOW_IPS")?,
             api_keys,
             max_body_bytes: env.parse("MAX_BODY_BYTES", 2 * 1024 * 1024)?,
             request_timeout: env.seconds("REQUEST_TIMEOUT_SECS", 15)?,
@@ -508,6 +514,25 @@ impl Env<'_> {
         self.parse(var, default).map(Duration::from_secs)
     }
 
+    /// Comma-separated addresses and CIDR networks; `*` is every address.
+    fn networks(&self, var: &'static str) -> Result<Vec<IpNet>, ConfigError> {
+        let mut networks = Vec::new();
+        for item in self.list(var) {
+            if item == "*" {
+                networks.extend(["0.0.0.0/0", "::/0"].map(|n| n.parse::<IpNet>().unwrap()));
+                continue;
+            }
+            let network = item
+                .parse::<IpNet>()
+                .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    self.bad(var, format!("'{item}' is not an address or a CIDR network"))
+                })?;
+            networks.push(network);
+        }
+        Ok(networks)
+    }
+
     /// Whole seconds, at least 1.
     fn positive_seconds(&self, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
         let value = self.seconds(var, default)?;
@@ -582,6 +607,8 @@ mod tests {
         for (var, value) in [
             ("RATELIMIT_MESSAGES", "ten per minute"),
             ("GATEWAY_BIND", "nowhere"),
+            ("FORWARDED_ALLOW_IPS", "10.0.0.0/33"),
+            ("GATEWAY_IDLE_TIMEOUT_SECS", "0"),
             ("MAX_BODY_BYTES", "-1"),
             ("API_KEYS", "justakey"),
             ("RATELIMIT_STORAGE_URI", "memcached://x"),
@@ -590,6 +617,24 @@ mod tests {
             let err = Config::from_map(&vars(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{err}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_networks_or_everyone() {
+        let parse = |value| {
+            Config::from_map(&vars(&[("FORWARDED_ALLOW_IPS", value)]))
+                .unwrap()
+                .trusted_proxies
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert!(parse("").is_empty());
+        assert_eq!(
+            parse("10.0.0.0/8, 192.0.2.1, ::1"),
+            ["10.0.0.0/8", "192.0.2.1/32", "::1/128"]
+        );
+        assert_eq!(parse("*"), ["0.0.0.0/0", "::/0"]);
     }
 
     #[test]

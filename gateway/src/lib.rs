@@ -4,6 +4,7 @@ pub mod accept;
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod client_ip;
 pub mod error;
 pub mod inbox_writer;
 pub mod json;

@@ -11,6 +11,7 @@ use common::rate::Quota;
 
 use crate::app::AppState;
 use crate::auth::Client;
+use crate::client_ip::client_ip;
 use crate::error::ApiError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +68,10 @@ pub async fn limit(
     let who = match client {
         Some(c) => format!("key:{}", c.name),
         None => match request.extensions().get::<ConnectInfo<SocketAddr>>() {
-            Some(ConnectInfo(addr)) => format!("ip:{}", addr.ip()),
+            Some(ConnectInfo(peer)) => {
+                let trusted = &state.config.trusted_proxies;
+                format!("ip:{}", client_ip(peer.ip(), request.headers(), trusted))
+            }
             None => "ip:unknown".to_owned(),
         },
     };

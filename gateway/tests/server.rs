@@ -126,16 +126,19 @@ async fn connections_idle_or_sending_their_head_slowly_are_closed() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
-/// `GET /` from `source`, on a connection of its own.
-async fn index_from(app: &TestApp, source: &str) -> String {
+/// `GET /` from `source`, on a connection of its own, with `X-Forwarded-For:
+/// forwarded` if given.
+async fn index_from(app: &TestApp, source: &str, forwarded: Option<&str>) -> String {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
     let mut stream = socket.connect(app.addr).await.unwrap();
-    exchange(
-        &mut stream,
-        b"GET / HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n",
-    )
-    .await
+    let forwarded = forwarded
+        .map(|f| format!("X-Forwarded-For: {f}\r\n"))
+        .unwrap_or_default();
+    let request =
+        format!("GET / HTTP/1.1\r\nHost: gateway\r\n{forwarded}Connection: close\r\n\r\n");
+    let answer = exchange(&mut stream, request.as_bytes()).await;
+    answer[..12].to_owned()
 }
 
 #[tokio::test]
@@ -145,16 +148,26 @@ async fn each_client_address_has_its_own_rate_limit() {
         ("RATELIMIT_DEFAULT", "1/minute"),
     ])
     .await;
-    assert!(
-        index_from(&app, "127.0.0.1")
-            .await
-            .starts_with("HTTP/1.1 200")
-    );
-    assert!(
-        index_from(&app, "127.0.0.1")
-            .await
-            .starts_with("HTTP/1.1 429")
-    );
-    let other = index_from(&app, "127.0.0.2").await;
-    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    assert_eq!(index_from(&app, "127.0.0.1", None).await, "HTTP/1.1 200");
+    assert_eq!(index_from(&app, "127.0.0.1", None).await, "HTTP/1.1 429");
+    assert_eq!(index_from(&app, "127.0.0.2", None).await, "HTTP/1.1 200");
+    // Not a trusted proxy: what it forwards is ignored.
+    let spoofed = Some("203.0.113.9");
+    assert_eq!(index_from(&app, "127.0.0.2", spoofed).await, "HTTP/1.1 429");
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_rate_limit() {
+    let app = TestApp::spawn(&[
+        ("RATELIMIT_ENABLED", "true"),
+        ("RATELIMIT_DEFAULT", "1/minute"),
+        ("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+    ])
+    .await;
+    let (one, two) = (Some("203.0.113.1"), Some("192.0.2.7, 203.0.113.2"));
+    assert_eq!(index_from(&app, "127.0.0.1", one).await, "HTTP/1.1 200");
+    assert_eq!(index_from(&app, "127.0.0.1", one).await, "HTTP/1.1 429");
+    assert_eq!(index_from(&app, "127.0.0.1", two).await, "HTTP/1.1 200");
+    // The proxy itself, with nothing forwarded, is a client of its own.
+    assert_eq!(index_from(&app, "127.0.0.1", None).await, "HTTP/1.1 200");
 }
