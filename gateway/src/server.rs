@@ -43,7 +43,7 @@ pub async fn serve(
     listener: TcpListener,
     state: app::AppState,
     stop: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) {
     let draining = state.draining.clone();
     let delay = state.config.shutdown_delay;
     let drain_bound = longest_shutdown(&state.config) - delay;
@@ -92,7 +92,6 @@ pub async fn serve(
             "requests still open; closing their connections"
         );
     }
-    Ok(())
 }
 
 fn io(stream: TcpStream) -> TokioIo<TcpStream> {

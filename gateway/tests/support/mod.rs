@@ -25,7 +25,7 @@ pub struct TestApp {
     pub state: AppState,
     /// Cancelling it is the gateway's SIGTERM.
     pub stop: tokio_util::sync::CancellationToken,
-    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    server: tokio::task::JoinHandle<()>,
 }
 
 impl TestApp {
@@ -77,9 +77,9 @@ impl TestApp {
     }
 
     /// Signals shutdown and waits for the server to return.
-    pub async fn shut_down(&mut self) -> anyhow::Result<()> {
+    pub async fn shut_down(&mut self) {
         self.stop.cancel();
-        (&mut self.server).await.expect("the server task")
+        (&mut self.server).await.expect("the server task");
     }
 
     pub fn url(&self, path: &str) -> String {
