@@ -16,18 +16,13 @@ BARE_PORT=${BARE_PORT:-8099}
 DB=sent_gateway_bench
 PREFIX=bench:$(date +%s)
 KEY=bench-key-0123456789
-RESULTS=bench/results
-mkdir -p "$RESULTS"
+source bench/lib.sh
 
 cargo build --release -q -p gateway -p bench
-psql -h 127.0.0.1 -U postgres -q -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" postgres
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+fresh_database
 
 rss_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 run() { target/release/loadgen --target "127.0.0.1:$1" --connections "$CONNECTIONS" --seconds "$SECONDS_PER" --api-key "$KEY" "${@:2}"; }
-wait_port() { for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 did not open" >&2; exit 1; }
 
 BARE_BIND=127.0.0.1:$BARE_PORT target/release/bare & pids+=($!); bare_pid=$!
 wait_port "$BARE_PORT"
@@ -46,7 +41,6 @@ gw_rss=$(rss_mb "$gw_pid")
 
 stored=$(psql -h 127.0.0.1 -U postgres -tA -c "SELECT count(*) FROM messages" "$DB")
 queued=$(redis-cli -h 127.0.0.1 ZCARD "$PREFIX:send:scheduled")
-redis-cli -h 127.0.0.1 --scan --pattern "$PREFIX:*" | xargs -r -n 500 redis-cli -h 127.0.0.1 DEL >/dev/null
 
 python3 - "$bare" "$send" "$batch" "$bare_rss" "$gw_rss" "$stored" "$queued" <<'PY' | tee "$RESULTS/submission.txt"
 import json, sys

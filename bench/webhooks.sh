@@ -38,23 +38,13 @@ DB=sent_gateway_bench_webhooks
 DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB
 PREFIX=benchwh:$(date +%s)
 SECRET=whsec_c2VudC1zaW0tZGV2ZWxvcG1lbnQtb25seS1zZWNyZXQ=
-RESULTS=bench/results
+source bench/lib.sh
 TMP=$(mktemp -d)
-mkdir -p "$RESULTS"
+trap 'cleanup; rm -rf "$TMP"' EXIT
 
 cargo build --release -q -p gateway -p worker -p bench
-psql -h 127.0.0.1 -U postgres -q -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" postgres
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  redis-cli -h 127.0.0.1 --scan --pattern "$PREFIX:*" | xargs -r -n 500 redis-cli -h 127.0.0.1 DEL >/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+fresh_database
 
-sql() { psql -h 127.0.0.1 -U postgres -tA -F ' ' -c "$1" "$DB"; }
-wait_port() { for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 did not open" >&2; exit 1; }
 now() { date +%s.%N; }
 # CPU ticks (user + system) so far of each process, as "group:pid:ticks"
 # words; Postgres counts every backend of the bench database and the server's

@@ -37,21 +37,11 @@ PREFIX=benchw:$(date +%s)
 DRAIN_KEY=bench-drain-0123456789
 STEADY_KEY=bench-steady-0123456789
 SIM_KEY=sim_bench_key
-RESULTS=bench/results
-mkdir -p "$RESULTS"
+source bench/lib.sh
 
 cargo build --release -q -p gateway -p worker -p sent-sim -p bench
-psql -h 127.0.0.1 -U postgres -q -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" postgres
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  redis-cli -h 127.0.0.1 --scan --pattern "$PREFIX:*" | xargs -r -n 500 redis-cli -h 127.0.0.1 DEL >/dev/null || true
-}
-trap cleanup EXIT
+fresh_database
 
-sql() { psql -h 127.0.0.1 -U postgres -tA -F ' ' -c "$1" "$DB"; }
-wait_port() { for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 did not open" >&2; exit 1; }
 # Waits until every message of `client` has left queued/sending (or $2 seconds pass).
 wait_done() {
   local deadline=$((SECONDS + $2))
