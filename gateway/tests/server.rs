@@ -27,7 +27,8 @@ async fn read_to_close(stream: &mut TcpStream) -> String {
 
 #[tokio::test]
 async fn during_the_delay_connections_are_answered_and_closed_and_health_is_503() {
-    let mut app = TestApp::spawn(&[("GATEWAY_SHUTDOWN_DELAY_SECS", "3")]).await;
+    // Long enough for the checks below on a busy machine.
+    let mut app = TestApp::spawn(&[("GATEWAY_SHUTDOWN_DELAY_SECS", "10")]).await;
     // A kept-alive connection of a pooled client, idle at the signal.
     let answer = app.http.get(app.url("/health/live")).send().await.unwrap();
     assert!(answer.headers().get("connection").is_none());
@@ -78,17 +79,22 @@ async fn during_the_delay_connections_are_answered_and_closed_and_health_is_503(
 async fn a_request_in_flight_when_listening_stops_is_finished() {
     let mut app = TestApp::spawn(&[("GATEWAY_SHUTDOWN_DELAY_SECS", "0")]).await;
     let body = send_body().to_string();
+    // With `Expect: 100-continue` the gateway says when it starts reading
+    // the body: from then on the request is in flight.
     let head = format!(
         "POST /api/messages/send HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {API_KEY}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+         Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
         body.len()
     );
-    let (first_half, second_half) = body.as_bytes().split_at(body.len() / 2);
     let mut client = TcpStream::connect(app.addr).await.unwrap();
     client.write_all(head.as_bytes()).await.unwrap();
-    client.write_all(first_half).await.unwrap();
-    // The gateway is now reading this request's body.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut interim = Vec::new();
+    while !interim.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        client.read_exact(&mut byte).await.unwrap();
+        interim.push(byte[0]);
+    }
+    assert!(interim.starts_with(b"HTTP/1.1 100"), "{interim:?}");
 
     app.stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -99,7 +105,7 @@ async fn a_request_in_flight_when_listening_stops_is_finished() {
     .await
     .expect("the gateway stops listening");
 
-    let answer = exchange(&mut client, second_half).await;
+    let answer = exchange(&mut client, body.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
     assert_eq!(app.queued_jobs().await.len(), 1, "the message is queued");
     app.shut_down().await;
