@@ -2,6 +2,8 @@
 //! cloned from a migrated template (fast), and its own Redis key prefix. Both
 //! are removed when the test ends.
 
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
@@ -189,6 +191,26 @@ impl Drop for TestRedis {
             let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut conn);
         }
     }
+}
+
+/// Starts one of this workspace's binaries, as a test runs it: in the temp
+/// directory, no stdin, killed with the test, and everything it prints in a
+/// file of its own (returned, for a test to read or scan).
+pub fn spawn_logging(
+    command: &mut tokio::process::Command,
+    name: &str,
+) -> (tokio::process::Child, PathBuf) {
+    let log = std::env::temp_dir().join(format!("{name}-test-{}.log", ulid::Ulid::generate()));
+    let file = std::fs::File::create(&log).expect("create the log file");
+    let child = command
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("clone the log file"))
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start the {name} binary: {e}"));
+    (child, log)
 }
 
 /// `secrets` and the other forms each could leak in: for a `whsec_` secret,

@@ -5,11 +5,10 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::config::Config;
-use common::test_support::{TestDatabase, TestRedis};
+use common::test_support::{TestDatabase, TestRedis, spawn_logging};
 use gateway::app::AppState;
 use serde_json::Value;
 
@@ -211,19 +210,13 @@ impl GatewayProcess {
             .local_addr()
             .unwrap()
             .port();
-        let log = std::env::temp_dir().join(format!("gateway-test-{}.log", ulid::Ulid::generate()));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
-            .envs(vars.iter().copied())
-            .env("GATEWAY_BIND", format!("127.0.0.1:{port}"))
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .current_dir(std::env::temp_dir())
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the gateway binary");
+        let (child, log) = spawn_logging(
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+                .envs(vars.iter().copied())
+                .env("GATEWAY_BIND", format!("127.0.0.1:{port}"))
+                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            "gateway",
+        );
         let process = GatewayProcess {
             base: format!("http://127.0.0.1:{port}"),
             child,

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use common::config::Config;
 use common::domain::{MessageId, MessageStatus};
 use common::queue::{SendJob, SendQueue};
 use common::store::{EventRecord, MessageRecord, NewMessage, Store, Submission};
-use common::test_support::{TestDatabase, TestRedis};
+use common::test_support::{TestDatabase, TestRedis, spawn_logging};
 use sent_sim::{SimConfig, SimHandle};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -158,20 +157,13 @@ impl Harness {
         level: &str,
         args: &[&str],
     ) -> (tokio::process::Child, PathBuf) {
-        let log = std::env::temp_dir().join(format!("worker-test-{}.log", ulid::Ulid::generate()));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-            .args(args)
-            .envs(&self.vars)
-            .env("LOG_LEVEL", level)
-            .current_dir(std::env::temp_dir())
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the worker binary");
-        (child, log)
+        spawn_logging(
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+                .args(args)
+                .envs(&self.vars)
+                .env("LOG_LEVEL", level),
+            "worker",
+        )
     }
 
     /// Stores messages as the gateway does (one submission each) and enqueues them.
