@@ -4,6 +4,8 @@
 
 pub mod config;
 pub mod domain;
+#[cfg(feature = "http-server")]
+pub mod http_server;
 pub mod metrics;
 pub mod queue;
 pub mod rate;

@@ -19,4 +19,4 @@ pub mod validation;
 /// Shared with the worker.
 pub use common::startup::connect;
 
-pub use server::{longest_shutdown, serve, shutdown_signal};
+pub use server::{longest_shutdown, serve};

@@ -1,21 +1,10 @@
-//! The HTTP server around the router: connections, their timeouts, and a
-//! shutdown that never resets a request already on its way.
-//!
-//! hyper's HTTP/1 server rather than `axum::serve`, which runs connections
-//! without a timer: a client could hold a connection forever by sending its
-//! request head a byte at a time, or by keeping it idle. (The gateway served
-//! HTTP/1 only before too; load balancers speak HTTP/1 to their backends.)
+//! The gateway's shutdown: never reset a request already on its way.
 
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request};
 use common::config::Config;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
-use tower::ServiceExt;
+use common::http_server::{self, Limits};
+use tokio::net::TcpListener;
 
 use crate::app;
 
@@ -46,13 +35,11 @@ pub async fn serve(
 ) {
     let draining = state.draining.clone();
     let delay = state.config.shutdown_delay;
-    let drain_bound = longest_shutdown(&state.config) - delay;
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(state.config.idle_timeout);
-    let router = app::router(state);
-    let connections = GracefulShutdown::new();
-    let stop_listening = async {
+    let limits = Limits {
+        idle_timeout: state.config.idle_timeout,
+        drain: longest_shutdown(&state.config) - delay,
+    };
+    let stop_listening = async move {
         stop.await;
         tracing::info!(
             delay_secs = delay.as_secs(),
@@ -61,77 +48,10 @@ pub async fn serve(
         draining.cancel();
         tokio::time::sleep(delay).await;
     };
-    tokio::pin!(stop_listening);
-    loop {
-        let (stream, client) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    accept_failed(error).await;
-                    continue;
-                }
-            },
-            () = &mut stop_listening => break,
-        };
-        // What axum's `ConnectInfo` extractor (the rate limit's client IP) reads.
-        let service = router.clone().map_request(move |mut request: Request<_>| {
-            request.extensions_mut().insert(ConnectInfo(client));
-            request
-        });
-        let connection = http.serve_connection(io(stream), TowerToHyperService::new(service));
-        tokio::spawn(connections.watch(connection));
-    }
-    drop(listener);
-    tracing::info!("stopped listening; finishing in-flight requests");
-    if tokio::time::timeout(drain_bound, connections.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            after_secs = drain_bound.as_secs(),
-            "requests still open; closing their connections"
-        );
-    }
-}
-
-fn io(stream: TcpStream) -> TokioIo<TcpStream> {
-    // Answers are small and written whole: send them without delay.
-    let _ = stream.set_nodelay(true);
-    TokioIo::new(stream)
-}
-
-/// A failed `accept`: the client gave up (try the next one at once), or
-/// the process is out of file descriptors or memory (wait for some to free).
-async fn accept_failed(error: std::io::Error) {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    if matches!(
-        error.kind(),
-        ConnectionAborted | ConnectionRefused | ConnectionReset
-    ) {
-        return;
-    }
-    tracing::error!(%error, "accepting a connection failed; retrying in 1 s");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    http_server::serve(listener, app::router(state), limits, stop_listening).await;
 }
 
 /// The longest a shutdown takes, from the signal to the exit.
 pub fn longest_shutdown(config: &Config) -> Duration {
     config.shutdown_delay + config.request_timeout + DRAIN_MARGIN
-}
-
-/// SIGTERM (from an orchestrator) or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let term = async {
-        let mut signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
-        signal.recv().await;
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }

@@ -112,27 +112,10 @@ async fn run(args: Args, config: Arc<Config>) -> anyhow::Result<()> {
 
 /// First SIGTERM or SIGINT: stop and drain. A second one: exit at once.
 async fn on_signal(shutdown: CancellationToken) {
-    signal().await;
+    common::http_server::shutdown_signal().await;
     tracing::info!("shutdown signal received; finishing in-flight work");
     shutdown.cancel();
-    signal().await;
+    common::http_server::shutdown_signal().await;
     tracing::warn!("second signal: exiting without waiting");
     std::process::exit(130);
-}
-
-async fn signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -3,14 +3,23 @@
 //! when scraped, so every worker reports the same fleet-wide values.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use common::config::Config;
+use common::http_server::{self, Limits};
 use common::queue::SendQueue;
 use common::store::Store;
 use tokio_util::sync::CancellationToken;
+
+/// Prometheus scrapes every 15 to 60 s on a kept-alive connection; a scrape
+/// answers in milliseconds.
+const LIMITS: Limits = Limits {
+    idle_timeout: Duration::from_secs(75),
+    drain: Duration::from_secs(5),
+};
 
 #[derive(Clone)]
 struct Sources {
@@ -32,9 +41,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(render))
         .with_state(Sources { store, queue });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    http_server::serve(listener, app, LIMITS, shutdown.cancelled_owned()).await;
     Ok(())
 }
 
