@@ -21,7 +21,8 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-fn database_url(name: &str) -> String {
+/// The URL of database `name` on the test server.
+pub fn database_url(name: &str) -> String {
     let admin = admin_url();
     let base = admin
         .rsplit_once('/')

@@ -410,20 +410,3 @@ async fn a_message_keeps_its_requests_trace_for_the_work_that_comes_later() {
         [(untraced.to_string(), TraceContext::new())]
     );
 }
-
-#[tokio::test]
-async fn a_database_migrated_by_a_newer_release_still_opens() {
-    let db = TestDatabase::new().await;
-    // What the next release's migration leaves behind.
-    sqlx::query(
-        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
-         VALUES (99991231000000, 'from the next release', true, '\\x00', 0)",
-    )
-    .execute(db.store.pool())
-    .await
-    .unwrap();
-    db.store
-        .migrate()
-        .await
-        .expect("older binaries keep running");
-}

@@ -80,13 +80,19 @@ impl Store {
     }
 
     /// Creates the database named in `url` if it does not exist yet, so a
-    /// fresh machine needs no manual `createdb`.
+    /// fresh machine needs no manual `createdb`. Processes starting together
+    /// (a gateway and its workers) race to create it; losing is success.
     pub async fn ensure_database(url: &str) -> Result<(), sqlx::Error> {
         use sqlx::migrate::MigrateDatabase;
-        if !sqlx::Postgres::database_exists(url).await? {
-            sqlx::Postgres::create_database(url).await?;
+        if sqlx::Postgres::database_exists(url).await? {
+            return Ok(());
         }
-        Ok(())
+        match sqlx::Postgres::create_database(url).await {
+            Err(sqlx::Error::Database(error)) if created_concurrently(error.code().as_deref()) => {
+                Ok(())
+            }
+            created => created,
+        }
     }
 
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
@@ -110,4 +116,10 @@ impl Store {
             .await
             .map(|_| ())
     }
+}
+
+/// `CREATE DATABASE` lost a race: `duplicate_database`, or the unique index
+/// of `pg_database` when both creations got past that check at once.
+fn created_concurrently(sqlstate: Option<&str>) -> bool {
+    matches!(sqlstate, Some("42P04" | "23505"))
 }
