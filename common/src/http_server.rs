@@ -43,6 +43,10 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.idle_timeout);
     let connections = GracefulShutdown::new();
+    // Which server a shutdown line is about: the gateway's API or /metrics.
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |addr| addr.to_string());
     tokio::pin!(stop_listening);
     loop {
         let (stream, client) = tokio::select! {
@@ -64,12 +68,13 @@ pub async fn serve(
         tokio::spawn(connections.watch(connection));
     }
     drop(listener);
-    tracing::info!("stopped listening; finishing in-flight requests");
+    tracing::info!(%addr, "stopped listening; finishing in-flight requests");
     if tokio::time::timeout(limits.drain, connections.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(
+            %addr,
             after_secs = limits.drain.as_secs(),
             "requests still open; closing their connections"
         );
