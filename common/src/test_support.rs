@@ -81,18 +81,19 @@ impl Drop for TestDatabase {
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(async move {
-                if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
-                    let _ = admin
-                        .execute(
-                            format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str(),
-                        )
-                        .await;
-                }
-            });
+            let _ = rt.block_on(drop_database(&name));
         })
         .join();
     }
+}
+
+/// Drops database `name` (if it exists), closing its connections.
+pub async fn drop_database(name: &str) -> Result<(), sqlx::Error> {
+    let mut admin = PgConnection::connect(&admin_url()).await?;
+    admin
+        .execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str())
+        .await
+        .map(|_| ())
 }
 
 /// The template's name carries a hash of the migrations, so a changed schema

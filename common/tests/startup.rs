@@ -3,7 +3,6 @@
 
 use common::store::Store;
 use common::test_support::{self, TestDatabase};
-use sqlx::{Connection, Executor, PgConnection};
 
 #[tokio::test]
 async fn a_database_migrated_by_a_newer_release_still_opens() {
@@ -32,13 +31,7 @@ async fn processes_starting_together_on_a_fresh_server_all_find_their_database()
     let starts = (0..8).map(|_| Store::ensure_database(&url));
     let results = futures::future::join_all(starts).await;
 
-    let mut admin = PgConnection::connect(&test_support::admin_url())
-        .await
-        .unwrap();
-    admin
-        .execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str())
-        .await
-        .unwrap();
+    test_support::drop_database(&name).await.unwrap();
     for result in results {
         result.expect("losing the race to create the database is no error");
     }

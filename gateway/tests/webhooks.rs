@@ -9,12 +9,11 @@ use chrono::Utc;
 use common::config::Config;
 use common::signature::{WebhookSecret, sign, sign_legacy, sign_stripe};
 use common::store::{InboxRecord, Store};
-use common::test_support::{TestDatabase, TestRedis, admin_url};
+use common::test_support::{TestDatabase, TestRedis, drop_database};
 use gateway::app::AppState;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
-use sqlx::{Connection, Executor};
 
 /// Key bytes 0x00..0x1f (SENT_API.md's Sent-shaped vector).
 const SENT_SECRET: &str = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -698,11 +697,7 @@ async fn postgres_lost_while_running_gives_503() {
         .await,
     );
     // The database disappears under the running gateway.
-    let mut admin = sqlx::PgConnection::connect(&admin_url()).await.unwrap();
-    admin
-        .execute(format!(r#"DROP DATABASE "{}" WITH (FORCE)"#, app.db.name).as_str())
-        .await
-        .unwrap();
+    drop_database(&app.db.name).await.unwrap();
     let answer = app
         .post(
             "/webhooks/sent",
