@@ -100,21 +100,3 @@ async fn accept_failed(error: std::io::Error) {
     tracing::error!(%error, "accepting a connection failed; retrying in 1 s");
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
-
-/// SIGTERM (from an orchestrator) or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}

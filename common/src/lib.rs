@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod queue;
 pub mod rate;
 pub mod sent;
+pub mod shutdown;
 pub mod signature;
 pub mod startup;
 pub mod store;

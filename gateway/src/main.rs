@@ -68,7 +68,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("GATEWAY_BIND {}: {e}", config.gateway_bind))?;
             tracing::info!(addr = %config.gateway_bind, profile = ?config.profile, "gateway listening");
             let state = AppState::new(config, store, redis).await?;
-            gateway::serve(listener, state, common::http_server::shutdown_signal()).await;
+            gateway::serve(listener, state, common::shutdown::signal()).await;
             Ok(())
         }
         Command::Migrate => {

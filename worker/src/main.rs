@@ -112,10 +112,10 @@ async fn run(args: Args, config: Arc<Config>) -> anyhow::Result<()> {
 
 /// First SIGTERM or SIGINT: stop and drain. A second one: exit at once.
 async fn on_signal(shutdown: CancellationToken) {
-    common::http_server::shutdown_signal().await;
+    common::shutdown::signal().await;
     tracing::info!("shutdown signal received; finishing in-flight work");
     shutdown.cancel();
-    common::http_server::shutdown_signal().await;
+    common::shutdown::signal().await;
     tracing::warn!("second signal: exiting without waiting");
     std::process::exit(130);
 }
