@@ -195,6 +195,13 @@ impl Drop for TestRedis {
     }
 }
 
+/// A loopback port nothing listens on (for a child process to bind, or for
+/// a dependency that is down).
+pub fn free_port() -> u16 {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    socket.local_addr().expect("its address").port()
+}
+
 /// Starts one of this workspace's binaries, as a test runs it: in the temp
 /// directory, no stdin, killed with the test, and everything it prints in a
 /// file of its own (returned, for a test to read or scan).

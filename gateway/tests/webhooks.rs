@@ -9,7 +9,7 @@ use chrono::Utc;
 use common::config::Config;
 use common::signature::{WebhookSecret, sign, sign_legacy, sign_stripe};
 use common::store::{InboxRecord, Store};
-use common::test_support::{TestDatabase, TestRedis, drop_database};
+use common::test_support::{TestDatabase, TestRedis, drop_database, free_port};
 use gateway::app::AppState;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -657,11 +657,7 @@ async fn other_errors_are_json_too() {
 #[tokio::test]
 async fn postgres_unreachable_gives_503() {
     // A port nothing listens on.
-    let port = {
-        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        socket.local_addr().unwrap().port()
-    };
-    let url = format!("postgres://postgres@127.0.0.1:{port}/nowhere");
+    let url = format!("postgres://postgres@127.0.0.1:{}/nowhere", free_port());
     let store = Store::connect_lazy(&url, 2).unwrap();
     let redis = TestRedis::new();
     let base = serve(&url, store, &redis, &[]).await;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::config::Config;
-use common::test_support::{TestDatabase, TestRedis, spawn_logging};
+use common::test_support::{TestDatabase, TestRedis, free_port, spawn_logging};
 use gateway::app::AppState;
 use serde_json::Value;
 
@@ -205,11 +205,7 @@ impl GatewayProcess {
     /// Starts it on a free port with `vars` (and no trace export), and waits
     /// until it answers.
     pub async fn start(vars: &[(&str, &str)]) -> GatewayProcess {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let (child, log) = spawn_logging(
             tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
                 .envs(vars.iter().copied())
