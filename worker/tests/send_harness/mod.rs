@@ -104,7 +104,6 @@ impl Harness {
         Arc::new(Config::from_map(&self.vars).expect("test configuration"))
     }
 
-    /// A worker in this process, as `worker run` runs it.
     /// The gateway in this process, on this harness's settings, database and
     /// Redis prefix: its base URL.
     pub async fn serve_gateway(&self) -> String {
@@ -119,6 +118,7 @@ impl Harness {
         base
     }
 
+    /// A worker in this process, as `worker run` runs it.
     pub async fn start_worker(&self) -> RunningWorker {
         let config = self.config();
         let redis = common::queue::connect(&self.redis.url).await.unwrap();
