@@ -1,7 +1,9 @@
 //! Settings of the simulator, from code (tests) or from `SENT_SIM_*` variables.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -16,6 +18,28 @@ pub const DEV_WEBHOOK_SECRET: &str = "whsec_c2VudC1zaW0tZGV2ZWxvcG1lbnQtb25seS1z
 pub const DEFAULT_API_KEY: &str = "sim_test_key";
 /// Channel used when a send names none (or names `sent`).
 pub const DEFAULT_AUTO_CHANNEL: &str = "sms";
+
+/// Names of the webhook envelope's members (SENT_API.md lists both forms).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WebhookEnvelope {
+    /// `{"field", "event", "timestamp", "request_id", "payload"}` (Sent's current types).
+    #[default]
+    Event,
+    /// `{"field", "sub_type", "timestamp", "request_id", "value"}` (older official samples).
+    SubType,
+}
+
+/// Env var naming a directory: `SimConfig::default()` then records every
+/// `/v3` exchange to a fresh `<dir>/<pid>-<n>.jsonl`.
+pub const RECORD_DIR_VAR: &str = "SENT_SIM_RECORD_DIR";
+
+/// A fresh recording file under `$SENT_SIM_RECORD_DIR`, if that is set.
+fn record_file_in(dir: Option<String>) -> Option<PathBuf> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = dir.filter(|dir| !dir.trim().is_empty())?;
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    Some(PathBuf::from(dir.trim()).join(format!("{}-{n}.jsonl", std::process::id())))
+}
 
 /// Everything the simulator can be told. `Default` suits in-process tests
 /// (fast lifecycle and retries, no faults); [`SimConfig::from_env`] starts
@@ -56,6 +80,18 @@ pub struct SimConfig {
     pub auto_channel: String,
     /// Fault injection in effect at start.
     pub faults: Faults,
+    /// Webhook envelope member names.
+    pub webhook_envelope: WebhookEnvelope,
+    /// Send `X-Webhook-Event-ID` on deliveries (some official samples have none).
+    pub webhook_event_id_header: bool,
+    /// Answer `null` in every optional member Sent may null (`success`,
+    /// `meta`, `data.status`, template id and name, recipients' `to`,
+    /// `channel`, `body`; errors' `details` and `doc_url`), keeping
+    /// `message_id` and `error.code` / `error.message`.
+    pub null_optionals: bool,
+    /// Append every `/v3` exchange to this file as one JSON line. `default()`
+    /// sets a fresh file under `$SENT_SIM_RECORD_DIR` when that is set.
+    pub record: Option<PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -79,6 +115,10 @@ impl Default for SimConfig {
             retry_after_secs: 1,
             auto_channel: DEFAULT_AUTO_CHANNEL.to_owned(),
             faults: Faults::default(),
+            webhook_envelope: WebhookEnvelope::Event,
+            webhook_event_id_header: true,
+            null_optionals: false,
+            record: record_file_in(std::env::var(RECORD_DIR_VAR).ok()),
         }
     }
 }
@@ -103,6 +143,10 @@ impl fmt::Debug for SimConfig {
             .field("retry_after_secs", &self.retry_after_secs)
             .field("auto_channel", &self.auto_channel)
             .field("faults", &self.faults)
+            .field("webhook_envelope", &self.webhook_envelope)
+            .field("webhook_event_id_header", &self.webhook_event_id_header)
+            .field("null_optionals", &self.null_optionals)
+            .field("record", &self.record)
             .finish()
     }
 }
@@ -120,8 +164,12 @@ impl SimConfig {
         let mut config = SimConfig {
             step_delay: Duration::from_millis(100),
             webhook_retry_base: Duration::from_secs(60),
+            record: None,
             ..SimConfig::default()
         };
+        config.record = get("SENT_SIM_RECORD")
+            .map(|path| PathBuf::from(path.trim()))
+            .or_else(|| record_file_in(get(RECORD_DIR_VAR)));
 
         if let Some(keys) = get("SENT_SIM_API_KEYS") {
             config.api_keys = keys
@@ -199,6 +247,28 @@ impl SimConfig {
             }
             config.auto_channel = channel;
         }
+        if let Some(style) = get("SENT_SIM_WEBHOOK_ENVELOPE") {
+            config.webhook_envelope = match style.trim() {
+                "event" => WebhookEnvelope::Event,
+                "sub_type" => WebhookEnvelope::SubType,
+                other => {
+                    bail!("SENT_SIM_WEBHOOK_ENVELOPE must be event or sub_type, got {other:?}")
+                }
+            };
+        }
+        let flag = |name: &str, default: bool| -> anyhow::Result<bool> {
+            match get(name).as_deref().map(str::trim) {
+                None => Ok(default),
+                Some("1" | "true") => Ok(true),
+                Some("0" | "false") => Ok(false),
+                Some(other) => bail!("{name} must be true or false, got {other:?}"),
+            }
+        };
+        config.webhook_event_id_header = flag(
+            "SENT_SIM_WEBHOOK_EVENT_ID_HEADER",
+            config.webhook_event_id_header,
+        )?;
+        config.null_optionals = flag("SENT_SIM_NULL_OPTIONALS", config.null_optionals)?;
         let share = |name: &str, default: f64| -> anyhow::Result<f64> {
             match parse::<f64>(name, get(name))? {
                 Some(value) if (0.0..=1.0).contains(&value) => Ok(value),
@@ -264,6 +334,39 @@ mod tests {
         assert_eq!(config.webhook_retries, 3);
         assert_eq!(config.idempotency_ttl, Duration::from_secs(86_400));
         assert_eq!(config.faults, Faults::default());
+        assert_eq!(config.webhook_envelope, WebhookEnvelope::Event);
+        assert!(config.webhook_event_id_header);
+        assert!(!config.null_optionals);
+        assert_eq!(config.record, None);
+    }
+
+    #[test]
+    fn reads_the_variants_and_recording() {
+        let config = from(&[
+            ("SENT_SIM_WEBHOOK_ENVELOPE", "sub_type"),
+            ("SENT_SIM_WEBHOOK_EVENT_ID_HEADER", "false"),
+            ("SENT_SIM_NULL_OPTIONALS", "1"),
+            ("SENT_SIM_RECORD", "/tmp/sim.jsonl"),
+            ("SENT_SIM_RECORD_DIR", "/tmp/ignored"),
+        ])
+        .unwrap();
+        assert_eq!(config.webhook_envelope, WebhookEnvelope::SubType);
+        assert!(!config.webhook_event_id_header);
+        assert!(config.null_optionals);
+        assert_eq!(config.record, Some(PathBuf::from("/tmp/sim.jsonl")));
+
+        let first = from(&[("SENT_SIM_RECORD_DIR", "/tmp/rec")])
+            .unwrap()
+            .record
+            .unwrap();
+        let second = from(&[("SENT_SIM_RECORD_DIR", "/tmp/rec")])
+            .unwrap()
+            .record
+            .unwrap();
+        assert!(first.starts_with("/tmp/rec") && second.starts_with("/tmp/rec"));
+        assert_ne!(first, second, "a fresh file each time");
+        let name = first.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with(&format!("{}-", std::process::id())) && name.ends_with(".jsonl"));
     }
 
     #[test]
@@ -297,6 +400,9 @@ mod tests {
             ("SENT_SIM_WEBHOOK_SECRET", "whsec_!!!"),
             ("SENT_SIM_API_KEYS", ","),
             ("SENT_SIM_AUTO_CHANNEL", "fax"),
+            ("SENT_SIM_WEBHOOK_ENVELOPE", "value"),
+            ("SENT_SIM_WEBHOOK_EVENT_ID_HEADER", "maybe"),
+            ("SENT_SIM_NULL_OPTIONALS", "yes"),
         ] {
             let err = from(&[(name, value)]).unwrap_err().to_string();
             assert!(err.contains(name), "{err}");

@@ -8,7 +8,9 @@ mod api;
 mod config;
 mod faults;
 mod lifecycle;
+mod record;
 mod server;
+mod signature;
 mod stats;
 mod store;
 mod util;
@@ -23,11 +25,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use config::{DEFAULT_API_KEY, DEV_WEBHOOK_SECRET, SimConfig};
+pub use config::{DEFAULT_API_KEY, DEV_WEBHOOK_SECRET, RECORD_DIR_VAR, SimConfig, WebhookEnvelope};
 pub use faults::Faults;
 pub use stats::{FaultStats, Stats};
 
 use faults::FaultState;
+use record::Recorder;
 use stats::Counters;
 use store::{IdempotencyCache, MessageStore, RateLimiter};
 use webhook::Webhooks;
@@ -51,6 +54,7 @@ struct Sim {
     counters: Counters,
     faults: FaultState,
     webhooks: Webhooks,
+    recorder: Option<Recorder>,
     cancel: CancellationToken,
 }
 
@@ -84,6 +88,7 @@ impl Sim {
             counters: Counters::default(),
             faults: FaultState::new(config.faults),
             webhooks: Webhooks::new(&config)?,
+            recorder: config.record.clone().map(Recorder::new),
             cancel: CancellationToken::new(),
             config,
         })
@@ -129,6 +134,11 @@ impl SimHandle {
     /// The `x-webhook-id` every delivery carries.
     pub fn webhook_id(&self) -> &str {
         &self.sim.webhooks.endpoint_id
+    }
+
+    /// The file `/v3` exchanges are recorded to, if any (`SimConfig::record`).
+    pub fn record_path(&self) -> Option<&std::path::Path> {
+        self.sim.recorder.as_ref().map(Recorder::path)
     }
 
     /// Messages currently held in memory.

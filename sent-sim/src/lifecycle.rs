@@ -115,7 +115,7 @@ async fn run(sim: &Arc<Sim>, meta: &MessageMeta, plan: Plan) {
         if sim.webhooks.url().is_none() {
             continue;
         }
-        let event = Event::message(meta, status, at, reason);
+        let event = Event::message(meta, status, at, reason, sim.config.webhook_envelope);
         if plan.reorder && last > 0 && index == last - 1 {
             held = Some(event);
             continue;
@@ -127,4 +127,70 @@ async fn run(sim: &Arc<Sim>, meta: &MessageMeta, plan: Plan) {
         }
     }
     sim.store.finish(&meta.id);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::SimConfig;
+
+    /// A scheduled message is held (SCHEDULED) until its time, then goes
+    /// through the normal lifecycle. (Over HTTP the earliest time is a minute ahead.)
+    #[tokio::test]
+    async fn scheduled_message_moves_on_at_its_time() {
+        let sim = Arc::new(
+            Sim::new(SimConfig {
+                step_delay: Duration::from_millis(5),
+                record: None,
+                ..SimConfig::default()
+            })
+            .unwrap(),
+        );
+        let created_at = Utc::now();
+        let meta = Arc::new(MessageMeta {
+            id: Uuid::new_v4(),
+            account: 0,
+            account_id: "acct".into(),
+            to: "+14155550123".into(),
+            channel: "sms",
+            template_id: None,
+            template_name: None,
+            body: Some("hi".into()),
+            subject: None,
+            media_urls: None,
+            request_id: "req".into(),
+            created_at,
+            scheduled_at: Some(created_at + chrono::Duration::milliseconds(300)),
+        });
+        start(&sim, Arc::clone(&meta), None);
+        let status = || sim.store.info(&meta.id, 0).unwrap().status;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(status(), "SCHEDULED");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while status() != "DELIVERED" {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stuck at {}",
+                status()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let info = sim.store.info(&meta.id, 0).unwrap();
+        let history: Vec<&str> = info.events.iter().map(|e| e.status).collect();
+        assert_eq!(
+            history,
+            ["SCHEDULED", "QUEUED", "ROUTED", "SENT", "DELIVERED"]
+        );
+        let queued_at = chrono::DateTime::parse_from_rfc3339(&info.events[1].timestamp).unwrap();
+        assert!(
+            queued_at >= meta.scheduled_at.unwrap(),
+            "released no sooner than its time"
+        );
+        assert!(info.scheduled_at.is_some());
+        sim.cancel.cancel();
+    }
 }

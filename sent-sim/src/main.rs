@@ -37,8 +37,26 @@ async fn main() -> anyhow::Result<()> {
         "sent-sim listening"
     );
 
-    common::shutdown::signal().await;
+    shutdown_signal().await;
     tracing::info!("shutting down");
     handle.shutdown().await;
     Ok(())
+}
+
+/// SIGTERM (from an orchestrator) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -31,6 +31,11 @@ pub(crate) fn drop_connection() -> Response {
     response
 }
 
+/// True for a [`drop_connection`] response.
+pub(crate) fn is_dropped(response: &Response) -> bool {
+    response.extensions().get::<DropConnection>().is_some()
+}
+
 /// The error that makes hyper abandon the connection.
 #[derive(Debug)]
 struct Dropped;
@@ -75,7 +80,7 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, cancel: Cancell
                     Ok(response) => response,
                     Err(never) => match never {},
                 };
-                if response.extensions().get::<DropConnection>().is_some() {
+                if is_dropped(&response) {
                     Err(Dropped)
                 } else {
                     Ok(response)

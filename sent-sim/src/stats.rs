@@ -27,6 +27,10 @@ pub struct Stats {
     pub sends_without_idempotency_key: u64,
     /// Sandbox sends answered 202 (no side effects).
     pub sandbox_requests: u64,
+    /// Keys Sent's request type does not define, seen in send bodies (each
+    /// refused with a 400 `VALIDATION_001` naming it). A correct client keeps it at 0.
+    #[serde(default)]
+    pub unknown_fields: u64,
     /// Sends refused by the real per-minute limit (`SENT_SIM_MESSAGES_PER_MINUTE`).
     pub rate_limited: u64,
     /// Webhook attempts answered 2xx (duplicates included).
@@ -71,6 +75,7 @@ pub(crate) struct Counters {
     pub accepted_twice: AtomicU64,
     pub sends_without_idempotency_key: AtomicU64,
     pub sandbox_requests: AtomicU64,
+    pub unknown_fields: AtomicU64,
     pub rate_limited: AtomicU64,
     pub webhooks_delivered: AtomicU64,
     pub webhook_failures: AtomicU64,
@@ -103,6 +108,7 @@ impl Counters {
             accepted_twice: get(&self.accepted_twice),
             sends_without_idempotency_key: get(&self.sends_without_idempotency_key),
             sandbox_requests: get(&self.sandbox_requests),
+            unknown_fields: get(&self.unknown_fields),
             rate_limited: get(&self.rate_limited),
             webhooks_delivered: get(&self.webhooks_delivered),
             webhook_failures: get(&self.webhook_failures),

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use common::sent::wire::{MessageBody, MessageEventEntry, MessageInfo};
 use http::StatusCode;
 use uuid::Uuid;
 
+use crate::api::wire::{EventEntry, Media, MessageBody, MessageInfo};
 use crate::util::rfc3339;
 
 const SHARDS: usize = 16;
@@ -80,11 +80,13 @@ pub(crate) struct MessageMeta {
     pub account: usize,
     pub account_id: Arc<str>,
     pub to: String,
+    /// The channel it goes out on (the auto channel when Sent picks).
     pub channel: &'static str,
     pub template_id: Option<Arc<str>>,
     pub template_name: Option<Arc<str>>,
     pub body: Option<Arc<str>>,
     pub subject: Option<Arc<str>>,
+    pub media_urls: Option<Arc<[String]>>,
     pub request_id: Arc<str>,
     pub created_at: DateTime<Utc>,
     pub scheduled_at: Option<DateTime<Utc>>,
@@ -153,30 +155,43 @@ impl MessageStore {
         let shard = lock(self.shard(id));
         let record = shard.get(id).filter(|r| r.meta.account == account)?;
         let meta = &record.meta;
+        let reason = record
+            .events
+            .last()
+            .and_then(|(status, _, reason)| reason.filter(|_| *status == record.status));
+        let mms = meta.channel == "mms";
         Some(MessageInfo {
             id: meta.id.to_string(),
-            status: Some(record.status.as_str().to_owned()),
-            channel: Some(meta.channel.to_owned()),
-            phone: Some(meta.to.clone()),
-            direction: Some("outbound".to_owned()),
-            customer_id: Some(meta.account_id.to_string()),
+            status: record.status.as_str(),
+            channel: meta.channel,
+            phone: meta.to.clone(),
+            direction: "outbound",
+            customer_id: meta.account_id.to_string(),
             template_id: meta.template_id.as_deref().map(str::to_owned),
             template_name: meta.template_name.as_deref().map(str::to_owned),
-            message_body: Some(MessageBody {
+            message_body: MessageBody {
                 content: meta.body.as_deref().map(str::to_owned),
-                subject: meta.subject.as_deref().map(str::to_owned),
-            }),
-            created_at: Some(rfc3339(meta.created_at)),
-            scheduled_at: meta.scheduled_at.map(rfc3339),
+                subject: meta.subject.as_deref().filter(|_| mms).map(str::to_owned),
+                media: meta
+                    .media_urls
+                    .as_deref()
+                    .filter(|_| mms)
+                    .map(|urls| urls.iter().map(|url| Media { url: url.clone() }).collect()),
+            },
+            created_at: rfc3339(meta.created_at),
             events: record
                 .events
                 .iter()
-                .map(|(status, at, reason)| MessageEventEntry {
-                    status: status.as_str().to_owned(),
+                .map(|(status, at, reason)| EventEntry {
+                    status: status.as_str(),
                     timestamp: rfc3339(*at),
-                    description: reason.map(|r| format!("{}: {}", r.code, r.text)),
+                    reason_code: reason.map(|r| r.code),
+                    reason: reason.map(|r| r.text),
                 })
                 .collect(),
+            reason_code: reason.map(|r| r.code),
+            reason: reason.map(|r| r.text),
+            scheduled_at: meta.scheduled_at.map(rfc3339),
         })
     }
 

@@ -6,16 +6,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use common::sent::wire::MessageEventPayload;
-use common::signature::{WebhookSecret, sign};
 use http::header::CONTENT_TYPE;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::Sim;
-use crate::config::SimConfig;
+use crate::api::wire::MessageEventPayload;
+use crate::config::{SimConfig, WebhookEnvelope};
 use crate::faults::chance;
+use crate::signature::SigningKey;
 use crate::stats::bump;
 use crate::store::{MessageMeta, Reason, Status};
 use crate::util::{rfc3339, sleep_or_cancel};
@@ -33,6 +33,7 @@ pub(crate) struct Event {
     pub body: Bytes,
 }
 
+/// The envelope as Sent's current types name it: `event` and `payload`.
 #[derive(Serialize)]
 struct Outgoing<'a> {
     field: &'static str,
@@ -42,6 +43,16 @@ struct Outgoing<'a> {
     payload: &'a MessageEventPayload,
 }
 
+/// The variant seen in other official material: `sub_type` and `value`.
+#[derive(Serialize)]
+struct OutgoingSubType<'a> {
+    field: &'static str,
+    sub_type: &'static str,
+    timestamp: &'a str,
+    request_id: &'a str,
+    value: &'a MessageEventPayload,
+}
+
 impl Event {
     /// The `message.<status>` event of a status change that happened `at`.
     pub fn message(
@@ -49,40 +60,47 @@ impl Event {
         status: Status,
         at: DateTime<Utc>,
         reason: Option<Reason>,
+        style: WebhookEnvelope,
     ) -> Event {
         let payload = MessageEventPayload {
             message_id: meta.id.to_string(),
-            message_status: Some(status.as_str().to_owned()),
-            channel: Some(meta.channel.to_owned()),
-            outbound_number: Some(meta.to.clone()),
-            inbound_number: None,
+            message_status: status.as_str(),
+            channel: meta.channel,
+            outbound_number: meta.to.clone(),
             template_id: meta.template_id.as_deref().map(str::to_owned),
             template_name: meta.template_name.as_deref().map(str::to_owned),
-            account_id: Some(meta.account_id.to_string()),
-            updated_at: Some(rfc3339(at)),
+            account_id: meta.account_id.to_string(),
+            updated_at: rfc3339(at),
             body: meta.body.as_deref().map(str::to_owned),
-            reason_code: reason.map(|r| r.code.to_owned()),
-            reason: reason.map(|r| r.text.to_owned()),
+            reason_code: reason.map(|r| r.code),
+            reason: reason.map(|r| r.text),
             scheduled_at: match status {
                 Status::Scheduled => meta.scheduled_at.map(rfc3339),
                 _ => None,
             },
-            text: None,
         };
-        let envelope = Outgoing {
-            field: "message",
-            event: status.event(),
-            timestamp: &rfc3339(Utc::now()),
-            request_id: &meta.request_id,
-            payload: &payload,
+        let timestamp = rfc3339(Utc::now());
+        let body = match style {
+            WebhookEnvelope::Event => serde_json::to_vec(&Outgoing {
+                field: "message",
+                event: status.event(),
+                timestamp: &timestamp,
+                request_id: &meta.request_id,
+                payload: &payload,
+            }),
+            WebhookEnvelope::SubType => serde_json::to_vec(&OutgoingSubType {
+                field: "message",
+                sub_type: status.event(),
+                timestamp: &timestamp,
+                request_id: &meta.request_id,
+                value: &payload,
+            }),
         };
         Event {
             id: Uuid::new_v4().to_string(),
             name: status.event(),
             message_id: meta.id,
-            body: serde_json::to_vec(&envelope)
-                .expect("a webhook envelope serializes")
-                .into(),
+            body: body.expect("a webhook envelope serializes").into(),
         }
     }
 }
@@ -93,7 +111,9 @@ pub(crate) struct Webhooks {
     client: reqwest::Client,
     permits: Semaphore,
     url: RwLock<Option<Arc<str>>>,
-    secret: WebhookSecret,
+    key: SigningKey,
+    /// Send `X-Webhook-Event-ID` (off: the deliveries some official samples show).
+    event_id_header: bool,
     /// `x-webhook-id`: the endpoint's id, the same on every delivery.
     pub endpoint_id: String,
     retries: u32,
@@ -120,7 +140,9 @@ impl Webhooks {
             client,
             permits: Semaphore::new(config.webhook_concurrency.max(1)),
             url: RwLock::new(config.webhook_url.as_deref().map(Arc::from)),
-            secret: config.webhook_secret.clone(),
+            key: SigningKey::parse(&config.webhook_secret.to_whsec_string())
+                .ok_or_else(|| anyhow::anyhow!("the webhook secret is not usable"))?,
+            event_id_header: config.webhook_event_id_header,
             endpoint_id: config
                 .webhook_id
                 .clone()
@@ -146,18 +168,18 @@ impl Webhooks {
             return Attempt::NoEndpoint;
         };
         let timestamp = Utc::now().timestamp().to_string();
-        let signature = sign(&self.secret, &self.endpoint_id, &timestamp, &event.body);
-        let result = self
+        let signature = self.key.sign(&self.endpoint_id, &timestamp, &event.body);
+        let mut request = self
             .client
             .post(&*url)
             .header(CONTENT_TYPE, "application/json")
             .header("x-webhook-signature", signature)
             .header("x-webhook-id", &self.endpoint_id)
-            .header("x-webhook-timestamp", timestamp)
-            .header("X-Webhook-Event-ID", &event.id)
-            .body(event.body.clone())
-            .send()
-            .await;
+            .header("x-webhook-timestamp", timestamp);
+        if self.event_id_header {
+            request = request.header("X-Webhook-Event-ID", &event.id);
+        }
+        let result = request.body(event.body.clone()).send().await;
         let outcome = match result {
             Ok(response) => {
                 let status = response.status();

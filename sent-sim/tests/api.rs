@@ -6,7 +6,6 @@ mod support;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use common::sent::wire::{Envelope, MessageInfo, SendData};
 use sent_sim::{SimConfig, Stats};
 use serde_json::{Value, json};
 use support::{KEY, body, client, parts, send, start, wait_for};
@@ -167,7 +166,72 @@ async fn validation_errors_are_400_with_codes_and_details() {
             json!({"to": "+14155550123", "template": {"id": "t"}}),
             None,
             "VALIDATION_001",
-            "body",
+            "to",
+        ),
+        (json!([]), None, "VALIDATION_001", "body"),
+        // Sent's `channels` is a map of channel -> sender entries, not a list.
+        (
+            json!({"to": ["+14155550123"], "template": {"id": "t"}, "channels": ["sms"]}),
+            None,
+            "VALIDATION_001",
+            "channels",
+        ),
+        (
+            json!({"to": ["+14155550123"], "template": {"id": "t"}, "sandbox": "true"}),
+            None,
+            "VALIDATION_001",
+            "sandbox",
+        ),
+        (
+            json!({"to": ["+14155550123"], "template": {"id": "t", "parameters": {"n": 1}}}),
+            None,
+            "VALIDATION_001",
+            "template.parameters",
+        ),
+        // Channel names are case-sensitive.
+        (
+            json!({"to": ["+14155550123"], "template": {"id": "t"}, "channel": ["SMS"]}),
+            None,
+            "VALIDATION_004",
+            "channel",
+        ),
+        (
+            json!({"to": ["+14155550123"], "template": {"id": "t"}, "channels": {"sent": []}}),
+            None,
+            "VALIDATION_004",
+            "channels",
+        ),
+        // id and name are mutually exclusive; template and text too.
+        (
+            json!({"to": ["+14155550123"], "template": {"id": "t", "name": "welcome"}}),
+            None,
+            "VALIDATION_003",
+            "template",
+        ),
+        (
+            json!({"to": ["+14155550123"], "template": {"id": "t"}, "text": "hi"}),
+            None,
+            "VALIDATION_003",
+            "text",
+        ),
+        // Media must be https, and mms needs some.
+        (
+            json!({"to": ["+14155550123"], "text": "hi", "media_urls": ["http://cdn.example.com/a.jpg"]}),
+            None,
+            "VALIDATION_001",
+            "media_urls",
+        ),
+        (
+            json!({"to": ["+14155550123"], "text": "hi", "channel": ["mms"]}),
+            None,
+            "VALIDATION_001",
+            "media_urls",
+        ),
+        (
+            json!({"to": ["+14155550123"], "template": {"id": "t"}, "channel": ["mms"], "media_urls": []}),
+            None,
+            "VALIDATION_001",
+            "media_urls",
         ),
     ];
     for (request, key, code, field) in cases {
@@ -214,7 +278,7 @@ async fn accepted_send_has_the_v3_envelope_and_headers() {
     let client = client();
     let request = json!({
         "to": ["+14155550123", "+14155550124"],
-        "template": {"id": "tmpl_1", "name": "welcome", "parameters": {"name": "Ada"}},
+        "template": {"id": "tmpl_1", "parameters": {"name": "Ada"}},
         "channel": ["sms", "whatsapp"],
     });
     let (status, headers, json) = parts(send(&client, &sim, &request, Some("k-1")).await).await;
@@ -240,47 +304,63 @@ async fn accepted_send_has_the_v3_envelope_and_headers() {
         chrono::DateTime::parse_from_rfc3339(json["meta"]["timestamp"].as_str().unwrap()).is_ok()
     );
 
-    let envelope: Envelope<SendData> = serde_json::from_value(json).unwrap();
-    let data = envelope.data.unwrap();
-    assert_eq!(data.status, "QUEUED");
-    assert_eq!(data.template_id.as_deref(), Some("tmpl_1"));
-    assert_eq!(data.template_name.as_deref(), Some("welcome"));
-    assert_eq!(
-        data.recipients.len(),
-        4,
-        "one message per recipient and channel"
-    );
-    let mut pairs: Vec<(String, String)> = data
-        .recipients
-        .iter()
-        .map(|r| (r.to.clone(), r.channel.clone()))
+    let data = &json["data"];
+    let mut keys: Vec<&str> = data
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
         .collect();
-    pairs.sort();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["recipients", "status", "template_id", "template_name"]
+    );
+    assert_eq!(data["status"], "QUEUED");
+    assert_eq!(data["template_id"], "tmpl_1");
+    assert!(
+        data["template_name"].is_null(),
+        "a send by id names no template"
+    );
+    let recipients = data["recipients"].as_array().unwrap();
+    assert_eq!(recipients.len(), 4, "one message per recipient and channel");
+    let mut pairs: Vec<(&str, &str)> = recipients
+        .iter()
+        .map(|r| (r["to"].as_str().unwrap(), r["channel"].as_str().unwrap()))
+        .collect();
+    pairs.sort_unstable();
     assert_eq!(
         pairs,
         [
-            ("+14155550123".into(), "sms".into()),
-            ("+14155550123".into(), "whatsapp".into()),
-            ("+14155550124".into(), "sms".into()),
-            ("+14155550124".into(), "whatsapp".into()),
+            ("+14155550123", "sms"),
+            ("+14155550123", "whatsapp"),
+            ("+14155550124", "sms"),
+            ("+14155550124", "whatsapp"),
         ]
     );
-    for recipient in &data.recipients {
-        assert!(uuid::Uuid::parse_str(&recipient.message_id).is_ok());
-        assert_eq!(
-            recipient.body.as_deref(),
-            Some("Template welcome (name=Ada)")
-        );
+    for recipient in recipients {
+        assert!(uuid::Uuid::parse_str(recipient["message_id"].as_str().unwrap()).is_ok());
+        assert_eq!(recipient["body"], "Template tmpl_1 (name=Ada)");
     }
 
-    // Omitted channel: the simulator picks sms.
+    // Omitted channel, or `sent`: Sent picks, and says so with nulls.
     let (_, _, json) = parts(send(&client, &sim, &body("+14155550125"), None).await).await;
-    assert_eq!(json["data"]["recipients"][0]["channel"], "sms");
+    let recipient = &json["data"]["recipients"][0];
+    assert!(
+        recipient["channel"].is_null() && recipient["body"].is_null(),
+        "{json}"
+    );
+    assert_eq!(recipient["to"], "+14155550125");
+    assert_eq!(json["data"]["template_name"], "welcome");
     // Free text needs no template.
     let text = json!({"to": ["+14155550126"], "text": "hello", "channel": ["sent"]});
     let (status, _, json) = parts(send(&client, &sim, &text, None).await).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    assert_eq!(json["data"]["recipients"][0]["body"], "hello");
+    let recipient = &json["data"]["recipients"][0];
+    assert!(
+        recipient["channel"].is_null() && recipient["body"].is_null(),
+        "{json}"
+    );
     assert!(json["data"]["template_id"].is_null());
 
     let stats = sim.stats();
@@ -308,18 +388,32 @@ async fn get_message_follows_the_lifecycle() {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        let envelope: Envelope<MessageInfo> = response.json().await.unwrap();
-        envelope.data.unwrap()
+        let json: Value = response.json().await.unwrap();
+        json["data"].clone()
     };
     wait_for(10, "DELIVERED", || async {
-        fetch().await.status.as_deref() == Some("DELIVERED")
+        fetch().await["status"] == "DELIVERED"
     })
     .await;
     let info = fetch().await;
-    assert_eq!(info.id, id);
-    assert_eq!(info.phone.as_deref(), Some("+14155550123"));
-    assert_eq!(info.channel.as_deref(), Some("sms"));
-    let history: Vec<&str> = info.events.iter().map(|e| e.status.as_str()).collect();
+    assert_eq!(info["id"], id.as_str());
+    assert_eq!(info["phone"], "+14155550123");
+    assert_eq!(info["channel"], "sms", "the channel Sent picked");
+    assert_eq!(info["direction"], "outbound");
+    assert_eq!(info["template_name"], "welcome");
+    assert_eq!(
+        info["message_body"]["content"],
+        "Template welcome (name=Ada)"
+    );
+    assert!(info["message_body"]["media"].is_null());
+    assert!(chrono::DateTime::parse_from_rfc3339(info["created_at"].as_str().unwrap()).is_ok());
+    assert!(info.get("reason_code").is_none() && info.get("scheduled_at").is_none());
+    let history: Vec<&str> = info["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
     assert_eq!(history, ["QUEUED", "ROUTED", "SENT", "DELIVERED"]);
 
     for unknown in [uuid::Uuid::new_v4().to_string(), "not-a-uuid".to_owned()] {
@@ -598,4 +692,252 @@ async fn shutdown_stops_serving() {
     );
     sim.shutdown().await;
     assert!(client().get(&url).send().await.is_err());
+}
+
+#[tokio::test]
+async fn fields_sent_does_not_define_are_refused_and_counted() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let request = json!({
+        "to": ["+14155550123"],
+        "template": {"id": "t", "variables": {"a": "b"}},
+        "priority": "high",
+    });
+    let (status, _, json) = parts(send(&client, &sim, &request, None).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(json["error"]["code"], "VALIDATION_001");
+    for field in ["priority", "template.variables"] {
+        assert!(
+            json["error"]["details"][field].is_array(),
+            "{field}: {json}"
+        );
+    }
+    let entry = json!({"to": ["+14155550123"], "template": {"id": "t"},
+                       "channels": {"sms": [{"from": ["+12125550000"], "weight": 2}]}});
+    let (status, _, json) = parts(send(&client, &sim, &entry, None).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        json["error"]["details"]["channels.sms[0].weight"].is_array(),
+        "{json}"
+    );
+    let stats = sim.stats();
+    assert_eq!(stats.unknown_fields, 3);
+    assert_eq!(stats.messages_created, 0);
+    // Every key Sent defines, null where it may be: accepted, nothing counted.
+    let full = json!({
+        "to": ["+14155550123"], "template": {"id": "t", "name": null, "parameters": null},
+        "channel": null, "channels": {"sms": [{"country": "US", "from": ["+12125550000"], "strategy": null}]},
+        "text": null, "scheduled_at": null, "sandbox": false, "media_urls": null, "subject": null,
+    });
+    let (status, _, json) = parts(send(&client, &sim, &full, None).await).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{json}");
+    let stats: Stats = client
+        .get(format!("{}/_sim/stats", sim.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats.unknown_fields, 3);
+}
+
+#[tokio::test]
+async fn mms_with_https_media_is_accepted_and_shown_by_get() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let request = json!({"to": ["+14155550123"], "text": "look", "subject": "Hi",
+                         "channel": ["mms"], "media_urls": ["https://cdn.example.com/a.jpg"]});
+    let (status, _, json) = parts(send(&client, &sim, &request, None).await).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{json}");
+    let recipient = &json["data"]["recipients"][0];
+    assert_eq!(recipient["channel"], "mms");
+    assert_eq!(recipient["body"], "look");
+    let id = recipient["message_id"].as_str().unwrap();
+    let info = client
+        .get(format!("{}/v3/messages/{id}", sim.base_url()))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    let (_, _, info) = parts(info).await;
+    assert_eq!(
+        info["data"]["message_body"],
+        json!({"content": "look", "subject": "Hi", "media": [{"url": "https://cdn.example.com/a.jpg"}]})
+    );
+}
+
+#[tokio::test]
+async fn get_of_a_blocked_message_carries_its_reason() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let (_, _, json) = parts(send(&client, &sim, &body("+14155559999"), None).await).await;
+    let id = json["data"]["recipients"][0]["message_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = format!("{}/v3/messages/{id}", sim.base_url());
+    let fetch = || async {
+        let response = client
+            .get(&url)
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap();
+        parts(response).await.2
+    };
+    wait_for(10, "BLOCKED", || async {
+        fetch().await["data"]["status"] == "BLOCKED"
+    })
+    .await;
+    let data = fetch().await["data"].clone();
+    assert_eq!(data["reason_code"], "BUSINESS_029");
+    assert!(data["reason"].is_string());
+    let events = data["events"].as_array().unwrap();
+    assert!(
+        events[0].get("reason_code").is_none(),
+        "QUEUED needs no reason"
+    );
+    assert_eq!(events[1]["status"], "BLOCKED");
+    assert_eq!(events[1]["reason_code"], "BUSINESS_029");
+}
+
+#[tokio::test]
+async fn null_optionals_setting_nulls_all_but_the_ids() {
+    let sim = start(SimConfig {
+        null_optionals: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let client = client();
+    let request =
+        json!({"to": ["+14155550123"], "template": {"id": "t"}, "channel": ["sms", "sent"]});
+    let (status, headers, json) = parts(send(&client, &sim, &request, None).await).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert!(headers.contains_key("x-request-id"));
+    assert!(json["success"].is_null() && json["meta"].is_null() && json["error"].is_null());
+    let data = &json["data"];
+    for key in ["status", "template_id", "template_name"] {
+        assert!(
+            data[key].is_null() && data.get(key).is_some(),
+            "{key}: {json}"
+        );
+    }
+    let recipients = data["recipients"].as_array().unwrap();
+    assert_eq!(recipients.len(), 2);
+    for recipient in recipients {
+        assert!(recipient["message_id"].is_string());
+        for key in ["to", "channel", "body"] {
+            assert!(
+                recipient[key].is_null() && recipient.get(key).is_some(),
+                "{key}"
+            );
+        }
+    }
+    let bad = json!({"to": ["nope"], "template": {"id": "t"}});
+    let (status, _, json) = parts(send(&client, &sim, &bad, None).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(json["error"]["code"], "VALIDATION_002");
+    assert!(json["error"]["details"].is_null() && json["error"]["doc_url"].is_null());
+    assert!(json["success"].is_null() && json["meta"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_mode_appends_one_json_line_per_v3_exchange() {
+    let dir = std::env::temp_dir().join(format!("sent-sim-record-{}", uuid::Uuid::new_v4()));
+    let path = dir.join("exchanges.jsonl");
+    let sim = start(SimConfig {
+        record: Some(path.clone()),
+        ..SimConfig::default()
+    })
+    .await;
+    assert_eq!(sim.record_path(), Some(path.as_path()));
+    let client = client();
+    // Concurrent sends: each line stays whole.
+    let sends = (0..20).map(|n| {
+        let client = client.clone();
+        let sim = &sim;
+        async move {
+            send(
+                &client,
+                sim,
+                &body(&format!("+1415555{:04}", 1000 + n)),
+                Some(&format!("rec-{n}")),
+            )
+            .await
+        }
+    });
+    let answers = futures::future::join_all(sends).await;
+    let id = {
+        let (_, _, json) = parts(answers.into_iter().next().unwrap()).await;
+        json["data"]["recipients"][0]["message_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    client
+        .get(format!("{}/v3/messages/{id}", sim.base_url()))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    client
+        .post(format!("{}/v3/messages", sim.base_url()))
+        .header("x-api-key", KEY)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    // Not /v3: not recorded.
+    client
+        .get(format!("{}/health", sim.base_url()))
+        .send()
+        .await
+        .unwrap();
+    client
+        .get(format!("{}/_sim/stats", sim.base_url()))
+        .send()
+        .await
+        .unwrap();
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 22, "{text}");
+    let sends: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["method"] == "POST" && l["request"].is_object())
+        .collect();
+    assert_eq!(sends.len(), 20);
+    for line in &sends {
+        assert_eq!(line["path"], "/v3/messages");
+        assert_eq!(line["status"], 202);
+        assert_eq!(line["headers"]["x-api-key"], "<redacted>");
+        assert!(
+            line["headers"]["idempotency-key"]
+                .as_str()
+                .unwrap()
+                .starts_with("rec-")
+        );
+        assert_eq!(line["request"]["template"]["name"], "welcome");
+        assert_eq!(line["response"]["data"]["status"], "QUEUED");
+        assert!(line.get("request_raw").is_none());
+    }
+    assert!(!text.contains(KEY), "the API key never reaches the file");
+    let get = lines.iter().find(|l| l["method"] == "GET").unwrap();
+    assert_eq!(get["path"], format!("/v3/messages/{id}"));
+    assert_eq!(get["status"], 200);
+    assert!(get["request"].is_null());
+    assert_eq!(get["response"]["data"]["id"], id.as_str());
+    let raw = lines
+        .iter()
+        .find(|l| l.get("request_raw").is_some())
+        .unwrap();
+    assert_eq!(raw["request_raw"], "{not json");
+    assert!(raw["request"].is_null());
+    assert_eq!(raw["status"], 400);
+    assert_eq!(raw["response"]["error"]["code"], "VALIDATION_001");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -65,37 +65,35 @@ async fn lifecycle_webhooks_arrive_in_order_and_verify() {
         );
 
         let envelope = delivery.envelope();
-        assert_eq!(envelope.field, "message");
+        assert_eq!(envelope["field"], "message");
         let payload = delivery.payload();
-        let status = payload.message_status.clone().unwrap();
+        let status = delivery.status();
         assert_eq!(
-            envelope.event.as_deref(),
-            Some(format!("message.{}", status.to_lowercase()).as_str())
+            envelope["event"],
+            format!("message.{}", status.to_lowercase()).as_str()
         );
-        assert!(envelope.timestamp.is_some() && envelope.request_id.is_some());
-        assert_eq!(payload.channel.as_deref(), Some("sms"));
-        assert_eq!(payload.outbound_number.as_deref(), Some("+14155550123"));
-        assert_eq!(payload.template_name.as_deref(), Some("welcome"));
-        assert!(payload.template_id.is_some() && payload.account_id.is_some());
-        assert!(payload.updated_at.is_some() && payload.body.is_some());
-        assert!(payload.reason_code.is_none());
-        // The raw JSON uses `event` / `payload` (current names).
-        let raw: serde_json::Value = serde_json::from_slice(&delivery.body).unwrap();
-        assert!(raw.get("event").is_some() && raw.get("payload").is_some());
+        assert!(envelope["timestamp"].is_string() && envelope["request_id"].is_string());
+        assert_eq!(payload["channel"], "sms");
+        assert_eq!(payload["outbound_number"], "+14155550123");
+        assert_eq!(payload["template_name"], "welcome");
+        assert!(payload["template_id"].is_string() && payload["account_id"].is_string());
+        assert!(payload["updated_at"].is_string() && payload["body"].is_string());
+        assert!(payload.get("reason_code").is_none());
+        // Exactly the members of Sent's MessageEvent (current names).
+        let mut keys: Vec<&str> = envelope
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["event", "field", "payload", "request_id", "timestamp"]
+        );
     }
     // A tampered body does not verify.
-    let first = &deliveries[0];
-    let secret = common::signature::WebhookSecret::parse(SECRET).unwrap();
-    let tampered = common::signature::verify(
-        &[secret],
-        first.header("x-webhook-id"),
-        first.header("x-webhook-timestamp"),
-        first.header("x-webhook-signature"),
-        b"{}",
-        common::signature::DEFAULT_TOLERANCE,
-        chrono::Utc::now().timestamp(),
-    );
-    assert!(tampered.is_err());
+    assert!(!deliveries[0].signature_matches(SECRET, b"{}"));
     wait_for(5, "stats", || async { sim.stats().webhooks_delivered >= 4 }).await;
 }
 
@@ -167,16 +165,16 @@ async fn magic_numbers_end_failed_or_blocked() {
         ["QUEUED", "ROUTED", "SENT", "FAILED"]
     );
     let last = receiver.for_message(&failed).pop().unwrap();
-    assert_eq!(last.envelope().event.as_deref(), Some("message.failed"));
-    assert_eq!(last.payload().reason_code.as_deref(), Some("DELIVERY_007"));
-    assert!(last.payload().reason.is_some());
+    assert_eq!(last.envelope()["event"], "message.failed");
+    assert_eq!(last.payload()["reason_code"], "DELIVERY_007");
+    assert!(last.payload()["reason"].is_string());
 
     assert_eq!(receiver.statuses(&blocked), ["QUEUED", "BLOCKED"]);
     let last = receiver.for_message(&blocked).pop().unwrap();
-    assert_eq!(last.envelope().event.as_deref(), Some("message.blocked"));
-    assert_eq!(last.payload().reason_code.as_deref(), Some("BUSINESS_029"));
+    assert_eq!(last.envelope()["event"], "message.blocked");
+    assert_eq!(last.payload()["reason_code"], "BUSINESS_029");
     let last = receiver.for_message(&no_balance).pop().unwrap();
-    assert_eq!(last.payload().reason_code.as_deref(), Some("BUSINESS_003"));
+    assert_eq!(last.payload()["reason_code"], "BUSINESS_003");
 }
 
 #[tokio::test]
@@ -217,9 +215,7 @@ async fn failed_delivery_is_retried_with_the_same_event_id() {
     let all = receiver.deliveries();
     let queued: Vec<_> = all
         .iter()
-        .filter(|d| {
-            d.payload().message_id == id && d.payload().message_status.as_deref() == Some("QUEUED")
-        })
+        .filter(|d| d.message_id() == id && d.status() == "QUEUED")
         .collect();
     assert_eq!(queued.len(), 3, "two refused attempts and one success");
     assert!(queued.iter().all(|d| d.event_id() == queued[0].event_id()));
@@ -307,4 +303,115 @@ async fn webhook_url_can_be_set_at_runtime() {
     let silent = message_id(send(&client, &sim, &body("+14155550125"), None).await).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(receiver.statuses(&silent).is_empty());
+}
+
+#[tokio::test]
+async fn scheduled_send_is_queued_then_scheduled_with_its_time() {
+    let receiver = Receiver::start().await;
+    let sim = start(config(&receiver)).await;
+    let client = client();
+    let at = chrono::Utc::now() + chrono::Duration::minutes(10);
+    let mut request = body("+14155550123");
+    request["scheduled_at"] = json!(at.to_rfc3339());
+    let (status, _, json) = parts(send(&client, &sim, &request, None).await).await;
+    assert_eq!(status, 202);
+    assert_eq!(json["data"]["status"], "QUEUED");
+    let echoed = json["data"]["scheduled_at"].as_str().unwrap();
+    assert!(echoed.ends_with('Z'), "echoed in UTC: {echoed}");
+    let id = json["data"]["recipients"][0]["message_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    wait_for(10, "message.scheduled", || async {
+        !receiver.statuses(&id).is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(receiver.statuses(&id), ["SCHEDULED"], "held until its time");
+    let delivery = receiver.for_message(&id).pop().unwrap();
+    delivery.verify(SECRET);
+    assert_eq!(delivery.envelope()["event"], "message.scheduled");
+    let scheduled_at = delivery.payload()["scheduled_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let parsed = chrono::DateTime::parse_from_rfc3339(&scheduled_at).unwrap();
+    assert!((parsed.timestamp_millis() - at.timestamp_millis()).abs() < 1_000);
+
+    let info = client
+        .get(format!("{}/v3/messages/{id}", sim.base_url()))
+        .header("x-api-key", support::KEY)
+        .send()
+        .await
+        .unwrap();
+    let (_, _, info) = parts(info).await;
+    assert_eq!(info["data"]["status"], "SCHEDULED");
+    assert_eq!(info["data"]["scheduled_at"], scheduled_at.as_str());
+    assert_eq!(info["data"]["events"][0]["status"], "SCHEDULED");
+}
+
+#[tokio::test]
+async fn sub_type_envelope_and_no_event_id_header_by_setting() {
+    let receiver = Receiver::start().await;
+    let sim = start(SimConfig {
+        webhook_envelope: sent_sim::WebhookEnvelope::SubType,
+        webhook_event_id_header: false,
+        ..config(&receiver)
+    })
+    .await;
+    let id = message_id(send(&client(), &sim, &body("+14155550123"), None).await).await;
+    wait_for(10, "four events", || async {
+        receiver.statuses(&id).len() >= 4
+    })
+    .await;
+    for delivery in receiver.for_message(&id) {
+        delivery.verify(SECRET);
+        assert!(!delivery.headers.contains_key("x-webhook-event-id"));
+        let envelope = delivery.envelope();
+        let mut keys: Vec<&str> = envelope
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["field", "request_id", "sub_type", "timestamp", "value"]
+        );
+        assert_eq!(
+            envelope["sub_type"],
+            format!("message.{}", delivery.status().to_lowercase()).as_str()
+        );
+    }
+}
+
+#[tokio::test]
+async fn auto_channel_is_reported_in_webhooks_not_in_the_202() {
+    let receiver = Receiver::start().await;
+    let sim = start(SimConfig {
+        auto_channel: "whatsapp".into(),
+        ..config(&receiver)
+    })
+    .await;
+    let request = json!({"to": ["+14155550123"], "text": "hi", "channel": ["sent"]});
+    let (_, _, json) = parts(send(&client(), &sim, &request, None).await).await;
+    let recipient = &json["data"]["recipients"][0];
+    assert!(
+        recipient["channel"].is_null() && recipient["body"].is_null(),
+        "{json}"
+    );
+    let id = recipient["message_id"].as_str().unwrap().to_owned();
+    wait_for(10, "QUEUED", || async {
+        !receiver.statuses(&id).is_empty()
+    })
+    .await;
+    let delivery = receiver.for_message(&id).remove(0);
+    assert_eq!(delivery.payload()["channel"], "whatsapp");
+    assert_eq!(delivery.payload()["body"], "hi");
+    assert!(
+        delivery.payload().get("template_id").is_none(),
+        "free text: no template"
+    );
 }

@@ -8,12 +8,14 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use bytes::Bytes;
 use chrono::Utc;
-use common::sent::wire::{Recipient, SendData, SendRequest};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use uuid::Uuid;
 
 use super::response::{Failure, json, success_body};
-use super::validate::{ValidSend, is_idempotency_key, magic_failure, validate};
+use super::validate::{
+    ChannelChoice, ValidSend, is_idempotency_key, magic_failure, shape_failure, validate,
+};
+use super::wire::{Recipient, SendData, parse_send};
 use super::{authenticate, new_request_id};
 use crate::Sim;
 use crate::faults::{DropWhen, Reject};
@@ -21,7 +23,7 @@ use crate::lifecycle;
 use crate::server::drop_connection;
 use crate::stats::bump;
 use crate::store::{Begin, MessageMeta};
-use crate::util::sleep_or_cancel;
+use crate::util::{rfc3339, sleep_or_cancel};
 
 pub(crate) async fn send(
     State(sim): State<Arc<Sim>>,
@@ -30,16 +32,17 @@ pub(crate) async fn send(
 ) -> Response {
     bump(&sim.counters.requests);
     bump(&sim.counters.send_requests);
+    let nulls = sim.config.null_optionals;
     let request_id = new_request_id();
     let account = match authenticate(&sim, &headers) {
         Ok(account) => account,
-        Err(failure) => return failure.into_response(&request_id, sim.limiter.peek(None)),
+        Err(failure) => return failure.into_response(&request_id, sim.limiter.peek(None), nulls),
     };
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
             return Failure::new(rejection.status(), "VALIDATION_001", rejection.body_text())
-                .into_response(&request_id, sim.limiter.peek(Some(account)));
+                .into_response(&request_id, sim.limiter.peek(Some(account)), nulls);
         }
     };
 
@@ -63,7 +66,7 @@ pub(crate) async fn send(
         return drop_connection();
     }
     response.unwrap_or_else(|failure| {
-        failure.into_response(&request_id, sim.limiter.peek(Some(account)))
+        failure.into_response(&request_id, sim.limiter.peek(Some(account)), nulls)
     })
 }
 
@@ -136,25 +139,29 @@ async fn process(
             }
         },
     };
-    let request: SendRequest = serde_json::from_slice(body).map_err(|err| {
-        let details = [("body".to_owned(), vec![err.to_string()])];
-        Failure::validation(
-            "VALIDATION_001",
-            "The request body is not valid JSON for this endpoint",
-            details.into_iter().collect(),
-        )
-    })?;
-    let valid = validate(&request, sim.auto_channel, Utc::now())?;
+    let parsed = parse_send(body);
+    if !parsed.unknown_fields.is_empty() {
+        sim.counters.unknown_fields.fetch_add(
+            parsed.unknown_fields.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        tracing::warn!(fields = ?parsed.unknown_fields, "send with fields Sent does not define");
+    }
+    let Some(request) = parsed.request else {
+        return Err(shape_failure(&parsed.problems));
+    };
+    let valid = validate(&request, Utc::now())?;
     if let Some(failure) = magic_failure(&request) {
         return Err(failure);
     }
+    let nulls = sim.config.null_optionals;
 
     if request.sandbox == Some(true) {
         bump(&sim.counters.sandbox_requests);
-        let data = send_data(&valid, |_, _| Uuid::new_v4());
+        let data = send_data(&valid, nulls, |_, _| Uuid::new_v4());
         let mut response = json(
             StatusCode::ACCEPTED,
-            success_body(data, request_id),
+            success_body(data, request_id, nulls),
             request_id,
             sim.limiter.peek(Some(account)),
         );
@@ -204,17 +211,21 @@ async fn process(
     let created_at = Utc::now();
     let shared_request_id: Arc<str> = Arc::from(request_id);
     let account_id = Arc::clone(&sim.accounts[account].account_id);
-    let data = send_data(&valid, |to, channel| {
+    let data = send_data(&valid, nulls, |to, choice| {
         let meta = Arc::new(MessageMeta {
             id: Uuid::new_v4(),
             account,
             account_id: Arc::clone(&account_id),
             to: to.to_owned(),
-            channel,
+            channel: match choice {
+                ChannelChoice::Auto => sim.auto_channel,
+                ChannelChoice::Named(channel) => channel,
+            },
             template_id: valid.template_id.clone(),
             template_name: valid.template_name.clone(),
             body: valid.body.clone(),
             subject: valid.subject.clone(),
+            media_urls: valid.media_urls.clone(),
             request_id: Arc::clone(&shared_request_id),
             created_at,
             scheduled_at: valid.scheduled_at,
@@ -228,7 +239,7 @@ async fn process(
         .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
     bump(&sim.counters.accepted_requests);
 
-    let body = success_body(data, request_id);
+    let body = success_body(data, request_id, nulls);
     match in_flight {
         Some(in_flight) => {
             let before = in_flight.complete(StatusCode::ACCEPTED, body.clone());
@@ -244,23 +255,43 @@ async fn process(
 }
 
 /// The 202's `data`, creating one message id per recipient and channel.
-fn send_data(valid: &ValidSend, mut create: impl FnMut(&str, &'static str) -> Uuid) -> SendData {
+/// Where Sent picks the channel, `channel` and `body` are `null`; with
+/// `nulls` every optional member is, except `message_id`.
+fn send_data(
+    valid: &ValidSend,
+    nulls: bool,
+    mut create: impl FnMut(&str, ChannelChoice) -> Uuid,
+) -> SendData {
     let mut recipients = Vec::with_capacity(valid.message_count());
     for to in &valid.to {
-        for &channel in &valid.channels {
+        for &choice in &valid.channels {
+            let message_id = create(to, choice).to_string();
+            let named = match choice {
+                ChannelChoice::Named(channel) if !nulls => Some(channel),
+                _ => None,
+            };
             recipients.push(Recipient {
-                message_id: create(to, channel).to_string(),
-                to: to.clone(),
-                channel: channel.to_owned(),
-                body: valid.body.as_deref().map(str::to_owned),
+                message_id: Some(message_id),
+                to: (!nulls).then(|| to.clone()),
+                channel: named,
+                body: named.and_then(|_| valid.body.as_deref().map(str::to_owned)),
             });
         }
     }
     SendData {
-        status: "QUEUED".to_owned(),
-        template_id: valid.template_id.as_deref().map(str::to_owned),
-        template_name: valid.template_name.as_deref().map(str::to_owned),
-        recipients,
+        status: (!nulls).then_some("QUEUED"),
+        template_id: valid
+            .template_id
+            .as_deref()
+            .filter(|_| !nulls)
+            .map(str::to_owned),
+        template_name: valid
+            .template_name
+            .as_deref()
+            .filter(|_| !nulls)
+            .map(str::to_owned),
+        recipients: Some(recipients),
+        scheduled_at: valid.scheduled_at.map(rfc3339),
     }
 }
 
@@ -270,10 +301,13 @@ pub(crate) async fn get(
     headers: HeaderMap,
 ) -> Response {
     bump(&sim.counters.requests);
+    let nulls = sim.config.null_optionals;
     let request_id = new_request_id();
     let account = match authenticate(&sim, &headers) {
         Ok(account) => account,
-        Err(failure) => return failure.into_response(&request_id, sim.limiter.peek(None)),
+        Err(failure) => {
+            return failure.into_response(&request_id, sim.limiter.peek(None), nulls);
+        }
     };
     let rate = sim.limiter.peek(Some(account));
     let info = Uuid::parse_str(&id)
@@ -282,11 +316,11 @@ pub(crate) async fn get(
     match info {
         Some(info) => json(
             StatusCode::OK,
-            success_body(info, request_id.as_str()),
+            success_body(info, request_id.as_str(), nulls),
             &request_id,
             rate,
         ),
         None => Failure::new(StatusCode::NOT_FOUND, "RESOURCE_001", "Message not found")
-            .into_response(&request_id, rate),
+            .into_response(&request_id, rate, nulls),
     }
 }

@@ -4,6 +4,7 @@ mod admin;
 mod messages;
 pub(crate) mod response;
 pub(crate) mod validate;
+pub(crate) mod wire;
 
 use std::sync::Arc;
 
@@ -20,6 +21,18 @@ use response::Failure;
 
 /// Every route; reading this function tells all the simulator serves.
 pub(crate) fn router(sim: Arc<Sim>) -> Router {
+    let router = routes(Arc::clone(&sim));
+    if sim.recorder.is_some() {
+        router.layer(axum::middleware::from_fn_with_state(
+            sim,
+            crate::record::record,
+        ))
+    } else {
+        router
+    }
+}
+
+fn routes(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/v3/messages", post(messages::send))
         .route("/v3/messages/{id}", get(messages::get))
@@ -60,8 +73,11 @@ pub(crate) fn authenticate(sim: &Sim, headers: &HeaderMap) -> Result<usize, Fail
 
 async fn not_found(State(sim): State<Arc<Sim>>) -> Response {
     bump(&sim.counters.requests);
-    Failure::new(StatusCode::NOT_FOUND, "RESOURCE_001", "No such route")
-        .into_response(&new_request_id(), sim.limiter.peek(None))
+    Failure::new(StatusCode::NOT_FOUND, "RESOURCE_001", "No such route").into_response(
+        &new_request_id(),
+        sim.limiter.peek(None),
+        sim.config.null_optionals,
+    )
 }
 
 async fn method_not_allowed(State(sim): State<Arc<Sim>>) -> Response {
@@ -71,5 +87,9 @@ async fn method_not_allowed(State(sim): State<Arc<Sim>>) -> Response {
         "VALIDATION_001",
         "Method not allowed on this route",
     )
-    .into_response(&new_request_id(), sim.limiter.peek(None))
+    .into_response(
+        &new_request_id(),
+        sim.limiter.peek(None),
+        sim.config.null_optionals,
+    )
 }

@@ -2,28 +2,25 @@
 //! every answer carries.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use chrono::Utc;
-use common::sent::wire::{API_VERSION, ApiError, Envelope, Meta};
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 use serde::Serialize;
 
+pub(crate) use super::wire::Details;
+use super::wire::{API_VERSION, ApiError, Envelope, Meta};
 use crate::store::RateInfo;
 use crate::util::rfc3339;
-
-/// Field name -> problems, as in `error.details`.
-pub(crate) type Details = BTreeMap<String, Vec<String>>;
 
 pub(crate) fn meta(request_id: &str) -> Meta {
     Meta {
         request_id: request_id.to_owned(),
         timestamp: rfc3339(Utc::now()),
-        version: API_VERSION.to_owned(),
+        version: API_VERSION,
     }
 }
 
@@ -42,9 +39,16 @@ pub(crate) fn json(status: StatusCode, body: Bytes, request_id: &str, rate: Rate
     response
 }
 
-/// A success envelope around `data`, serialized.
-pub(crate) fn success_body<T: Serialize>(data: T, request_id: &str) -> Bytes {
-    serde_json::to_vec(&Envelope::ok(data, meta(request_id)))
+/// A success envelope around `data`, serialized. With `nulls`
+/// (`SimConfig::null_optionals`) `success` and `meta` are `null`.
+pub(crate) fn success_body<T: Serialize>(data: T, request_id: &str, nulls: bool) -> Bytes {
+    let envelope = Envelope {
+        success: (!nulls).then_some(true),
+        data: Some(data),
+        error: None,
+        meta: (!nulls).then(|| meta(request_id)),
+    };
+    serde_json::to_vec(&envelope)
         .expect("envelopes serialize")
         .into()
 }
@@ -87,15 +91,23 @@ impl Failure {
         self
     }
 
-    pub fn into_response(self, request_id: &str, rate: RateInfo) -> Response {
+    /// The failure envelope. With `nulls` (`SimConfig::null_optionals`)
+    /// `success`, `meta`, `error.details` and `error.doc_url` are `null`;
+    /// `error.code` and `error.message` stay.
+    pub fn into_response(self, request_id: &str, rate: RateInfo, nulls: bool) -> Response {
         let error = ApiError {
-            code: self.code.to_owned(),
-            message: self.message.into_owned(),
-            details: self.details,
-            doc_url: Some(format!("https://docs.sent.dm/errors/{}", self.code)),
+            code: Some(self.code.to_owned()),
+            message: Some(self.message.into_owned()),
+            details: self.details.filter(|_| !nulls),
+            doc_url: (!nulls).then(|| format!("https://docs.sent.dm/errors/{}", self.code)),
         };
-        let body = serde_json::to_vec(&Envelope::<()>::err(error, meta(request_id)))
-            .expect("envelopes serialize");
+        let envelope = Envelope::<()> {
+            success: (!nulls).then_some(false),
+            data: None,
+            error: Some(error),
+            meta: (!nulls).then(|| meta(request_id)),
+        };
+        let body = serde_json::to_vec(&envelope).expect("envelopes serialize");
         let mut response = json(self.status, body.into(), request_id, rate);
         if let Some(secs) = self.retry_after {
             response

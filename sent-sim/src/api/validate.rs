@@ -6,26 +6,38 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use common::sent::wire::SendRequest;
 use http::StatusCode;
 use uuid::Uuid;
 
 use super::response::{Details, Failure};
+use super::wire::{SendRequest, ShapeProblem};
 use crate::lifecycle::Forced;
 
 /// Most recipients one send may name.
 pub(crate) const MAX_RECIPIENTS: usize = 1_000;
 const MAX_TEMPLATE_REF: usize = 100;
+/// Channel names of `channel`, exactly as Sent spells them (case-sensitive).
+const CHANNEL_NAMES: &str = "sms, whatsapp, rcs, mms, sent";
+
+/// One entry of `channel`: a named channel, or `sent` / no channel (Sent picks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChannelChoice {
+    /// Sent picks: the 202 shows `channel` and `body` as `null`; the message
+    /// goes out on the simulator's auto channel.
+    Auto,
+    Named(&'static str),
+}
 
 /// A send that passed validation, with everything the messages need.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ValidSend {
     pub to: Vec<String>,
-    pub channels: Vec<&'static str>,
+    pub channels: Vec<ChannelChoice>,
     pub template_id: Option<Arc<str>>,
     pub template_name: Option<Arc<str>>,
     pub body: Option<Arc<str>>,
     pub subject: Option<Arc<str>>,
+    pub media_urls: Option<Arc<[String]>>,
     pub scheduled_at: Option<DateTime<Utc>>,
     pub forced: Option<Forced>,
 }
@@ -35,7 +47,6 @@ impl ValidSend {
         self.to.len() * self.channels.len()
     }
 }
-
 /// `^\+[1-9]\d{1,14}$`
 pub(crate) fn is_e164(number: &str) -> bool {
     let bytes = number.as_bytes();
@@ -68,14 +79,41 @@ impl Problems {
             .or_default()
             .push(problem);
     }
+
+    fn into_failure(self) -> Option<Failure> {
+        let code = self.code?;
+        Some(Failure::validation(
+            code,
+            "The request is invalid",
+            self.details,
+        ))
+    }
 }
 
-/// Checks a parsed send; `auto_channel` replaces an omitted channel or `sent`.
-pub(crate) fn validate(
-    request: &SendRequest,
-    auto_channel: &'static str,
-    now: DateTime<Utc>,
-) -> Result<ValidSend, Failure> {
+/// The 400 for a body whose shape is wrong (not JSON, wrong types, keys Sent
+/// does not define): `VALIDATION_001`, each field named in `details`.
+pub(crate) fn shape_failure(problems: &[ShapeProblem]) -> Failure {
+    let mut collected = Problems::default();
+    for problem in problems {
+        collected.add("VALIDATION_001", &problem.field, problem.problem.clone());
+    }
+    collected.into_failure().unwrap_or_else(|| {
+        Failure::validation("VALIDATION_001", "The request is invalid", Details::new())
+    })
+}
+
+fn named_channel(name: &str) -> Option<&'static str> {
+    match name {
+        "sms" => Some("sms"),
+        "whatsapp" => Some("whatsapp"),
+        "rcs" => Some("rcs"),
+        "mms" => Some("mms"),
+        _ => None,
+    }
+}
+
+/// Checks a send whose shape is right.
+pub(crate) fn validate(request: &SendRequest, now: DateTime<Utc>) -> Result<ValidSend, Failure> {
     let mut problems = Problems::default();
 
     let mut to: Vec<String> = Vec::with_capacity(request.to.len());
@@ -122,37 +160,81 @@ pub(crate) fn validate(
             );
         }
     }
-    if template_id.is_none() && template_name.is_none() && text.is_none() {
+    match (template, &text) {
+        (None, None) => problems.add(
+            "VALIDATION_003",
+            "template",
+            "a template (id or name) or text is required".into(),
+        ),
+        (Some(_), Some(_)) => problems.add(
+            "VALIDATION_003",
+            "text",
+            "provide either template or text, not both".into(),
+        ),
+        (Some(_), None) if template_id.is_none() && template_name.is_none() => problems.add(
+            "VALIDATION_003",
+            "template",
+            "a template id or name is required".into(),
+        ),
+        _ => {}
+    }
+    if template_id.is_some() && template_name.is_some() {
         problems.add(
             "VALIDATION_003",
             "template",
-            "a template id or name is required unless text is given".into(),
+            "template.id and template.name are mutually exclusive".into(),
         );
     }
 
-    let mut channels: Vec<&'static str> = Vec::with_capacity(2);
+    let mut channels: Vec<ChannelChoice> = Vec::with_capacity(2);
     for name in request.channel.iter().flatten() {
-        let channel = match name.to_ascii_lowercase().as_str() {
-            "sms" => "sms",
-            "whatsapp" => "whatsapp",
-            "rcs" => "rcs",
-            "mms" => "mms",
-            "sent" => auto_channel,
-            _ => {
+        let choice = match (name.as_str(), named_channel(name)) {
+            ("sent", _) => ChannelChoice::Auto,
+            (_, Some(channel)) => ChannelChoice::Named(channel),
+            (_, None) => {
                 problems.add(
                     "VALIDATION_004",
                     "channel",
-                    format!("{name:?} is not one of sms, whatsapp, rcs, mms, sent"),
+                    format!("{name:?} is not one of {CHANNEL_NAMES} (names are case-sensitive)"),
                 );
                 continue;
             }
         };
-        if !channels.contains(&channel) {
-            channels.push(channel);
+        if !channels.contains(&choice) {
+            channels.push(choice);
         }
     }
     if channels.is_empty() {
-        channels.push(auto_channel);
+        channels.push(ChannelChoice::Auto);
+    }
+
+    for (channel, entries) in request.channels.iter().flatten() {
+        if channel == "sent" {
+            problems.add(
+                "VALIDATION_004",
+                "channels",
+                "sent is auto-detect, not a channel: it cannot hold sender numbers".into(),
+            );
+        } else if named_channel(channel).is_none() {
+            problems.add(
+                "VALIDATION_004",
+                "channels",
+                format!("{channel:?} is not one of sms, whatsapp, rcs, mms"),
+            );
+        }
+        for (index, entry) in entries.iter().enumerate() {
+            for number in entry.from.iter().flatten() {
+                if !is_e164(number) {
+                    problems.add(
+                        "VALIDATION_002",
+                        "channels",
+                        format!(
+                            "channels.{channel}[{index}].from: {number:?} is not an E.164 number"
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     let mut scheduled_at = None;
@@ -178,22 +260,28 @@ pub(crate) fn validate(
         }
     }
 
-    for url in request.media_urls.iter().flatten() {
-        if !(url.starts_with("https://") || url.starts_with("http://")) {
+    let media_urls = request.media_urls.clone().unwrap_or_default();
+    for url in &media_urls {
+        if !is_https_url(url) {
             problems.add(
                 "VALIDATION_001",
                 "media_urls",
-                format!("{url:?} is not an http(s) URL"),
+                format!("{url:?} is not an https URL"),
             );
         }
     }
+    // The simulator's templates carry no media: mms needs media_urls.
+    if media_urls.is_empty() && channels.contains(&ChannelChoice::Named("mms")) {
+        problems.add(
+            "VALIDATION_001",
+            "media_urls",
+            "mms needs something attached: media_urls is empty and the template has no media"
+                .into(),
+        );
+    }
 
-    if let Some(code) = problems.code {
-        return Err(Failure::validation(
-            code,
-            "The request is invalid",
-            problems.details,
-        ));
+    if let Some(failure) = problems.into_failure() {
+        return Err(failure);
     }
 
     // Sent resolves a name to its template's id; the simulator derives a stable one.
@@ -215,9 +303,15 @@ pub(crate) fn validate(
         template_name: template_name.map(Arc::from),
         body: body.map(Arc::from),
         subject: nonempty(request.subject.as_ref()).map(Arc::from),
+        media_urls: (!media_urls.is_empty()).then(|| Arc::from(media_urls)),
         scheduled_at,
         forced: forced_outcome(request),
     })
+}
+
+/// `https://host/...`
+fn is_https_url(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| u.scheme() == "https" && u.host_str().is_some())
 }
 
 fn resolved_label<'a>(name: &'a Option<String>, id: &'a Option<String>) -> &'a str {
@@ -308,19 +402,27 @@ fn forced_outcome(request: &SendRequest) -> Option<Forced> {
 
 #[cfg(test)]
 mod tests {
-    use common::sent::wire::TemplateBody;
+    use serde_json::{Value, json};
 
+    use super::super::wire::parse_send;
     use super::*;
 
-    fn send(to: &[&str]) -> SendRequest {
-        SendRequest {
-            to: to.iter().map(|s| s.to_string()).collect(),
-            template: Some(TemplateBody {
-                name: Some("welcome".into()),
-                ..TemplateBody::default()
-            }),
-            ..SendRequest::default()
-        }
+    fn request(value: Value) -> SendRequest {
+        let parsed = parse_send(&serde_json::to_vec(&value).unwrap());
+        assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
+        parsed.request.unwrap()
+    }
+
+    fn send(to: &[&str]) -> Value {
+        json!({"to": to, "template": {"name": "welcome"}})
+    }
+
+    /// The code and the fields named in `details` of a refused send.
+    fn refused(value: Value) -> (&'static str, Vec<String>) {
+        let failure = validate(&request(value.clone()), Utc::now())
+            .expect_err(&format!("{value} must be refused"));
+        assert_eq!(failure.status, StatusCode::BAD_REQUEST);
+        (failure.code, failure.details.unwrap().into_keys().collect())
     }
 
     #[test]
@@ -345,45 +447,135 @@ mod tests {
     }
 
     #[test]
-    fn fans_out_and_resolves_channels() {
-        let mut request = send(&["+14155550123", "+14155550124", "+14155550123"]);
-        request.channel = Some(vec!["sent".into(), "WhatsApp".into(), "sms".into()]);
-        let valid = validate(&request, "sms", Utc::now()).unwrap();
+    fn fans_out_and_keeps_auto_apart_from_named_channels() {
+        let mut value = send(&["+14155550123", "+14155550124", "+14155550123"]);
+        value["channel"] = json!(["sent", "whatsapp", "sms", "sms"]);
+        let valid = validate(&request(value), Utc::now()).unwrap();
         assert_eq!(valid.to.len(), 2);
-        assert_eq!(valid.channels, ["sms", "whatsapp"]);
-        assert_eq!(valid.message_count(), 4);
+        assert_eq!(
+            valid.channels,
+            [
+                ChannelChoice::Auto,
+                ChannelChoice::Named("whatsapp"),
+                ChannelChoice::Named("sms")
+            ]
+        );
+        assert_eq!(valid.message_count(), 6);
         assert_eq!(valid.template_name.as_deref(), Some("welcome"));
         assert_eq!(valid.template_id.as_deref().map(str::len), Some(36));
+        let valid = validate(&request(send(&["+14155550123"])), Utc::now()).unwrap();
+        assert_eq!(valid.channels, [ChannelChoice::Auto]);
+        let mut empty = send(&["+14155550123"]);
+        empty["channel"] = json!([]);
+        let valid = validate(&request(empty), Utc::now()).unwrap();
+        assert_eq!(valid.channels, [ChannelChoice::Auto]);
     }
 
     #[test]
     fn reports_every_problem_with_the_first_code() {
-        let mut request = send(&["0123"]);
-        request.template = None;
-        request.channel = Some(vec!["fax".into()]);
-        request.scheduled_at = Some("2026-01-01T00:00:00".into());
-        let failure = validate(&request, "sms", Utc::now()).unwrap_err();
-        assert_eq!(failure.code, "VALIDATION_002");
-        let details = failure.details.unwrap();
-        for field in ["to", "template", "channel", "scheduled_at"] {
-            assert!(details.contains_key(field), "{field}: {details:?}");
+        let (code, fields) = refused(json!({
+            "to": ["0123"],
+            "channel": ["fax"],
+            "scheduled_at": "2026-01-01T00:00:00",
+        }));
+        assert_eq!(code, "VALIDATION_002");
+        assert_eq!(fields, ["channel", "scheduled_at", "template", "to"]);
+    }
+
+    #[test]
+    fn channel_names_are_case_sensitive() {
+        for name in ["SMS", "WhatsApp", "Sent", "fax"] {
+            let mut value = send(&["+14155550123"]);
+            value["channel"] = json!([name]);
+            assert_eq!(
+                refused(value),
+                ("VALIDATION_004", vec!["channel".into()]),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn template_and_text_exactly_one() {
+        let both = json!({"to": ["+14155550123"], "template": {"id": "t"}, "text": "hi"});
+        assert_eq!(refused(both), ("VALIDATION_003", vec!["text".into()]));
+        let neither = json!({"to": ["+14155550123"]});
+        assert_eq!(
+            refused(neither),
+            ("VALIDATION_003", vec!["template".into()])
+        );
+        let empty = json!({"to": ["+14155550123"], "template": {"parameters": {"a": "b"}}});
+        assert_eq!(refused(empty), ("VALIDATION_003", vec!["template".into()]));
+        let text = json!({"to": ["+14155550123"], "text": "hi", "template": null});
+        assert!(validate(&request(text), Utc::now()).is_ok());
+    }
+
+    #[test]
+    fn template_id_and_name_are_mutually_exclusive() {
+        let both = json!({"to": ["+14155550123"], "template": {"id": "t", "name": "welcome"}});
+        assert_eq!(refused(both), ("VALIDATION_003", vec!["template".into()]));
+        let id = json!({"to": ["+14155550123"], "template": {"id": "t", "name": null}});
+        assert!(validate(&request(id), Utc::now()).is_ok());
+    }
+
+    #[test]
+    fn media_urls_must_be_https_and_mms_needs_media() {
+        let mut http = send(&["+14155550123"]);
+        http["media_urls"] = json!([
+            "https://cdn.example.com/a.jpg",
+            "http://cdn.example.com/b.jpg"
+        ]);
+        assert_eq!(refused(http), ("VALIDATION_001", vec!["media_urls".into()]));
+        for media in [json!(null), json!([])] {
+            let value = json!({"to": ["+14155550123"], "text": "hi", "channel": ["mms"], "media_urls": media});
+            assert_eq!(
+                refused(value),
+                ("VALIDATION_001", vec!["media_urls".into()])
+            );
+        }
+        let template_mms =
+            json!({"to": ["+14155550123"], "template": {"id": "t"}, "channel": ["sms", "mms"]});
+        assert_eq!(
+            refused(template_mms),
+            ("VALIDATION_001", vec!["media_urls".into()])
+        );
+        let mms = json!({"to": ["+14155550123"], "text": "hi", "channel": ["mms"],
+                         "media_urls": ["https://cdn.example.com/a.jpg"], "subject": "Hi"});
+        let valid = validate(&request(mms), Utc::now()).unwrap();
+        assert_eq!(valid.media_urls.as_deref().map(<[String]>::len), Some(1));
+        assert_eq!(valid.subject.as_deref(), Some("Hi"));
+    }
+
+    #[test]
+    fn sender_channels_are_checked() {
+        let mut good = send(&["+14155550123"]);
+        good["channels"] =
+            json!({"sms": [{"from": ["+12125550000"], "country": "US"}], "whatsapp": []});
+        assert!(validate(&request(good), Utc::now()).is_ok());
+        for (channels, code) in [
+            (
+                json!({"sent": [{"from": ["+12125550000"]}]}),
+                "VALIDATION_004",
+            ),
+            (json!({"SMS": []}), "VALIDATION_004"),
+            (json!({"sms": [{"from": ["2125550000"]}]}), "VALIDATION_002"),
+        ] {
+            let mut value = send(&["+14155550123"]);
+            value["channels"] = channels;
+            assert_eq!(refused(value), (code, vec!["channels".into()]));
         }
     }
 
     #[test]
     fn schedule_window() {
         let now = Utc::now();
-        let mut request = send(&["+14155550123"]);
-        request.scheduled_at = Some((now + Duration::hours(1)).to_rfc3339());
-        assert!(
-            validate(&request, "sms", now)
-                .unwrap()
-                .scheduled_at
-                .is_some()
-        );
-        request.scheduled_at = Some((now + Duration::days(31)).to_rfc3339());
-        assert!(validate(&request, "sms", now).is_err());
-        request.scheduled_at = Some((now + Duration::seconds(10)).to_rfc3339());
-        assert!(validate(&request, "sms", now).is_err());
+        let at = |at: DateTime<Utc>| {
+            let mut value = send(&["+14155550123"]);
+            value["scheduled_at"] = json!(at.to_rfc3339());
+            validate(&request(value), now)
+        };
+        assert!(at(now + Duration::hours(1)).unwrap().scheduled_at.is_some());
+        assert!(at(now + Duration::days(31)).is_err());
+        assert!(at(now + Duration::seconds(10)).is_err());
     }
 }
