@@ -9,8 +9,15 @@ if ! command -v chromium >/dev/null 2>&1; then
   echo "installing chromium for the status page test" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+# Tests that start sent-sim with SimConfig::default() record their traffic to
+# Sent there; scripts/sdk-check.sh checks it against Sent's official SDK.
+export SENT_SIM_RECORD_DIR="$PWD/target/sent-sim-record"
+rm -rf "$SENT_SIM_RECORD_DIR" && mkdir -p "$SENT_SIM_RECORD_DIR"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else
   cargo test --workspace --no-fail-fast "$@"
 fi
+# A filtered run may start no simulator: then there is no traffic to check.
+if [ $# -gt 0 ]; then unset SENT_SIM_RECORD_DIR; fi
+scripts/sdk-check.sh
