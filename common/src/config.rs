@@ -146,6 +146,9 @@ pub struct CallbackConfig {
     pub retention: Option<Duration>,
 }
 
+/// How long Sent remembers an `Idempotency-Key` (SENT_API.md).
+pub const SENT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub concurrency: usize,
@@ -160,6 +163,42 @@ pub struct WorkerConfig {
     /// process exits anyway (their jobs then return to the queue).
     pub shutdown_grace: Duration,
     pub metrics_bind: SocketAddr,
+    /// A message Sent has (accepted, scheduled at Sent, sent) whose status
+    /// has not moved for this long is checked with `GET /v3/messages/{id}`
+    /// (`STATUS_POLL_AFTER_SECS`); later polls wait 4, 24 and 96 times as long.
+    pub status_poll_after: Duration,
+    /// Fleet-wide status polls per minute (`STATUS_POLLS_PER_MINUTE`; 0: none).
+    pub status_polls_per_minute: u32,
+}
+
+impl WorkerConfig {
+    /// The gaps before each status poll: 15 minutes, 1, 6 and 24 hours by default.
+    pub fn status_poll_gaps(&self) -> [Duration; crate::store::STATUS_POLLS] {
+        [1, 4, 24, 96].map(|factor| self.status_poll_after * factor)
+    }
+
+    /// The backoff of send retries.
+    pub fn backoff(&self) -> crate::backoff::Backoff {
+        crate::backoff::Backoff {
+            base: self.backoff_base,
+            max: self.backoff_max,
+        }
+    }
+
+    /// The longest a message's attempts can take, first to last.
+    pub fn worst_retry_time(&self, sent: &SentConfig) -> Duration {
+        self.backoff().worst_case(
+            self.max_attempts,
+            crate::sent::classify::MAX_RETRY_AFTER,
+            sent.timeout,
+        )
+    }
+
+    /// How old a dead-lettered message's first attempt may be for a
+    /// re-drive to end inside Sent's idempotency window.
+    pub fn redrive_safe_window(&self, sent: &SentConfig) -> Duration {
+        SENT_IDEMPOTENCY_WINDOW.saturating_sub(self.worst_retry_time(sent))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +218,8 @@ pub struct Config {
     /// `API_KEYS`: bootstrap keys as `(name, key)`.
     pub api_keys: Vec<(String, Secret)>,
     pub max_body_bytes: usize,
+    /// Longest free `text` of a message, in Unicode scalar values (`TEXT_MAX_CHARS`).
+    pub text_max_chars: usize,
     pub request_timeout: Duration,
     /// After SIGTERM, how long the gateway keeps accepting connections while
     /// `/health` answers 503, so a load balancer can stop routing to it
@@ -332,6 +373,10 @@ impl Config {
             reconcile_interval: env.seconds("RECONCILE_INTERVAL_SECS", 30)?,
             reconcile_after: env.seconds("RECONCILE_AFTER_SECS", 120)?,
             shutdown_grace: env.seconds("WORKER_SHUTDOWN_GRACE_SECS", 30)?,
+            status_poll_after: env.positive_seconds("STATUS_POLL_AFTER_SECS", 900)?,
+            // Sent documents 200 requests a minute on its standard endpoints;
+            // polls take at most a tenth of that by default.
+            status_polls_per_minute: env.parse("STATUS_POLLS_PER_MINUTE", 20)?,
             // Tests run many workers on one machine: an ephemeral port each.
             metrics_bind: env.parse(
                 "WORKER_METRICS_BIND",
@@ -349,6 +394,21 @@ impl Config {
         }
         if worker.max_attempts == 0 {
             return Err(env.bad("WORKER_MAX_ATTEMPTS", "must be at least 1".into()));
+        }
+        // Sent keeps an Idempotency-Key for 24 hours: a retry after that
+        // could send the message twice.
+        let worst = worker.worst_retry_time(&sent);
+        if worst > SENT_IDEMPOTENCY_WINDOW {
+            return Err(env.bad(
+                "WORKER_MAX_ATTEMPTS",
+                format!(
+                    "retries could run for {}h (WORKER_MAX_ATTEMPTS with WORKER_BACKOFF_MAX_SECS, \
+                     the longest Retry-After honoured ({}s) and SENT_TIMEOUT_SECS), past Sent's \
+                     24-hour idempotency window, after which a retry could send twice: lower them",
+                    worst.as_secs() / 3600,
+                    crate::sent::classify::MAX_RETRY_AFTER.as_secs()
+                ),
+            ));
         }
 
         let inbox = InboxConfig {
@@ -432,6 +492,7 @@ impl Config {
             trusted_proxies: env.networks("FORWARDED_ALLOW_IPS")?,
             api_keys,
             max_body_bytes: env.parse("MAX_BODY_BYTES", 2 * 1024 * 1024)?,
+            text_max_chars: env.parse("TEXT_MAX_CHARS", 1600)?,
             request_timeout: env.seconds("REQUEST_TIMEOUT_SECS", 15)?,
             shutdown_delay: env.seconds("GATEWAY_SHUTDOWN_DELAY_SECS", 2)?,
             idle_timeout: env.positive_seconds("GATEWAY_IDLE_TIMEOUT_SECS", 75)?,
@@ -617,6 +678,24 @@ mod tests {
             let err = Config::from_map(&vars(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{err}");
         }
+    }
+
+    #[test]
+    fn retries_must_end_inside_sents_idempotency_window() {
+        // The defaults: 7 retries of at most an hour each.
+        assert!(Config::from_map(&vars(&[])).is_ok());
+        assert!(Config::from_map(&vars(&[("WORKER_MAX_ATTEMPTS", "24")])).is_ok());
+        let err = Config::from_map(&vars(&[("WORKER_MAX_ATTEMPTS", "26")])).unwrap_err();
+        assert_eq!(err.var, "WORKER_MAX_ATTEMPTS");
+        assert!(err.to_string().contains("WORKER_BACKOFF_MAX_SECS"), "{err}");
+        // A longer backoff or timeout makes fewer attempts fit.
+        let err = Config::from_map(&vars(&[
+            ("WORKER_MAX_ATTEMPTS", "10"),
+            ("WORKER_BACKOFF_BASE_MS", "3600000"),
+            ("WORKER_BACKOFF_MAX_SECS", "14400"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "WORKER_MAX_ATTEMPTS");
     }
 
     #[test]

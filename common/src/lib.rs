@@ -2,6 +2,7 @@
 //! configuration, domain types, storage, the queue, the Sent client and
 //! webhook signatures.
 
+pub mod backoff;
 pub mod config;
 pub mod domain;
 #[cfg(feature = "http-server")]

@@ -13,6 +13,10 @@ pub const RATE_LIMITED: &str = "gateway_rate_limited_total";
 pub const WEBHOOKS: &str = "gateway_webhooks_total";
 pub const JOBS: &str = "worker_jobs_total";
 pub const SENT_REQUESTS: &str = "worker_sent_requests_total";
+/// 2xx answers from Sent from which no message id could be read.
+pub const SENT_UNREADABLE_ANSWERS: &str = "worker_sent_unreadable_answers_total";
+/// Status polls of Sent (`GET /v3/messages/{id}`), by outcome.
+pub const SENT_STATUS_POLLS: &str = "worker_sent_status_polls_total";
 pub const SENT_DURATION: &str = "worker_sent_request_duration_seconds";
 pub const QUEUE_DEPTH: &str = "worker_queue_depth";
 pub const QUEUE_OLDEST_AGE: &str = "worker_queue_oldest_job_age_seconds";

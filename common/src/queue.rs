@@ -108,6 +108,19 @@ impl SendQueue {
         self.push(tasks).await
     }
 
+    /// [`SendQueue::enqueue`] with a due time for each job: a message the
+    /// gateway holds until its `scheduled_at` is not sent before then.
+    pub async fn enqueue_due(
+        &self,
+        jobs: &[(SendJob, Option<SystemTime>)],
+    ) -> Result<(), apalis_redis::Error> {
+        let tasks = jobs
+            .iter()
+            .map(|(job, due)| task(job, job.message_id().0, *due))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.push(tasks).await
+    }
+
     /// Messages that may have had a task before (a re-drive): each job gets a
     /// task id of its own, so an old finished task cannot swallow it.
     pub async fn enqueue_again(&self, jobs: &[SendJob]) -> Result<(), apalis_redis::Error> {
@@ -253,14 +266,34 @@ fn task(
     let bytes = serde_json::to_vec(job).map_err(apalis_redis::Error::Json)?;
     let mut builder = TaskBuilder::new(bytes).task_id(TaskId::from_ulid(id));
     if let Some(at) = run_at {
-        builder = builder.run_at_time(at);
+        builder = builder.run_at_time(whole_second_after(at));
     }
     Ok(builder.build())
+}
+
+/// apalis rounds due times down to the second; rounding up keeps every job at
+/// or after the time it was given (a retry's `Retry-After`, a held message's
+/// `scheduled_at`).
+fn whole_second_after(at: SystemTime) -> SystemTime {
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs() + u64::from(since.subsec_nanos() > 0);
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn due_times_round_up_to_the_second() {
+        let epoch = SystemTime::UNIX_EPOCH;
+        let at = epoch + Duration::from_millis(10_001);
+        assert_eq!(whole_second_after(at), epoch + Duration::from_secs(11));
+        let exact = epoch + Duration::from_secs(10);
+        assert_eq!(whole_second_after(exact), exact);
+    }
 
     #[test]
     fn job_payload_is_versioned_json() {

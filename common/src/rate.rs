@@ -212,3 +212,45 @@ mod tests {
         );
     }
 }
+
+/// A fleet-wide budget of calls to Sent (sends, status polls): GCRA in
+/// Redis under one key, shared by every worker.
+#[derive(Clone)]
+pub struct Budget {
+    limiter: RateLimiter,
+    key: &'static str,
+    quota: Quota,
+}
+
+impl Budget {
+    pub fn new(limiter: RateLimiter, key: &'static str, quota: Quota) -> Budget {
+        Budget {
+            limiter,
+            key,
+            quota,
+        }
+    }
+
+    /// Waits for one unit of the budget; false when `shutdown` came first.
+    /// While Redis is unreachable it waits and tries again.
+    pub async fn take(&self, shutdown: &tokio_util::sync::CancellationToken) -> bool {
+        loop {
+            let wait = match self.limiter.check(self.key, self.quota).await {
+                Ok(Ok(())) => return true,
+                // Spread the waiters so they do not all come back at once.
+                Ok(Err(retry)) => {
+                    retry.0
+                        + Duration::from_millis(rand::Rng::random_range(&mut rand::rng(), 0..50))
+                }
+                Err(error) => {
+                    tracing::warn!(%error, budget = self.key, "budget unavailable (redis); waiting");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}

@@ -18,6 +18,8 @@ fn message(callback_url: Option<&str>) -> NewMessage {
         template_id: None,
         template_name: Some("welcome".into()),
         parameters: json!({"name": "Ada"}),
+        text: None,
+        media_urls: vec![],
         channels: vec!["sms".into()],
         scheduled_at: None,
         sandbox: false,
@@ -409,4 +411,19 @@ async fn a_message_keeps_its_requests_trace_for_the_work_that_comes_later() {
         found["sent-2"],
         [(untraced.to_string(), TraceContext::new())]
     );
+}
+
+/// The guarded update ranks statuses in SQL (`status_rank`); the domain ranks
+/// them in Rust (`MessageStatus::rank`). They must agree on every status.
+#[tokio::test]
+async fn sql_status_rank_is_the_domain_rank() {
+    let db = TestDatabase::new().await;
+    for status in MessageStatus::ALL {
+        let (rank,): (Option<i32>,) = sqlx::query_as("SELECT status_rank($1)")
+            .bind(status.as_str())
+            .fetch_one(db.store.pool())
+            .await
+            .unwrap();
+        assert_eq!(rank, Some(i32::from(status.rank())), "{status}");
+    }
 }

@@ -6,6 +6,7 @@
 //! timer to tune and no added latency when idle.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use common::domain::MessageId;
 use common::queue::{SendJob, SendQueue};
@@ -87,18 +88,22 @@ async fn commit(store: &Store, queue: &SendQueue, ttl: std::time::Duration, batc
         }
     };
 
-    let jobs: Vec<SendJob> = batch
+    // A scheduled message is held here until its time (and can be
+    // cancelled until then): its job is due at `scheduled_at`.
+    let jobs: Vec<(SendJob, Option<SystemTime>)> = batch
         .iter()
         .zip(&outcomes)
         .filter(|(_, o)| **o == SubmitOutcome::Stored)
         .flat_map(|(p, _)| {
-            p.submission
-                .messages
-                .iter()
-                .map(|m| SendJob::new(m.id, p.submission.trace.clone()))
+            p.submission.messages.iter().map(|m| {
+                (
+                    SendJob::new(m.id, p.submission.trace.clone()),
+                    m.scheduled_at.map(SystemTime::from),
+                )
+            })
         })
         .collect();
-    if let Err(error) = queue.enqueue(&jobs).await {
+    if let Err(error) = queue.enqueue_due(&jobs).await {
         tracing::warn!(%error, messages = jobs.len(), "enqueue failed; withdrawing the batch");
         let stored: Vec<&Submission> = submissions
             .iter()
@@ -107,7 +112,7 @@ async fn commit(store: &Store, queue: &SendQueue, ttl: std::time::Duration, batc
             .map(|(s, _)| s)
             .collect();
         if let Err(error) = store.withdraw(&stored).await {
-            // The messages stay `queued`; the worker's reconciler enqueues them.
+            // The messages stay; the worker's reconciler enqueues them.
             let ids: Vec<MessageId> = stored
                 .iter()
                 .flat_map(|s| s.messages.iter().map(|m| m.id))

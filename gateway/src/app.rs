@@ -113,7 +113,8 @@ pub fn routes(
         .routes(utoipa_axum::routes!(messages::order_confirmation))
         .routes(utoipa_axum::routes!(messages::batch))
         .routes(utoipa_axum::routes!(messages::list))
-        .routes(utoipa_axum::routes!(messages::get_one));
+        .routes(utoipa_axum::routes!(messages::get_one))
+        .routes(utoipa_axum::routes!(messages::cancel));
     let dashboard_data = OpenApiRouter::new().routes(utoipa_axum::routes!(dashboard::data));
     let open = OpenApiRouter::new()
         .routes(utoipa_axum::routes!(webhooks::sent))

@@ -23,6 +23,9 @@ pub enum ApiError {
     NotFound,
     #[error("idempotency key reused with a different request")]
     IdempotencyConflict,
+    /// The message is past the point where it can be cancelled.
+    #[error("message can no longer be cancelled ({0})")]
+    NotCancellable(common::domain::MessageStatus),
     #[error("body too large")]
     PayloadTooLarge,
     #[error("unsupported media type")]
@@ -45,7 +48,7 @@ impl ApiError {
             ApiError::Validation(_) | ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized | ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::IdempotencyConflict => StatusCode::CONFLICT,
+            ApiError::IdempotencyConflict | ApiError::NotCancellable(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -63,6 +66,7 @@ impl ApiError {
             ApiError::BadSignature(_) => "invalid_signature",
             ApiError::NotFound => "not_found",
             ApiError::IdempotencyConflict => "idempotency_conflict",
+            ApiError::NotCancellable(_) => "not_cancellable",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
@@ -82,6 +86,17 @@ impl ApiError {
             ApiError::IdempotencyConflict => {
                 "Idempotency-Key was already used with a different request".to_owned()
             }
+            ApiError::NotCancellable(status) => {
+                use common::domain::MessageStatus as S;
+                let why = match status {
+                    S::Sending => "a send attempt has started, and Sent may already have it",
+                    S::Accepted | S::Scheduled | S::Sent => {
+                        "it has been handed to Sent, whose API has no cancel call"
+                    }
+                    _ => "it is already final",
+                };
+                format!("The message can no longer be cancelled: {why} (status {status})")
+            }
             ApiError::PayloadTooLarge => "Request body too large".to_owned(),
             ApiError::UnsupportedMediaType => "Content-Type must be application/json".to_owned(),
             ApiError::RateLimited { .. } => "Rate limit exceeded".to_owned(),
@@ -94,6 +109,7 @@ impl ApiError {
         match self {
             ApiError::Validation(messages) => body["messages"] = json!(messages),
             ApiError::RateLimited { retry_after } => body["retry_after"] = json!(retry_after),
+            ApiError::NotCancellable(status) => body["status"] = json!(status),
             _ => {}
         }
         body

@@ -210,6 +210,7 @@ impl Modify for Components {
 /// | `not_found` | 404 | unknown route, or a message that is not the caller's |
 /// | `method_not_allowed` | 405 | the route exists with another method |
 /// | `idempotency_conflict` | 409 | `Idempotency-Key` reused with a different body |
+/// | `not_cancellable` | 409 | the message was already handed to Sent (or is final); `status` says where it is |
 /// | `payload_too_large` | 413 | body over `MAX_BODY_BYTES` (2 MiB) |
 /// | `unsupported_media_type` | 415 | not `application/json` |
 /// | `rate_limited` | 429 | see `Retry-After` and `retry_after` |
@@ -227,6 +228,7 @@ pub enum ErrorCode {
     NotFound,
     MethodNotAllowed,
     IdempotencyConflict,
+    NotCancellable,
     PayloadTooLarge,
     UnsupportedMediaType,
     RateLimited,
@@ -236,7 +238,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::ValidationError,
         ErrorCode::MalformedJson,
         ErrorCode::BadRequest,
@@ -245,6 +247,7 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::IdempotencyConflict,
+        ErrorCode::NotCancellable,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::RateLimited,
@@ -276,6 +279,9 @@ pub struct ErrorBody {
     /// `rate_limited` only: seconds until a retry can succeed, as `Retry-After`.
     #[schema(required = false, minimum = 0)]
     pub retry_after: u64,
+    /// `not_cancellable` only: the message's status.
+    #[schema(required = false)]
+    pub status: MessageStatus,
 }
 
 /// A reusable error response: [`ErrorBody`] with `code` narrowed to `codes`.
@@ -380,6 +386,9 @@ error_responses! {
     IdempotencyConflict 409 [IdempotencyConflict]:
         "The `Idempotency-Key` was already used by this API key with a different request."
         => ApiError::IdempotencyConflict.body();
+    NotCancellable 409 [NotCancellable]:
+        "The message was already handed to Sent (whose API has no cancel call), or is final."
+        => ApiError::NotCancellable(MessageStatus::Accepted).body();
     PayloadTooLarge 413 [PayloadTooLarge]:
         "The body is larger than `MAX_BODY_BYTES` (2 MiB by default)."
         => ApiError::PayloadTooLarge.body();
@@ -574,14 +583,22 @@ pub struct SendFields {
     /// E.164: `+`, then 2 to 15 ASCII digits, no leading zero.
     #[schema(pattern = r"^\+[1-9][0-9]{1,14}$", example = "+14155550123")]
     pub phone_number: String,
-    /// Sent's template id. At least one of `template_id` and `template_name`.
+    /// Sent's template id. A template (`template_id` and/or `template_name`) or `text`.
     #[schema(min_length = 1, max_length = 100, example = "tmpl_123")]
     pub template_id: Option<String>,
-    /// Sent's template name. At least one of `template_id` and `template_name`.
+    /// Sent's template name. A template (`template_id` and/or `template_name`) or `text`.
     #[schema(min_length = 1, max_length = 100, example = "welcome")]
     pub template_name: Option<String>,
+    /// Free text instead of a template, up to `TEXT_MAX_CHARS` (1,600 by
+    /// default) characters, counted as Unicode scalar values.
+    #[schema(min_length = 1, example = "Your code is 123456")]
+    pub text: Option<String>,
+    /// Media for MMS: up to 10 https URLs of up to 2048 characters each, which
+    /// the carrier fetches. Required with `text` on the `mms` channel.
+    #[schema(max_items = 10, example = json!(["https://cdn.example/receipt.png"]))]
+    pub media_urls: Option<Vec<String>>,
     /// Template parameters: up to 100 entries, keys up to 128 and values up to
-    /// 1024 characters, strings only.
+    /// 1024 characters, strings only. Not with `text`.
     #[schema(schema_with = parameters_schema)]
     pub parameters: Option<BTreeMap<String, String>>,
     /// Channels to try; empty or absent lets Sent choose. No duplicates.
@@ -646,13 +663,14 @@ impl PartialSchema for SendBody {
         };
         AllOfBuilder::new()
             .description(Some(
-                "One message. At least one of `template_id` and `template_name`; unknown fields are refused.",
+                "One message: a template (`template_id` and/or `template_name`) or free `text`, not both; unknown fields are refused.",
             ))
             .item(SendFields::schema())
             .item(
                 AnyOfBuilder::new()
                     .item(named("template_id"))
-                    .item(named("template_name")),
+                    .item(named("template_name"))
+                    .item(named("text")),
             )
             .into()
     }
@@ -705,7 +723,7 @@ pub struct Accepted {
         example = "01JDX4W1Q2RZ8N3B5C7D9F0GHK"
     )]
     pub message_id: String,
-    #[schema(value_type = String, pattern = "^queued$", example = "queued")]
+    #[schema(value_type = String, pattern = "^(queued|scheduled)$", example = "queued")]
     pub status: String,
     pub created_at: DateTime<Utc>,
 }
@@ -743,7 +761,7 @@ impl ToSchema for BatchResult {
 pub struct BatchQueued {
     #[schema(pattern = "^[0-9A-HJKMNP-TV-Z]{26}$")]
     pub message_id: String,
-    #[schema(pattern = "^queued$", example = "queued")]
+    #[schema(pattern = "^(queued|scheduled)$", example = "queued")]
     pub status: String,
 }
 
@@ -757,6 +775,10 @@ pub struct Message {
     pub phone_number: String,
     pub template_id: Option<String>,
     pub template_name: Option<String>,
+    /// Free text, when the message has no template.
+    pub text: Option<String>,
+    /// https media for MMS.
+    pub media_urls: Vec<String>,
     pub channels: Vec<Channel>,
     /// Calls to Sent so far.
     pub attempts: i32,
@@ -925,6 +947,7 @@ mod tests {
             ApiError::BadSignature("mismatch"),
             ApiError::NotFound,
             ApiError::IdempotencyConflict,
+            ApiError::NotCancellable(MessageStatus::Sent),
             ApiError::PayloadTooLarge,
             ApiError::UnsupportedMediaType,
             ApiError::RateLimited { retry_after: 1 },
@@ -939,6 +962,7 @@ mod tests {
                 | ApiError::BadSignature(_)
                 | ApiError::NotFound
                 | ApiError::IdempotencyConflict
+                | ApiError::NotCancellable(_)
                 | ApiError::PayloadTooLarge
                 | ApiError::UnsupportedMediaType
                 | ApiError::RateLimited { .. }

@@ -22,12 +22,24 @@ const PARAMETERS_MAX_KEYS: usize = 100;
 const PARAMETER_MAX_KEY_CHARS: usize = 128;
 const PARAMETER_MAX_CHARS: usize = 1024;
 
+/// Most `media_urls` in one message.
+pub const MEDIA_URLS_MAX: usize = 10;
+/// Longest URL (`callback_url`, each of `media_urls`).
+pub const URL_MAX_CHARS: usize = 2048;
+
 /// A validated send request. Its JSON form is canonical (sorted maps), so
-/// it is what an `Idempotency-Key` repeat is compared on.
+/// it is what an `Idempotency-Key` repeat is compared on. The fields added
+/// for free text are left out of it when empty, so that a template
+/// request's form, and so its `Idempotency-Key` hash, is what it was before.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SendRequest {
     pub phone_number: PhoneNumber,
-    pub template: TemplateRef,
+    /// The template, or `None` for free `text`: exactly one of the two.
+    pub template: Option<TemplateRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub media_urls: Vec<String>,
     pub parameters: BTreeMap<String, String>,
     pub channels: Vec<Channel>,
     pub scheduled_at: Option<DateTime<Utc>>,
@@ -170,12 +182,16 @@ impl<'a> Fields<'a> {
 
 pub struct SendRules {
     pub allow_http_callbacks: bool,
+    /// `TEXT_MAX_CHARS`.
+    pub text_max_chars: usize,
 }
 
 const SEND_FIELDS: &[&str] = &[
     "phone_number",
     "template_id",
     "template_name",
+    "text",
+    "media_urls",
     "parameters",
     "channels",
     "scheduled_at",
@@ -191,14 +207,29 @@ pub fn send_request(
 ) -> Result<SendRequest, FieldErrors> {
     let mut f = Fields::new(object, SEND_FIELDS);
     let phone_number = f.phone("phone_number");
-    let template = template(&mut f);
+    let text = f.string("text", false, Some(rules.text_max_chars));
+    if text.as_deref() == Some("") {
+        f.error("text", "Must not be empty.");
+    }
+    // Whether a text was given, valid or not: either way no template is asked for.
+    let text_given = f.present("text").is_some();
+    let template = template(&mut f, text_given);
     let parameters = f.string_map(
         "parameters",
         PARAMETERS_MAX_KEYS,
         PARAMETER_MAX_KEY_CHARS,
         PARAMETER_MAX_CHARS,
     );
+    if text.is_some() && !parameters.is_empty() {
+        f.error("parameters", "Only with a template, not with text.");
+    }
+    let media_urls = media_urls(&mut f);
     let channels = channels(&mut f);
+    // Sent refuses MMS with nothing attached; a template may carry its own
+    // media, so only free text is checked here.
+    if text.is_some() && media_urls.is_empty() && channels.contains(&Channel::Mms) {
+        f.error("media_urls", "Required when text is sent on mms.");
+    }
     let scheduled_at = scheduled_at(&mut f, now);
     let sandbox = f.boolean("sandbox");
     let callback_url = callback_url(&mut f, rules);
@@ -213,6 +244,8 @@ pub fn send_request(
         .map(|(phone_number, template)| SendRequest {
             phone_number,
             template,
+            text,
+            media_urls,
             parameters,
             channels,
             scheduled_at,
@@ -223,18 +256,34 @@ pub fn send_request(
     f.finish(request)
 }
 
-/// `template_id` and/or `template_name`, each 1..=100 characters.
-fn template(f: &mut Fields<'_>) -> Option<TemplateRef> {
+/// `template_id` and/or `template_name`, each 1..=100 characters, or
+/// neither when the message is free `text`. `Some(None)` is a valid text
+/// message; `None` means a problem was recorded.
+fn template(f: &mut Fields<'_>, has_text: bool) -> Option<Option<TemplateRef>> {
     let id = f.string("template_id", false, None);
     let name = f.string("template_name", false, None);
     if f.errors.contains_key("template_id") || f.errors.contains_key("template_name") {
         return None;
     }
-    if id.is_none() && name.is_none() {
-        for field in ["template_id", "template_name"] {
-            f.error(field, "One of template_id or template_name is required.");
+    match (id.is_some() || name.is_some(), has_text) {
+        (false, true) => return Some(None),
+        (true, true) => {
+            f.error(
+                "text",
+                "Give either a template (template_id, template_name) or text, not both.",
+            );
+            return None;
         }
-        return None;
+        (false, false) => {
+            for field in ["template_id", "template_name", "text"] {
+                f.error(
+                    field,
+                    "One of template_id, template_name or text is required.",
+                );
+            }
+            return None;
+        }
+        (true, false) => {}
     }
     for (field, value) in [("template_id", &id), ("template_name", &name)] {
         if value
@@ -244,7 +293,39 @@ fn template(f: &mut Fields<'_>) -> Option<TemplateRef> {
             f.error(field, "Length must be between 1 and 100.");
         }
     }
-    TemplateRef::new(id, name).ok()
+    TemplateRef::new(id, name).ok().map(Some)
+}
+
+/// Up to [`MEDIA_URLS_MAX`] https URLs (Sent fetches them; it takes https only).
+fn media_urls(f: &mut Fields<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    match f.present("media_urls") {
+        None => {}
+        Some(Value::Array(items)) if items.len() > MEDIA_URLS_MAX => {
+            f.error("media_urls", format!("At most {MEDIA_URLS_MAX} URLs."));
+        }
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let field = format!("media_urls.{i}");
+                match item.as_str() {
+                    Some(raw) if raw.chars().count() > URL_MAX_CHARS => f.error(
+                        &field,
+                        format!("Longer than maximum length {URL_MAX_CHARS}."),
+                    ),
+                    Some(raw) if is_https_url(raw) => out.push(raw.to_owned()),
+                    Some(_) => f.error(&field, "Not a valid https URL."),
+                    None => f.error(&field, NOT_STRING),
+                }
+            }
+        }
+        Some(_) => f.error("media_urls", "Not a valid list."),
+    }
+    out
+}
+
+fn is_https_url(raw: &str) -> bool {
+    !raw.contains('\0')
+        && url::Url::parse(raw).is_ok_and(|u| u.scheme() == "https" && u.host().is_some())
 }
 
 fn channels(f: &mut Fields<'_>) -> Vec<Channel> {
@@ -293,7 +374,7 @@ fn scheduled_at(f: &mut Fields<'_>, now: DateTime<Utc>) -> Option<DateTime<Utc>>
 }
 
 fn callback_url(f: &mut Fields<'_>, rules: &SendRules) -> Option<String> {
-    let raw = f.string("callback_url", false, Some(2048))?;
+    let raw = f.string("callback_url", false, Some(URL_MAX_CHARS))?;
     match url::Url::parse(&raw) {
         Ok(u) if u.scheme() == "https" && u.host().is_some() => Some(raw),
         Ok(u) if u.scheme() == "http" && u.host().is_some() && rules.allow_http_callbacks => {
@@ -323,6 +404,7 @@ mod tests {
             body.as_object().unwrap(),
             &SendRules {
                 allow_http_callbacks: false,
+                text_max_chars: 1600,
             },
             Utc::now(),
         )
@@ -361,6 +443,64 @@ mod tests {
         let errors = validate(json!({})).unwrap_err();
         assert_eq!(errors["phone_number"], vec![MISSING]);
         assert!(errors.contains_key("template_id") && errors.contains_key("template_name"));
+        assert!(errors.contains_key("text"));
+    }
+
+    #[test]
+    fn free_text_and_media() {
+        let base = json!({"phone_number": "+14155550123"});
+        let with = |extra: Value| {
+            let mut body = base.clone();
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            validate(body)
+        };
+        let ok = with(json!({"text": "Your code is 1234"})).unwrap();
+        assert_eq!(ok.template, None);
+        assert_eq!(ok.text.as_deref(), Some("Your code is 1234"));
+        // 1,600 scalar values, each a multi-byte character, fit; 1,601 do not.
+        assert!(with(json!({"text": "é".repeat(1600)})).is_ok());
+        let errors = with(json!({"text": "é".repeat(1601)})).unwrap_err();
+        assert_eq!(errors["text"], ["Longer than maximum length 1600."]);
+        let errors = with(json!({"text": "hi", "template_name": "welcome"})).unwrap_err();
+        assert!(errors["text"][0].contains("not both"));
+        let errors = with(json!({"text": "hi", "parameters": {"a": "b"}})).unwrap_err();
+        assert!(errors.contains_key("parameters"));
+        assert!(with(json!({"text": ""})).unwrap_err().contains_key("text"));
+        // mms with free text needs media; with a template Sent decides.
+        let errors = with(json!({"text": "hi", "channels": ["mms"]})).unwrap_err();
+        assert_eq!(errors["media_urls"], ["Required when text is sent on mms."]);
+        let mms = with(json!({"text": "hi", "channels": ["mms"],
+            "media_urls": ["https://cdn.example/a.jpg"]}))
+        .unwrap();
+        assert_eq!(mms.media_urls, ["https://cdn.example/a.jpg"]);
+        assert!(with(json!({"template_name": "promo", "channels": ["mms"]})).is_ok());
+        let errors =
+            with(json!({"text": "hi", "media_urls": ["http://cdn.example/a.jpg", 3, "nope"]}))
+                .unwrap_err();
+        assert_eq!(errors["media_urls.0"], ["Not a valid https URL."]);
+        assert_eq!(errors["media_urls.1"], [NOT_STRING]);
+        assert_eq!(errors["media_urls.2"], ["Not a valid https URL."]);
+        let eleven: Vec<String> = (0..11)
+            .map(|i| format!("https://cdn.example/{i}.jpg"))
+            .collect();
+        assert!(
+            with(json!({"text": "hi", "media_urls": eleven}))
+                .unwrap_err()
+                .contains_key("media_urls")
+        );
+    }
+
+    /// The canonical form of a template request (what an `Idempotency-Key`
+    /// repeat is compared on) is unchanged by the free-text fields.
+    #[test]
+    fn a_template_requests_canonical_form_is_unchanged() {
+        let request =
+            validate(json!({"phone_number": "+14155550123", "template_name": "t"})).unwrap();
+        let json = serde_json::to_value(&request).unwrap();
+        assert!(json.get("text").is_none() && json.get("media_urls").is_none());
+        assert_eq!(json["template"], json!({"id": null, "name": "t"}));
     }
 
     #[test]

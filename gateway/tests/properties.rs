@@ -178,10 +178,12 @@ use Verdict::{Invalid, Unsure, Valid};
 static E164: LazyLock<regex::Regex> =
     LazyLock::new(|| regex::Regex::new(r"^\+[1-9][0-9]{1,14}$").unwrap());
 
-const SEND_FIELDS: [&str; 9] = [
+const SEND_FIELDS: [&str; 11] = [
     "phone_number",
     "template_id",
     "template_name",
+    "text",
+    "media_urls",
     "parameters",
     "channels",
     "scheduled_at",
@@ -254,6 +256,7 @@ fn send_verdict(body: &Value, now: DateTime<Utc>) -> Verdict {
         return Invalid;
     };
     let (id, name) = (present(o, "template_id"), present(o, "template_name"));
+    let text = present(o, "text");
     let channels = match present(o, "channels") {
         None => true,
         Some(Value::Array(items)) => {
@@ -264,6 +267,35 @@ fn send_verdict(body: &Value, now: DateTime<Utc>) -> Verdict {
             })
         }
         Some(_) => false,
+    };
+    let on_mms = matches!(present(o, "channels"), Some(Value::Array(items)) if items.contains(&json!("mms")));
+    let (media_ok, has_media) = match present(o, "media_urls") {
+        None => (true, false),
+        Some(Value::Array(items)) => (
+            items.len() <= 10
+                && items.iter().all(|item| {
+                    item.as_str().is_some_and(|s| {
+                        chars(s) <= 2048
+                            && storable(s)
+                            && url::Url::parse(s)
+                                .is_ok_and(|u| u.scheme() == "https" && u.host().is_some())
+                    })
+                }),
+            !items.is_empty(),
+        ),
+        Some(_) => (false, false),
+    };
+    // A template or free text, not both; parameters belong to a template;
+    // text on mms needs media.
+    let content = match (id.is_some() || name.is_some(), text.is_some()) {
+        (true, false) => true,
+        (false, true) => {
+            text_ok(text, true, 1, 1600)
+                && present(o, "parameters")
+                    .is_none_or(|p| p.as_object().is_some_and(|m| m.is_empty()))
+                && (has_media || !on_mms)
+        }
+        _ => false,
     };
     let callback = match present(o, "callback_url") {
         None => true,
@@ -279,7 +311,8 @@ fn send_verdict(body: &Value, now: DateTime<Utc>) -> Verdict {
     let verdict = all(&[
         only(o, &SEND_FIELDS),
         phone_ok(present(o, "phone_number")),
-        id.is_some() || name.is_some(),
+        content,
+        media_ok,
         text_ok(id, false, 1, 100),
         text_ok(name, false, 1, 100),
         map_ok(present(o, "parameters"), 100, 128, 1024),
@@ -439,7 +472,9 @@ fn expect(route: Route, body: &Value, a: &Answer) -> Result<(), TestCaseError> {
         if route == Route::Batch {
             expect_batch_results(body, a)?;
         } else {
-            prop_assert_eq!(&a.body["status"], "queued", "{}", a.text);
+            let held = present(body.as_object().unwrap(), "scheduled_at").is_some();
+            let status = if held { "scheduled" } else { "queued" };
+            prop_assert_eq!(&a.body["status"], status, "{}", a.text);
             let id = a.body["message_id"].as_str().unwrap_or_default();
             prop_assert!(!id.is_empty(), "{}", a.text);
             let location = a.headers.get("location").map(|v| v.as_bytes().to_vec());
@@ -456,7 +491,11 @@ fn expect_batch_results(body: &Value, a: &Answer) -> Result<(), TestCaseError> {
     prop_assert_eq!(results.map(Vec::len), Some(items.len()), "{}", a.text);
     let now = Utc::now();
     for (item, result) in items.iter().zip(results.unwrap()) {
-        let accepted = result["status"] == "queued" && result["message_id"].is_string();
+        let held = item
+            .as_object()
+            .is_some_and(|o| present(o, "scheduled_at").is_some());
+        let status = if held { "scheduled" } else { "queued" };
+        let accepted = result["status"] == status && result["message_id"].is_string();
         let refused = result["code"] == "validation_error"
             && result["error"].is_string()
             && result["messages"]
@@ -608,6 +647,20 @@ fn scheduled_at() -> BoxedStrategy<Value> {
     .boxed()
 }
 
+fn media_urls() -> BoxedStrategy<Value> {
+    let url = prop_oneof![
+        4 => text(10).prop_map(|t| json!(format!("https://cdn.example/{t}.png"))),
+        1 => prop::sample::select(vec!["http://cdn.example/a.png", "https://", "cdn.example/a.png", ""])
+            .prop_map(|s| json!(s)),
+        1 => leaf(),
+    ];
+    prop_oneof![
+        4 => prop::collection::vec(url, 0..12).prop_map(Value::Array),
+        1 => leaf(),
+    ]
+    .boxed()
+}
+
 fn callback_url() -> BoxedStrategy<Value> {
     let long = format!("https://client.example/{}", "a".repeat(2030));
     prop_oneof![
@@ -639,6 +692,10 @@ fn value_for(field: &str) -> BoxedStrategy<Value> {
         "channels" => channels(),
         "scheduled_at" => scheduled_at(),
         "callback_url" => callback_url(),
+        "text" => prop_oneof![text(20), around(1600)]
+            .prop_map(Value::String)
+            .boxed(),
+        "media_urls" => media_urls(),
         "sandbox" => prop_oneof![any::<bool>().prop_map(Value::Bool), leaf()].boxed(),
         "messages" => prop::collection::vec(prop_oneof![Just(valid_send()), json_value()], 0..4)
             .prop_map(Value::Array)

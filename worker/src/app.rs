@@ -5,15 +5,16 @@ use std::sync::Arc;
 
 use common::config::Config;
 use common::queue::SendQueue;
+use common::sent::client::SentClient;
 use common::store::Store;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::send::{self, Sender};
-use crate::{callbacks, inbox, reconcile};
+use crate::{callbacks, inbox, poll, reconcile};
 
-/// Runs the send worker, the reconciler, the inbox processor and the callback
-/// sender until `shutdown` is cancelled, then lets each finish its in-flight
+/// Runs the send worker, the status poll, the reconciler, the inbox
+/// processor and the callback sender until `shutdown` is cancelled, then lets each finish its in-flight
 /// work (sends: up to `WORKER_SHUTDOWN_GRACE_SECS`). When one component fails,
 /// the others are stopped too and its error is returned.
 pub async fn run_worker(
@@ -30,6 +31,7 @@ pub async fn run_worker(
         stop.clone(),
     )?);
     let queue = SendQueue::new(redis.clone(), &config.redis_prefix);
+    let status_client = SentClient::new(&config.sent, config.require_sent_api_key()?, 2)?;
     tracing::info!(
         concurrency = config.worker.concurrency,
         max_attempts = config.worker.max_attempts,
@@ -42,7 +44,18 @@ pub async fn run_worker(
     spawn(
         &mut components,
         "send",
-        send::run(config.clone(), sender, redis, stop.clone()),
+        send::run(config.clone(), sender, redis.clone(), stop.clone()),
+    );
+    spawn(
+        &mut components,
+        "status poll",
+        poll::run(
+            store.clone(),
+            status_client,
+            redis,
+            config.clone(),
+            stop.clone(),
+        ),
     );
     spawn(
         &mut components,

@@ -585,9 +585,9 @@ pub fn parse_sent(body: &Value, received_at: DateTime<Utc>) -> Result<Parsed, St
     }
     let p: MessageEventPayload = serde_json::from_value(Value::Object(payload))
         .map_err(|e| format!("message event payload: {e}"))?;
-    let sent_message_id = p.message_id.trim().to_owned();
+    let sent_message_id = p.message_id.as_deref().unwrap_or("").trim().to_owned();
     if sent_message_id.is_empty() {
-        return Err("message event payload: empty message_id".into());
+        return Err("message event payload: no message_id".into());
     }
     let from_name = name
         .as_deref()

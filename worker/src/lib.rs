@@ -1,10 +1,12 @@
 //! The worker: drains the send queue and calls Sent, applies webhook events
-//! from the inbox, delivers status callbacks, and re-enqueues stalled messages.
+//! from the inbox, polls Sent for messages whose webhooks are overdue,
+//! delivers status callbacks, and re-enqueues stalled messages.
 
 pub mod app;
 pub mod callbacks;
 pub mod inbox;
 pub mod metrics;
+pub mod poll;
 pub mod reconcile;
 pub mod redrive;
 pub mod send;

@@ -30,6 +30,10 @@ enum Command {
         /// Ids of the messages to re-drive.
         #[arg(required_unless_present = "all")]
         ids: Vec<String>,
+        /// Also re-drive messages first attempted too long ago for Sent to
+        /// still recognise their Idempotency-Key (they could be sent twice).
+        #[arg(long)]
+        force: bool,
     },
     /// Put parked webhook events back in the inbox to be processed again.
     InboxRedrive {
@@ -74,7 +78,7 @@ async fn run(args: Args, config: Arc<Config>) -> anyhow::Result<()> {
             tokio::spawn(on_signal(shutdown.clone()));
             worker::run_worker(config, store, redis, shutdown).await
         }
-        Command::Redrive { all, ids } => {
+        Command::Redrive { all, ids, force } => {
             let selection = if all {
                 Selection::All
             } else {
@@ -89,10 +93,30 @@ async fn run(args: Args, config: Arc<Config>) -> anyhow::Result<()> {
             };
             let (store, redis) = common::startup::connect(&config).await?;
             let queue = SendQueue::new(redis, &config.redis_prefix);
-            let redriven = redrive(&store, &queue, &selection).await?;
-            println!("re-drove {} message(s)", redriven.len());
-            for id in redriven {
+            let redriven = redrive(
+                &store,
+                &queue,
+                &selection,
+                config.worker.redrive_safe_window(&config.sent),
+                force,
+            )
+            .await?;
+            println!("re-drove {} message(s)", redriven.ids.len());
+            for id in &redriven.ids {
                 println!("{id}");
+            }
+            if !redriven.refused.is_empty() {
+                eprintln!(
+                    "refused {} message(s) first attempted more than {}h ago: Sent forgets an \
+                     Idempotency-Key after 24 hours, so if an earlier attempt reached Sent, sending \
+                     again could deliver twice. Check them at Sent, then re-drive with --force:",
+                    redriven.refused.len(),
+                    config.worker.redrive_safe_window(&config.sent).as_secs() / 3600
+                );
+                for id in &redriven.refused {
+                    eprintln!("{id}");
+                }
+                std::process::exit(3);
             }
             Ok(())
         }

@@ -38,15 +38,15 @@ use apalis::prelude::{
 };
 use apalis_redis::RedisStorage;
 use chrono::Utc;
+use common::backoff::Backoff;
 use common::config::Config;
 use common::domain::{MessageId, MessageStatus};
 use common::queue::{SendJob, SendQueue, queue_config};
-use common::rate::{Quota, RateLimiter};
-use common::sent::classify::SendOutcome;
+use common::rate::{Budget, Quota, RateLimiter};
+use common::sent::classify::{CODE_NO_ID, SendOutcome};
 use common::sent::client::{SentClient, send_request};
 use common::store::{Acceptance, MessageRecord, StatusChange, Store};
 use futures::StreamExt;
-use rand::Rng;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -108,43 +108,6 @@ pub enum Processed {
     Deferred,
 }
 
-/// Exponential backoff with full jitter: attempt `n` (1-based) waits a random
-/// time in `[0, min(max, base * 2^(n-1))]`, and never less than `Retry-After`.
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    pub base: Duration,
-    pub max: Duration,
-}
-
-impl Backoff {
-    pub fn ceiling(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(31));
-        self.base.saturating_mul(factor).min(self.max)
-    }
-
-    pub fn delay(
-        &self,
-        attempt: u32,
-        retry_after: Option<Duration>,
-        rng: &mut impl Rng,
-    ) -> Duration {
-        let ceiling = self.ceiling(attempt);
-        let jittered = if ceiling.is_zero() {
-            ceiling
-        } else {
-            rng.random_range(Duration::ZERO..=ceiling)
-        };
-        jittered.max(retry_after.unwrap_or_default())
-    }
-}
-
-/// The fleet-wide outbound budget: GCRA in Redis, shared by every worker.
-#[derive(Clone)]
-struct Budget {
-    limiter: RateLimiter,
-    quota: Quota,
-}
-
 /// Everything a send job needs; one per worker process.
 pub struct Sender {
     store: Store,
@@ -171,9 +134,12 @@ impl Sender {
     ) -> anyhow::Result<Sender> {
         let api_key = config.require_sent_api_key()?;
         let client = SentClient::new(&config.sent, api_key, config.worker.concurrency)?;
-        let budget = (config.sent.messages_per_minute > 0).then(|| Budget {
-            limiter: RateLimiter::redis(redis.clone(), config.redis_prefix.clone()),
-            quota: Quota::per_minute(config.sent.messages_per_minute),
+        let budget = (config.sent.messages_per_minute > 0).then(|| {
+            Budget::new(
+                RateLimiter::redis(redis.clone(), config.redis_prefix.clone()),
+                BUDGET_KEY,
+                Quota::per_minute(config.sent.messages_per_minute),
+            )
         });
         let begins = {
             let store = store.clone();
@@ -201,10 +167,7 @@ impl Sender {
             client,
             budget,
             max_attempts: config.worker.max_attempts,
-            backoff: Backoff {
-                base: config.worker.backoff_base,
-                max: config.worker.backoff_max,
-            },
+            backoff: config.worker.backoff(),
             shutdown,
         })
     }
@@ -231,15 +194,31 @@ impl Sender {
                 provider_ids,
                 request_id,
                 replayed,
+                unreadable,
             } => {
                 let mut change = StatusChange::new(MessageStatus::Accepted, SOURCE);
                 change.attempt = Some(attempt);
-                change.detail = Some(json!({
+                let mut detail = json!({
                     "provider_message_ids": provider_ids,
                     "request_id": request_id,
                     "replayed": replayed,
                     "sandbox": message.sandbox,
-                }));
+                });
+                if let Some(missing) = unreadable {
+                    // Sent has the message, but no webhook or status poll can
+                    // ever be matched to it: say so wherever an operator looks.
+                    tracing::warn!(message_id = %id, attempt, request_id = request_id.as_deref().unwrap_or(""),
+                        %missing, "Sent accepted the message but its answer carries no message id");
+                    metrics::counter!(common::metrics::SENT_UNREADABLE_ANSWERS).increment(1);
+                    let error = format!(
+                        "Sent accepted the message, but no message id could be read from its answer: {missing}"
+                    );
+                    detail["code"] = json!(CODE_NO_ID);
+                    detail["error"] = json!(error);
+                    change.error_code = Some(CODE_NO_ID.to_owned());
+                    change.error = Some(error);
+                }
+                change.detail = Some(detail);
                 self.acceptances
                     .submit(Acceptance {
                         id,
@@ -273,7 +252,7 @@ impl Sender {
                     let delay = self
                         .backoff
                         .delay(attempt.max(1) as u32, after, &mut rand::rng());
-                    let at = whole_second_after(SystemTime::now() + delay);
+                    let at = SystemTime::now() + delay;
                     tracing::info!(message_id = %id, attempt, %code, %error, ?delay, "retrying later");
                     self.store
                         .record_retry(id, attempt, &code, &error, at.into())
@@ -311,33 +290,11 @@ impl Sender {
 
     /// Waits for a unit of the outbound budget; false when shutdown came first.
     async fn take_budget(&self) -> bool {
-        let Some(budget) = &self.budget else {
-            return true;
-        };
-        loop {
-            let wait = match budget.limiter.check(BUDGET_KEY, budget.quota).await {
-                Ok(Ok(())) => return true,
-                // Spread the waiters so they do not all come back at once.
-                Ok(Err(retry)) => retry.0 + Duration::from_millis(rand::rng().random_range(0..50)),
-                Err(error) => {
-                    tracing::warn!(%error, "outbound budget unavailable (redis); waiting");
-                    Duration::from_secs(1)
-                }
-            };
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return false,
-                _ = tokio::time::sleep(wait) => {}
-            }
+        match &self.budget {
+            Some(budget) => budget.take(&self.shutdown).await,
+            None => true,
         }
     }
-}
-
-/// apalis rounds due times down to the second; rounding up keeps every
-/// retry at or after the time it was given (`Retry-After` included).
-fn whole_second_after(at: SystemTime) -> SystemTime {
-    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs() + u64::from(since.subsec_nanos() > 0);
-    UNIX_EPOCH + Duration::from_secs(secs)
 }
 
 /// The apalis handler. The attempt runs as a task of its own: jobs use both
@@ -552,56 +509,5 @@ impl PollStrategy for IdleTicks {
         } else {
             Poll::Pending
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use rand::SeedableRng;
-
-    use super::*;
-
-    #[test]
-    fn backoff_grows_to_its_cap_with_full_jitter() {
-        let backoff = Backoff {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(30),
-        };
-        assert_eq!(backoff.ceiling(1), Duration::from_secs(1));
-        assert_eq!(backoff.ceiling(2), Duration::from_secs(2));
-        assert_eq!(backoff.ceiling(5), Duration::from_secs(16));
-        assert_eq!(backoff.ceiling(6), Duration::from_secs(30));
-        assert_eq!(backoff.ceiling(1000), Duration::from_secs(30));
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let delays: Vec<Duration> = (0..2000)
-            .map(|_| backoff.delay(4, None, &mut rng))
-            .collect();
-        assert!(delays.iter().all(|d| *d <= Duration::from_secs(8)));
-        // Full jitter: spread over the whole range, not bunched near the top.
-        assert!(delays.iter().any(|d| *d < Duration::from_secs(1)));
-        assert!(delays.iter().any(|d| *d > Duration::from_secs(7)));
-    }
-
-    #[test]
-    fn retry_after_is_a_floor() {
-        let backoff = Backoff {
-            base: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-        };
-        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
-        for attempt in 1..10 {
-            assert!(
-                backoff.delay(attempt, Some(Duration::from_secs(5)), &mut rng)
-                    >= Duration::from_secs(5)
-            );
-        }
-    }
-
-    #[test]
-    fn due_times_round_up_to_the_second() {
-        let at = UNIX_EPOCH + Duration::from_millis(10_001);
-        assert_eq!(whole_second_after(at), UNIX_EPOCH + Duration::from_secs(11));
-        let exact = UNIX_EPOCH + Duration::from_secs(10);
-        assert_eq!(whole_second_after(exact), exact);
     }
 }

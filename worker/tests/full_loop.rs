@@ -77,15 +77,20 @@ impl Loop {
 
     /// POSTs one message to the gateway, as a client does; returns its id.
     async fn submit(&self, channel: &str) -> String {
+        self.submit_body(json!({
+            "phone_number": "+14155550123", "template_name": "welcome",
+            "parameters": {"name": "Ada"}, "channels": [channel],
+            "callback_url": self.callback_url, "metadata": {"channel": channel}
+        }))
+        .await
+    }
+
+    async fn submit_body(&self, body: Value) -> String {
         let response = self
             .http
             .post(format!("{}/api/messages/send", self.base))
             .bearer_auth(API_KEY)
-            .json(&json!({
-                "phone_number": "+14155550123", "template_name": "welcome",
-                "parameters": {"name": "Ada"}, "channels": [channel],
-                "callback_url": self.callback_url, "metadata": {"channel": channel}
-            }))
+            .json(&body)
             .send()
             .await
             .unwrap();
@@ -310,6 +315,44 @@ async fn a_message_goes_from_the_gateway_to_delivered_and_read_through_sents_web
         .await
         .unwrap();
     assert_eq!(inbox.0, 9);
+    l.stop().await;
+}
+
+/// The gateway's default: no channels, so Sent picks one and its 202 says
+/// `"channel": null, "body": null` for the recipient. The message still gets
+/// Sent's id, and Sent's webhooks then take it to `delivered`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_without_channels_gets_its_id_and_is_delivered() {
+    let l = Loop::start(SimConfig::default()).await;
+    let auto = l
+        .submit_body(
+            json!({"phone_number": "+14155550123", "template_name": "welcome",
+            "parameters": {"name": "Ada"}, "callback_url": l.callback_url}),
+        )
+        .await;
+    let text = l
+        .submit_body(
+            json!({"phone_number": "+14155550123", "text": "Your code is 123456",
+            "callback_url": l.callback_url}),
+        )
+        .await;
+    for id in [&auto, &text] {
+        check_message(&l, id, &SMS_EVENTS).await;
+        let view = l.view(id).await;
+        assert!(view["provider_message_id"].is_string(), "{view}");
+        assert_eq!(view["last_error_code"], Value::Null, "{view}");
+        let accepted = view["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["status"] == "accepted" && e["source"] == "worker")
+            .unwrap();
+        assert_eq!(
+            accepted["detail"]["provider_message_ids"][0],
+            view["provider_message_id"]
+        );
+    }
+    assert_eq!(l.view(&text).await["text"], "Your code is 123456");
     l.stop().await;
 }
 

@@ -270,10 +270,17 @@ async fn exhausted_retries_dead_letter_and_redrive_brings_them_back() {
     }
 
     h.sim.set_faults(Faults::default());
-    let redriven = redrive(&h.store, &h.queue, &Selection::Ids(vec![ids[0]]))
-        .await
-        .unwrap();
-    assert_eq!(redriven, [ids[0]]);
+    let window = Duration::from_secs(17 * 3600);
+    let redriven = redrive(
+        &h.store,
+        &h.queue,
+        &Selection::Ids(vec![ids[0]]),
+        window,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(redriven.ids, [ids[0]]);
     let record = h
         .wait_status(&ids[..1], MessageStatus::Accepted, 20)
         .await
@@ -286,8 +293,23 @@ async fn exhausted_retries_dead_letter_and_redrive_brings_them_back() {
         "only the chosen message"
     );
 
-    let redriven = redrive(&h.store, &h.queue, &Selection::All).await.unwrap();
-    assert_eq!(redriven, [ids[1]]);
+    // First attempted a day ago: Sent may have forgotten its Idempotency-Key,
+    // so only --force sends it again.
+    sqlx::query("UPDATE messages SET sending_at = now() - interval '1 day' WHERE id = $1")
+        .bind(ids[1].to_string())
+        .execute(h.store.pool())
+        .await
+        .unwrap();
+    let refused = redrive(&h.store, &h.queue, &Selection::All, window, false)
+        .await
+        .unwrap();
+    assert!(refused.ids.is_empty());
+    assert_eq!(refused.refused, [ids[1].to_string()]);
+    assert_eq!(h.message(ids[1]).await.status, "failed");
+    let redriven = redrive(&h.store, &h.queue, &Selection::All, window, true)
+        .await
+        .unwrap();
+    assert_eq!(redriven.ids, [ids[1]]);
     h.wait_status(&ids, MessageStatus::Accepted, 20).await;
     let names: Vec<String> = h
         .events(ids[1])
@@ -306,7 +328,8 @@ async fn exhausted_retries_dead_letter_and_redrive_brings_them_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connections_never_send_twice() {
     let mut h = Harness::new().await;
-    h.set("WORKER_MAX_ATTEMPTS", "30");
+    // 24 attempts: the most that fit inside Sent's idempotency window (start-up check).
+    h.set("WORKER_MAX_ATTEMPTS", "24");
     h.sim.set_faults(Faults {
         drop: 0.5,
         ..Faults::default()

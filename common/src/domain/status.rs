@@ -57,14 +57,18 @@ impl MessageStatus {
     /// Progress rank. Terminal failures outrank every success short of
     /// `delivered`: a message Sent reports failed after `sent` is failed, but a
     /// stray `failed` after `delivered` (a reroute) does not undo delivery.
+    /// `scheduled` ranks above `accepted`: Sent reports a hold
+    /// (`message.scheduled`) after it has accepted the message. A message the
+    /// gateway holds until its time is `scheduled` too, and leaves it for
+    /// `sending` by the worker's hand-off, not by rank.
     /// The same rank lives in SQL (`status_rank` in the migrations) so that the
-    /// guarded UPDATE and this function always agree.
+    /// guarded UPDATE and this function always agree; a test checks both.
     pub fn rank(self) -> u8 {
         match self {
             MessageStatus::Queued => 0,
-            MessageStatus::Scheduled => 1,
-            MessageStatus::Sending => 2,
-            MessageStatus::Accepted => 3,
+            MessageStatus::Sending => 1,
+            MessageStatus::Accepted => 2,
+            MessageStatus::Scheduled => 3,
             MessageStatus::Sent => 4,
             MessageStatus::Failed
             | MessageStatus::Blocked
@@ -149,6 +153,14 @@ mod tests {
         assert!(Accepted.can_become(Blocked));
         assert!(!Failed.can_become(Sent));
         assert!(!Failed.can_become(Blocked));
+    }
+
+    #[test]
+    fn a_hold_at_sent_shows_after_acceptance_and_ends_when_sent() {
+        assert!(Accepted.can_become(Scheduled));
+        assert!(Scheduled.can_become(Sent));
+        assert!(!Sent.can_become(Scheduled));
+        assert!(Scheduled.can_become(Cancelled));
     }
 
     #[test]

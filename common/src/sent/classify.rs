@@ -17,6 +17,10 @@ pub enum SendOutcome {
         /// Answered from Sent's idempotency cache (`Idempotent-Replayed: true`):
         /// an earlier attempt had already been accepted.
         replayed: bool,
+        /// Set when no Sent id could be read from the answer: what was
+        /// missing. Sent has the message, but no webhook can be matched to
+        /// it, so this is an anomaly to log, count and show on the message.
+        unreadable: Option<String>,
     },
     /// Worth trying again, no sooner than `after` when Sent said so (`Retry-After`).
     Retry {
@@ -38,6 +42,8 @@ impl SendOutcome {
 pub const CODE_TIMEOUT: &str = "timeout";
 pub const CODE_CONNECT: &str = "connect_error";
 pub const CODE_NETWORK: &str = "network_error";
+/// `last_error_code` of a message Sent took without an id we could read.
+pub const CODE_NO_ID: &str = "sent_answer_without_id";
 
 /// Longest `Retry-After` honoured as given; a larger value is clamped to this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -48,42 +54,51 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// | --- | --- |
 /// | 2xx | accepted |
 /// | 408 | retry |
-/// | 409 (`CONFLICT_001`: same key in flight) | retry |
+/// | 409 `CONFLICT_001` (same key in flight) | retry |
 /// | 429 `LIMIT_001` (account cap) | permanent |
 /// | 429 otherwise (`BUSINESS_002`) | retry, after `Retry-After` |
-/// | 400, 401, 402, 403, 404, 422, any other 4xx | permanent |
+/// | 400, 401, 402, 403, 404, any other 409, 422, any other 4xx | permanent |
 /// | 5xx, anything else | retry |
+///
+/// Every field of the answer may be `null` or missing (the SDK's types say
+/// so): each is read on its own, so a `null` never costs the ids or the
+/// error code that are present.
 pub fn classify_response(
     status: u16,
     retry_after: Option<Duration>,
     replayed: bool,
     body: &[u8],
 ) -> SendOutcome {
-    let envelope: Option<Envelope<SendData>> = serde_json::from_slice(body).ok();
+    let envelope: Result<Envelope<SendData>, _> = serde_json::from_slice(body);
     if (200..300).contains(&status) {
-        let request_id = envelope
-            .as_ref()
-            .map(|e| e.meta.request_id.clone())
-            .filter(|id| !id.is_empty());
-        let provider_ids = envelope
-            .and_then(|e| e.data)
-            .map(|data| data.recipients.into_iter().map(|r| r.message_id).collect())
-            .unwrap_or_default();
+        let (provider_ids, request_id, unreadable) = match envelope {
+            Ok(envelope) => {
+                let request_id = envelope.request_id().map(str::to_owned);
+                let (ids, missing) = provider_ids(envelope.data);
+                (ids, request_id, missing)
+            }
+            Err(error) => (
+                Vec::new(),
+                None,
+                Some(format!("body is not a v3 envelope ({error})")),
+            ),
+        };
         return SendOutcome::Accepted {
             provider_ids,
             request_id,
             replayed,
+            unreadable,
         };
     }
 
-    let error = envelope.and_then(|e| e.error);
+    let error = envelope.ok().and_then(|e| e.error);
     let code = error
         .as_ref()
-        .map(|e| e.code.clone())
+        .and_then(|e| e.code.clone())
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| format!("HTTP_{status}"));
     let message = error
-        .map(|e| e.message)
+        .and_then(|e| e.message)
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| format!("Sent answered HTTP {status}"));
 
@@ -93,12 +108,43 @@ pub fn classify_response(
         after,
     };
     match status {
-        408 | 409 => retry(retry_after),
+        408 => retry(retry_after),
+        409 if code == "CONFLICT_001" => retry(retry_after),
         429 if code == "LIMIT_001" => SendOutcome::Permanent { code, message },
         429 => retry(retry_after),
         400..=499 => SendOutcome::Permanent { code, message },
         _ => retry(retry_after),
     }
+}
+
+/// Every `recipients[].message_id` present, and, when there is none, what
+/// was missing.
+fn provider_ids(data: Option<SendData>) -> (Vec<String>, Option<String>) {
+    let Some(data) = data else {
+        return (Vec::new(), Some("data is null or missing".into()));
+    };
+    let Some(recipients) = data.recipients else {
+        return (
+            Vec::new(),
+            Some("data.recipients is null or missing".into()),
+        );
+    };
+    let total = recipients.len();
+    let ids: Vec<String> = recipients
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.message_id)
+        .map(|id| id.trim().to_owned())
+        .filter(|id| !id.is_empty())
+        .collect();
+    let missing = ids.is_empty().then(|| {
+        if total == 0 {
+            "data.recipients is empty".to_owned()
+        } else {
+            format!("no message_id in any of {total} recipients")
+        }
+    });
+    (ids, missing)
 }
 
 /// Classifies a request that got no (complete) answer: always retryable, and
@@ -178,6 +224,7 @@ mod tests {
             (404, "RESOURCE_002", "permanent"),
             (408, "TIMEOUT_001", "retry"),
             (409, "CONFLICT_001", "retry"),
+            (409, "CONFLICT_002", "permanent"),
             (422, "BUSINESS_003", "permanent"),
             (422, "BUSINESS_004", "permanent"),
             (422, "BUSINESS_005", "permanent"),
@@ -249,13 +296,39 @@ mod tests {
             SendOutcome::Accepted {
                 provider_ids: vec!["m1".into(), "m2".into()],
                 request_id: Some("req-1".into()),
-                replayed: true
+                replayed: true,
+                unreadable: None,
             }
         );
-        // A 2xx is acceptance even when the body cannot be read as an envelope.
+        // A 2xx is acceptance even when the body cannot be read, but it says
+        // why no id came with it.
         assert!(
-            matches!(classify_response(200, None, false, b"ok"), SendOutcome::Accepted { provider_ids, .. } if provider_ids.is_empty())
+            matches!(classify_response(200, None, false, b"ok"), SendOutcome::Accepted { provider_ids, unreadable: Some(why), .. } if provider_ids.is_empty() && why.contains("not a v3 envelope"))
         );
+        for (body, why) in [
+            (&br#"{"data":null}"#[..], "data is null"),
+            (
+                br#"{"data":{"recipients":null}}"#,
+                "data.recipients is null",
+            ),
+            (br#"{"data":{"recipients":[]}}"#, "data.recipients is empty"),
+            (
+                br#"{"data":{"recipients":[{"message_id":null},null]}}"#,
+                "no message_id in any of 2",
+            ),
+        ] {
+            match classify_response(202, None, false, body) {
+                SendOutcome::Accepted {
+                    provider_ids,
+                    unreadable: Some(found),
+                    ..
+                } => {
+                    assert!(provider_ids.is_empty());
+                    assert!(found.starts_with(why), "{found}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

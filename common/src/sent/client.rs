@@ -9,8 +9,10 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 
-use super::classify::{SendOutcome, classify_response, classify_transport, parse_retry_after};
-use super::wire::{SendRequest, TemplateBody};
+use super::classify::{
+    CODE_NETWORK, SendOutcome, classify_response, classify_transport, parse_retry_after,
+};
+use super::wire::{Envelope, MessageInfo, SendRequest, TemplateBody};
 use crate::config::{Secret, SentConfig};
 use crate::store::MessageRecord;
 
@@ -105,6 +107,62 @@ impl SentClient {
         outcome
     }
 
+    /// `GET /v3/messages/{id}`: Sent's current word on one of its messages,
+    /// for the status poll that covers lost webhooks.
+    #[tracing::instrument(name = "sent.status", skip_all, fields(http.status = tracing::field::Empty))]
+    pub async fn status(&self, provider_id: &str) -> StatusAnswer {
+        let mut url = match reqwest::Url::parse(&self.messages_url) {
+            Ok(url) => url,
+            Err(e) => return StatusAnswer::failed("bad_url", e.to_string()),
+        };
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.push(provider_id);
+        }
+        let call = self.http.get(url).header("x-api-key", self.api_key.clone());
+        let response = match call.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                return match classify_transport(&error) {
+                    SendOutcome::Retry { code, message, .. } => {
+                        StatusAnswer::failed(&code, message)
+                    }
+                    _ => StatusAnswer::failed(CODE_NETWORK, error.to_string()),
+                };
+            }
+        };
+        let status = response.status().as_u16();
+        tracing::Span::current().record("http.status", status);
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(error) => return StatusAnswer::failed(CODE_NETWORK, error.to_string()),
+        };
+        let envelope: Option<Envelope<MessageInfo>> = serde_json::from_slice(&body).ok();
+        match (status, envelope) {
+            (
+                200..=299,
+                Some(Envelope {
+                    data: Some(info), ..
+                }),
+            ) if info.status.is_some() => StatusAnswer::Found(info),
+            (200..=299, _) => StatusAnswer::failed(
+                "unreadable_status",
+                format!("HTTP {status} without a readable data.status"),
+            ),
+            (404, _) => StatusAnswer::NotFound,
+            (_, envelope) => {
+                let error = envelope.and_then(|e| e.error);
+                let code = error
+                    .as_ref()
+                    .and_then(|e| e.code.clone())
+                    .unwrap_or_else(|| format!("HTTP_{status}"));
+                let message = error
+                    .and_then(|e| e.message)
+                    .unwrap_or_else(|| format!("Sent answered HTTP {status}"));
+                StatusAnswer::Failed { code, message }
+            }
+        }
+    }
+
     async fn call(&self, call: reqwest::RequestBuilder) -> SendOutcome {
         let response = call.send().await;
         let response = match response {
@@ -125,10 +183,12 @@ impl SentClient {
                 provider_ids,
                 request_id: None,
                 replayed,
+                unreadable,
             } => SendOutcome::Accepted {
                 provider_ids,
                 request_id: header(&headers, "x-request-id"),
                 replayed,
+                unreadable,
             },
             other => other,
         };
@@ -139,41 +199,65 @@ impl SentClient {
     }
 }
 
-/// The request for a stored message: template id when there is one, else the
-/// name; channels only when the message names some.
+/// What `GET /v3/messages/{id}` answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatusAnswer {
+    /// Sent's current status of the message (`status` is always set).
+    Found(MessageInfo),
+    /// Sent does not know the id.
+    NotFound,
+    /// No usable answer: a transport error, an error status, an unreadable body.
+    Failed { code: String, message: String },
+}
+
+impl StatusAnswer {
+    fn failed(code: &str, message: String) -> StatusAnswer {
+        StatusAnswer::Failed {
+            code: code.to_owned(),
+            message,
+        }
+    }
+}
+
+/// The request for a stored message: its `text`, or its template (the id
+/// when there is one, else the name: Sent takes one of the two); media and
+/// channels only when the message has some.
 pub fn send_request(message: &MessageRecord, now: DateTime<Utc>) -> SendRequest {
-    let parameters: BTreeMap<String, String> = match &message.parameters {
-        serde_json::Value::Object(map) => map
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v.as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| v.to_string()),
-                )
+    let template = match (&message.template_id, &message.template_name) {
+        (None, None) => None,
+        (id, name) => {
+            let parameters: BTreeMap<String, String> = match &message.parameters {
+                serde_json::Value::Object(map) => map
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| v.to_string()),
+                        )
+                    })
+                    .collect(),
+                _ => BTreeMap::new(),
+            };
+            Some(TemplateBody {
+                name: id.is_none().then(|| name.clone()).flatten(),
+                id: id.clone(),
+                parameters: (!parameters.is_empty()).then_some(parameters),
             })
-            .collect(),
-        _ => BTreeMap::new(),
-    };
-    let (id, name) = match (&message.template_id, &message.template_name) {
-        (Some(id), _) => (Some(id.clone()), None),
-        (None, name) => (None, name.clone()),
+        }
     };
     SendRequest {
         to: vec![message.phone_number.clone()],
-        template: Some(TemplateBody {
-            id,
-            name,
-            parameters: (!parameters.is_empty()).then_some(parameters),
-        }),
+        template,
+        text: message.text.clone(),
+        media_urls: (!message.media_urls.is_empty()).then(|| message.media_urls.clone()),
         channel: (!message.channels.is_empty()).then(|| message.channels.clone()),
         scheduled_at: message
             .scheduled_at
             .filter(|at| *at > now + MIN_SCHEDULE_AHEAD)
             .map(|at| at.to_rfc3339_opts(SecondsFormat::Secs, true)),
         sandbox: message.sandbox.then_some(true),
-        ..SendRequest::default()
     }
 }
 
@@ -229,6 +313,8 @@ mod tests {
             template_id: Some("tmpl_1".into()),
             template_name: Some("welcome".into()),
             parameters: json!({"name": "Ada", "n": 3}),
+            text: None,
+            media_urls: vec![],
             channels: vec![],
             scheduled_at: None,
             sandbox: false,
@@ -271,6 +357,22 @@ mod tests {
         let sent_at = DateTime::parse_from_rfc3339(json["scheduled_at"].as_str().unwrap()).unwrap();
         assert_eq!(sent_at.timestamp(), at.timestamp());
         assert!(json["scheduled_at"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn free_text_with_media() {
+        let mut m = message();
+        m.template_id = None;
+        m.template_name = None;
+        m.parameters = json!({});
+        m.text = Some("Your receipt".into());
+        m.media_urls = vec!["https://cdn.example/r.png".into()];
+        m.channels = vec!["mms".into()];
+        assert_eq!(
+            serde_json::to_value(send_request(&m, Utc::now())).unwrap(),
+            json!({"to": ["+14155550123"], "text": "Your receipt", "channel": ["mms"],
+                   "media_urls": ["https://cdn.example/r.png"]})
+        );
     }
 
     #[test]

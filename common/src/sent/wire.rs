@@ -1,226 +1,150 @@
-//! Serde types of Sent's v3 API as SENT_API.md describes it, shared by the
-//! worker's client and `sent-sim`. Readers are lenient (missing optional
-//! fields default, unknown fields are ignored); writers omit `None` fields
-//! except where Sent writes an explicit `null` (`data` / `error`).
+//! Serde types of Sent's v3 API, as the worker writes requests and reads
+//! answers. The readers follow the official SDK's response types (`sentdm`
+//! 0.46.0): every field the SDK marks optional is an `Option` here, so a
+//! `null` or a missing key never costs the fields that are present, and
+//! unknown fields are ignored. `sent-sim` has its own types on purpose: the
+//! stand-in and the client must not agree merely because they share code.
 
 use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// Value of `meta.version` on every v3 answer.
-pub const API_VERSION: &str = "v3";
-/// Channel names accepted in `SendRequest::channel` (`sent` means "Sent picks").
-pub const CHANNELS: [&str; 5] = ["sms", "whatsapp", "rcs", "mms", "sent"];
-
-/// Body of `POST /v3/messages`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Body of `POST /v3/messages` (the SDK's `MessageSendParams`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SendRequest {
     /// Recipients in E.164; one message per recipient and channel.
-    #[serde(default)]
     pub to: Vec<String>,
     /// Template to send (id preferred, else name); absent when `text` is used.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<TemplateBody>,
-    /// Channels to send on; absent or `["sent"]` lets Sent pick.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Channels to send on; absent lets Sent pick.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub channel: Option<Vec<String>>,
     /// Free-form text instead of a template.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     /// RFC 3339 instant with an explicit offset, 1 minute to 30 days ahead.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduled_at: Option<String>,
     /// Validate and answer realistically without any side effect.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<bool>,
-    /// Public media URLs (MMS, WhatsApp media).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Public https media URLs (MMS).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub media_urls: Option<Vec<String>>,
-    /// MMS subject line.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
 }
 
-/// Template reference of a send: `id` and `name` are alternatives.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Template reference of a send: `id` and `name` are mutually exclusive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TemplateBody {
     /// Sent's template id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// Template name, used when there is no id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Template variables, string to string.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub parameters: Option<BTreeMap<String, String>>,
 }
 
 /// The envelope of every v3 answer, success or failure.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Envelope<T> {
-    /// True on 2xx answers.
     #[serde(default)]
-    pub success: bool,
-    /// The payload on success, `null` on failure.
+    pub success: Option<bool>,
     #[serde(default)]
     pub data: Option<T>,
-    /// The error on failure, `null` on success.
     #[serde(default)]
     pub error: Option<ApiError>,
-    /// Request metadata.
     #[serde(default)]
-    pub meta: Meta,
+    pub meta: Option<Meta>,
 }
 
 impl<T> Envelope<T> {
-    /// A success envelope around `data`.
-    pub fn ok(data: T, meta: Meta) -> Self {
-        Envelope {
-            success: true,
-            data: Some(data),
-            error: None,
-            meta,
-        }
-    }
-
-    /// A failure envelope around `error`.
-    pub fn err(error: ApiError, meta: Meta) -> Self {
-        Envelope {
-            success: false,
-            data: None,
-            error: Some(error),
-            meta,
-        }
+    /// Sent's id of the request, when the answer carries one.
+    pub fn request_id(&self) -> Option<&str> {
+        self.meta
+            .as_ref()
+            .and_then(|m| m.request_id.as_deref())
+            .filter(|id| !id.is_empty())
     }
 }
 
 /// `meta` of an envelope.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Meta {
-    /// Sent's id of the request (also in `X-Request-Id`).
     #[serde(default)]
-    pub request_id: String,
-    /// When the answer was produced (RFC 3339).
+    pub request_id: Option<String>,
     #[serde(default)]
-    pub timestamp: String,
-    /// API version, `v3`.
+    pub timestamp: Option<String>,
     #[serde(default)]
-    pub version: String,
+    pub version: Option<String>,
 }
 
 /// `data` of a `202` to `POST /v3/messages`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct SendData {
-    /// Status of the request, `QUEUED`.
+    /// `QUEUED`, also for scheduled sends.
     #[serde(default)]
-    pub status: String,
-    /// Resolved template id (null for free text).
+    pub status: Option<String>,
     #[serde(default)]
     pub template_id: Option<String>,
-    /// Resolved template name (null for free text or when unknown).
     #[serde(default)]
     pub template_name: Option<String>,
     /// One entry per recipient and channel, each a separate message.
     #[serde(default)]
-    pub recipients: Vec<Recipient>,
+    pub recipients: Option<Vec<Option<Recipient>>>,
 }
 
-/// One message created by a send.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// One message created by a send. When Sent picks the channel, `channel`
+/// and `body` are `null`: the normal answer, not an error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Recipient {
     /// Sent's message id, stable across webhook events.
-    pub message_id: String,
-    /// The recipient number.
     #[serde(default)]
-    pub to: String,
-    /// The channel this message goes out on.
+    pub message_id: Option<String>,
     #[serde(default)]
-    pub channel: String,
-    /// Rendered message text, when known.
+    pub to: Option<String>,
+    #[serde(default)]
+    pub channel: Option<String>,
     #[serde(default)]
     pub body: Option<String>,
 }
 
-/// `error` of a failure envelope.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `error` of a failure envelope (the SDK's `ErrorDetail`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct ApiError {
     /// Stable code such as `VALIDATION_002` or `BUSINESS_002`.
     #[serde(default)]
-    pub code: String,
-    /// Human-readable message.
+    pub code: Option<String>,
     #[serde(default)]
-    pub message: String,
-    /// Field-level problems (validation errors), else null.
+    pub message: Option<String>,
+    /// Field-level problems (validation errors).
     #[serde(default)]
     pub details: Option<BTreeMap<String, Vec<String>>>,
-    /// Link to the documentation of the code.
     #[serde(default)]
     pub doc_url: Option<String>,
 }
 
-/// `data` of `GET /v3/messages/{id}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// `data` of `GET /v3/messages/{id}` (the SDK's `MessageRetrieveStatusResponse`),
+/// the fields the status poll reads.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct MessageInfo {
-    /// Sent's message id.
-    #[serde(alias = "message_id")]
-    pub id: String,
+    #[serde(default)]
+    pub id: Option<String>,
     /// Current status (`QUEUED`, `SENT`, `DELIVERED`, `FAILED`, ...).
     #[serde(default)]
     pub status: Option<String>,
     /// Channel actually used.
     #[serde(default)]
     pub channel: Option<String>,
-    /// Recipient number (E.164).
+    /// Why the message is at its status (FAILED, FILTERED, BLOCKED).
     #[serde(default)]
-    pub phone: Option<String>,
-    /// `outbound` for messages we send.
+    pub reason_code: Option<String>,
     #[serde(default)]
-    pub direction: Option<String>,
-    /// Account the message belongs to.
-    #[serde(default)]
-    pub customer_id: Option<String>,
-    /// Template id, when a template was sent.
-    #[serde(default)]
-    pub template_id: Option<String>,
-    /// Template name, when known.
-    #[serde(default)]
-    pub template_name: Option<String>,
-    /// Rendered content.
-    #[serde(default)]
-    pub message_body: Option<MessageBody>,
-    /// When the send was accepted (RFC 3339).
-    #[serde(default)]
-    pub created_at: Option<String>,
-    /// Scheduled send time; only on scheduled messages.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scheduled_at: Option<String>,
-    /// Status history, oldest first.
-    #[serde(default)]
-    pub events: Vec<MessageEventEntry>,
-}
-
-/// Rendered content of a message (subset of Sent's structured body).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MessageBody {
-    /// Main text.
-    #[serde(default)]
-    pub content: Option<String>,
-    /// MMS subject line.
-    #[serde(default)]
-    pub subject: Option<String>,
-}
-
-/// One entry of a message's status history.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MessageEventEntry {
-    /// Status reached.
-    pub status: String,
-    /// When it was reached (RFC 3339).
-    pub timestamp: String,
-    /// Free text, e.g. the reason of a failure.
-    #[serde(default)]
-    pub description: Option<String>,
+    pub reason: Option<String>,
 }
 
 /// Webhook body Sent POSTs to an endpoint; accepts the `sub_type` / `value` variants.
@@ -264,7 +188,8 @@ impl WebhookEnvelope {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageEventPayload {
     /// Sent's message id, as in the 202's `recipients[].message_id`.
-    pub message_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
     /// New status (`SENT`, `DELIVERED`, `FAILED`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_status: Option<String>,
@@ -327,27 +252,32 @@ mod tests {
         );
     }
 
+    /// Sent's answer when it picks the channel: `channel` and `body` null.
     #[test]
-    fn envelope_parses_a_202_and_an_error() {
+    fn an_auto_channel_202_keeps_its_ids() {
         let ok: Envelope<SendData> = serde_json::from_str(
             r#"{"success":true,"data":{"status":"QUEUED","template_id":"t","template_name":null,
-                "recipients":[{"message_id":"m1","to":"+14155550123","channel":"sms","body":"hi"}]},
-                "error":null,"meta":{"request_id":"r","timestamp":"2026-01-01T00:00:00Z","version":"v3"}}"#,
+                "recipients":[{"message_id":"m1","to":"+14155550123","channel":null,"body":null}]},
+                "error":null,"meta":null}"#,
         )
         .unwrap();
-        assert_eq!(ok.data.unwrap().recipients[0].message_id, "m1");
+        let recipients = ok.data.unwrap().recipients.unwrap();
+        assert_eq!(
+            recipients[0].as_ref().unwrap().message_id.as_deref(),
+            Some("m1")
+        );
+        assert_eq!(ok.meta, None);
+    }
+
+    #[test]
+    fn an_error_with_nulls_keeps_its_code() {
         let err: Envelope<SendData> = serde_json::from_str(
-            r#"{"success":false,"data":null,"error":{"code":"VALIDATION_002","message":"bad",
-                "details":{"to":["not E.164"]},"doc_url":null},"meta":{}}"#,
+            r#"{"success":null,"data":null,"error":{"code":"VALIDATION_002","message":null,
+                "details":null},"meta":{"request_id":null}}"#,
         )
         .unwrap();
-        assert_eq!(err.error.unwrap().details.unwrap()["to"], ["not E.164"]);
-        let json = serde_json::to_value(Envelope::<SendData>::err(
-            ApiError::default(),
-            Meta::default(),
-        ))
-        .unwrap();
-        assert!(json["data"].is_null() && json.get("data").is_some());
+        assert_eq!(err.request_id(), None);
+        assert_eq!(err.error.unwrap().code.as_deref(), Some("VALIDATION_002"));
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub struct NewMessage {
     pub template_id: Option<String>,
     pub template_name: Option<String>,
     pub parameters: Value,
+    /// Free text instead of a template.
+    pub text: Option<String>,
+    /// https media for MMS.
+    pub media_urls: Vec<String>,
     pub channels: Vec<String>,
     pub scheduled_at: Option<DateTime<Utc>>,
     pub sandbox: bool,
@@ -200,10 +204,12 @@ impl Store {
             })
             .collect();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM messages WHERE id = ANY($1) AND status = 'queued'")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM messages WHERE id = ANY($1) AND status IN ('queued', 'scheduled')",
+        )
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "DELETE FROM idempotency_records r USING unnest($1::text[], $2::text[]) AS u(c, k)
               WHERE r.client = u.c AND r.idempotency_key = u.k",
@@ -223,21 +229,28 @@ async fn insert_messages(
     let col = |f: fn(&Submission, &NewMessage) -> Option<String>| {
         rows.iter().map(|(s, m)| f(s, m)).collect::<Vec<_>>()
     };
+    // A message with a time is held by the gateway (`scheduled`) until its
+    // job comes due; the rest are `queued` at once.
     sqlx::query(
         "WITH inserted AS (
            INSERT INTO messages (id, client, idempotency_key, phone_number, template_id, template_name,
-                                 parameters, channels, scheduled_at, sandbox, callback_url, metadata,
-                                 created_at, updated_at, trace_context)
-           SELECT id, client, key, phone, tid, tname, params, string_to_array(chans, ','), sched, sandbox,
-                  cb, meta, created, created, trace
+                                 parameters, text, media_urls, channels, scheduled_at, sandbox, callback_url,
+                                 metadata, created_at, updated_at, trace_context, status)
+           SELECT id, client, key, phone, tid, tname, params, txt,
+                  coalesce(ARRAY(SELECT jsonb_array_elements_text(media)), '{}'),
+                  string_to_array(chans, ','), sched, sandbox, cb, meta, created, created, trace,
+                  CASE WHEN sched IS NULL THEN 'queued' ELSE 'scheduled' END
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[],
                          $8::text[], $9::timestamptz[], $10::bool[], $11::text[], $12::jsonb[], $13::timestamptz[],
-                         $14::jsonb[])
-               AS u(id, client, key, phone, tid, tname, params, chans, sched, sandbox, cb, meta, created, trace)
-           RETURNING id, created_at
+                         $14::jsonb[], $15::text[], $16::jsonb[])
+               AS u(id, client, key, phone, tid, tname, params, chans, sched, sandbox, cb, meta, created, trace,
+                    txt, media)
+           RETURNING id, created_at, status, scheduled_at
          )
-         INSERT INTO message_events (message_id, status, source, at)
-         SELECT id, 'queued', 'gateway', created_at FROM inserted",
+         INSERT INTO message_events (message_id, status, source, at, detail)
+         SELECT id, status, 'gateway', created_at,
+                CASE WHEN scheduled_at IS NOT NULL THEN jsonb_build_object('scheduled_at', scheduled_at) END
+           FROM inserted",
     )
     .bind(col(|_, m| Some(m.id.to_string())))
     .bind(col(|s, _| Some(s.client.clone())))
@@ -253,6 +266,8 @@ async fn insert_messages(
     .bind(rows.iter().map(|(_, m)| m.metadata.clone()).collect::<Vec<_>>())
     .bind(rows.iter().map(|(s, _)| s.created_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|(s, _)| trace_column(&s.trace)).collect::<Vec<_>>())
+    .bind(col(|_, m| m.text.clone()))
+    .bind(rows.iter().map(|(_, m)| Value::from(m.media_urls.clone())).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())

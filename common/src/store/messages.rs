@@ -22,6 +22,8 @@ pub struct MessageRecord {
     pub template_id: Option<String>,
     pub template_name: Option<String>,
     pub parameters: Value,
+    pub text: Option<String>,
+    pub media_urls: Vec<String>,
     pub channels: Vec<String>,
     pub scheduled_at: Option<DateTime<Utc>>,
     pub sandbox: bool,
@@ -102,7 +104,7 @@ struct ChangeRow<'a> {
     provider_ids: Option<&'a [String]>,
 }
 
-const COLUMNS: &str = "id, client, phone_number, template_id, template_name, parameters, channels, scheduled_at,
+const COLUMNS: &str = "id, client, phone_number, template_id, template_name, parameters, text, media_urls, channels, scheduled_at,
     sandbox, callback_url, metadata, status, attempts, provider_message_id, last_error_code, last_error,
     dead_lettered_at, created_at, updated_at";
 
@@ -161,8 +163,9 @@ impl Store {
     }
 
     /// Starts a send attempt: the message must still be waiting to be sent
-    /// (`queued` or `sending`, a retry). Returns `None` when another job already
-    /// took it further, which makes duplicate jobs harmless.
+    /// (`queued`, `sending` for a retry, or `scheduled` by the gateway and
+    /// not yet handed to Sent). Returns `None` when another job already took
+    /// it further (or it was cancelled), which makes duplicate jobs harmless.
     pub async fn begin_attempt(&self, id: MessageId) -> Result<Option<MessageRecord>, sqlx::Error> {
         Ok(self.begin_attempts(&[id]).await?.pop().flatten())
     }
@@ -189,7 +192,7 @@ impl Store {
                   SET status = 'sending', attempts = attempts + 1, updated_at = now(),
                       sending_at = coalesce(sending_at, now()), next_attempt_at = NULL
                 WHERE id IN (SELECT id FROM messages WHERE id = ANY($1) ORDER BY id FOR UPDATE)
-                  AND status IN ('queued', 'sending')
+                  AND (status IN ('queued', 'sending') OR (status = 'scheduled' AND accepted_at IS NULL))
                RETURNING {COLUMNS}
              ), event AS (
                INSERT INTO message_events (message_id, status, source, attempt)
@@ -386,6 +389,98 @@ impl Store {
             .collect())
     }
 
+    /// Cancels one of `client`'s messages if Sent does not have it yet: it is
+    /// `queued`, or `scheduled` by the gateway and not handed to Sent. Sent's
+    /// v3 has no cancel call, so that is the only window. Returns `None` for
+    /// an unknown message, else its status before and whether it was
+    /// cancelled. The row lock makes this exact against a worker starting
+    /// the send at the same moment: one of the two wins.
+    pub async fn cancel(
+        &self,
+        client: &str,
+        id: &str,
+    ) -> Result<Option<(MessageStatus, bool)>, sqlx::Error> {
+        let row: Option<(String, bool)> = sqlx::query_as(
+            "WITH target AS (
+               SELECT id, status, accepted_at FROM messages WHERE id = $1 AND client = $2 FOR UPDATE
+             ), cancelled AS (
+               UPDATE messages m
+                  SET status = 'cancelled', failed_at = now(), updated_at = now(), next_attempt_at = NULL
+                 FROM target t
+                WHERE m.id = t.id AND (t.status = 'queued' OR (t.status = 'scheduled' AND t.accepted_at IS NULL))
+               RETURNING m.id, m.client, m.callback_url, t.status AS previous_status, m.updated_at AS at
+             ), event AS (
+               INSERT INTO message_events (message_id, status, source, detail, at)
+               SELECT id, 'cancelled', 'gateway', jsonb_build_object('by', 'client'), at FROM cancelled
+             ), callback AS (
+               INSERT INTO status_callbacks (message_id, client, url, status, previous_status, at)
+               SELECT id, client, callback_url, 'cancelled', previous_status, at
+                 FROM cancelled WHERE callback_url IS NOT NULL
+             )
+             SELECT t.status, EXISTS (SELECT 1 FROM cancelled) FROM target t",
+        )
+        .bind(id)
+        .bind(client)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|(status, cancelled)| Some((status.parse().ok()?, cancelled))))
+    }
+
+    /// Claims the next message due for a status poll and counts the poll.
+    /// A message is due when it waits for Sent's word (`accepted`,
+    /// `scheduled` at Sent, `sent`) and neither its status nor a poll has
+    /// moved for the gap of its next poll: `gaps[status_polls]`. Claiming
+    /// counts the poll, so two workers never ask about the same message and
+    /// a message is asked about at most `gaps.len()` times.
+    pub async fn claim_status_poll(
+        &self,
+        gaps: &[std::time::Duration; STATUS_POLLS],
+    ) -> Result<Option<PollTarget>, sqlx::Error> {
+        let gaps: Vec<chrono::Duration> = gaps
+            .iter()
+            .map(|g| chrono::Duration::from_std(*g).unwrap_or(chrono::Duration::days(1)))
+            .collect();
+        sqlx::query_as(
+            "UPDATE messages m SET status_polls = status_polls + 1, last_polled_at = now()
+              WHERE m.id = (
+                SELECT id FROM messages
+                 WHERE status IN ('accepted', 'scheduled', 'sent') AND provider_message_id IS NOT NULL
+                   AND status_polls < 4
+                   AND ((status_polls = 0 AND greatest(updated_at, last_polled_at) < now() - $1::interval)
+                     OR (status_polls = 1 AND greatest(updated_at, last_polled_at) < now() - $2::interval)
+                     OR (status_polls = 2 AND greatest(updated_at, last_polled_at) < now() - $3::interval)
+                     OR (status_polls = 3 AND greatest(updated_at, last_polled_at) < now() - $4::interval))
+                 LIMIT 1
+                   FOR UPDATE SKIP LOCKED)
+             RETURNING m.id, m.provider_message_id, m.status_polls",
+        )
+        .bind(gaps[0])
+        .bind(gaps[1])
+        .bind(gaps[2])
+        .bind(gaps[3])
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Records in the timeline that Sent was asked about a message and what it said
+    /// (when the answer changed nothing, or could not be applied).
+    pub async fn record_poll(&self, id: &str, detail: &Value) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO message_events (message_id, status, applied, source, detail)
+             VALUES ($1, $2, false, 'poll', $3)",
+        )
+        .bind(id)
+        .bind(if detail["stale"] == true {
+            "stale"
+        } else {
+            "polled"
+        })
+        .bind(detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// A failed attempt that will be retried at `retry_at`: the status stays
     /// `sending`, the timeline gets a `retrying` event.
     pub async fn record_retry(
@@ -434,27 +529,49 @@ impl Store {
 
     /// Puts dead-lettered messages (all, or the given ids) back to `queued`.
     /// The one deliberate backwards move, made by an operator and recorded.
-    pub async fn redrive(&self, ids: Option<&[String]>) -> Result<Vec<Unsent>, sqlx::Error> {
-        let rows = sqlx::query_as(
-            "WITH redriven AS (
-               UPDATE messages
+    ///
+    /// With `first_attempt_after`, a message whose first attempt is older is
+    /// left alone and returned as refused: Sent may have taken that attempt
+    /// and forgotten its `Idempotency-Key` by the time the re-drive's own
+    /// attempts end, so re-sending it could send it twice.
+    pub async fn redrive(
+        &self,
+        ids: Option<&[String]>,
+        first_attempt_after: Option<DateTime<Utc>>,
+    ) -> Result<(Vec<Unsent>, Vec<String>), sqlx::Error> {
+        let rows: Vec<(String, Option<Json<TraceContext>>, bool)> = sqlx::query_as(
+            "WITH chosen AS (
+               SELECT id, $2::timestamptz IS NULL OR sending_at IS NULL OR sending_at >= $2 AS safe
+                 FROM messages
+                WHERE dead_lettered_at IS NOT NULL AND ($1::text[] IS NULL OR id = ANY($1))
+             ), redriven AS (
+               UPDATE messages m
                   SET status = 'queued', dead_lettered_at = NULL, failed_at = NULL, attempts = 0,
                       next_attempt_at = NULL, updated_at = now()
-                WHERE dead_lettered_at IS NOT NULL AND ($1::text[] IS NULL OR id = ANY($1))
-               RETURNING id, trace_context
+                 FROM chosen c
+                WHERE m.id = c.id AND c.safe
+               RETURNING m.id, m.trace_context
              ), event AS (
                INSERT INTO message_events (message_id, status, source) SELECT id, 'queued', 'operator' FROM redriven
              )
-             SELECT id, trace_context FROM redriven",
+             SELECT id, trace_context, true FROM redriven
+             UNION ALL
+             SELECT id, NULL, false FROM chosen WHERE NOT safe",
         )
         .bind(ids)
+        .bind(first_attempt_after)
         .fetch_all(&self.pool)
         .await?;
-        Ok(Unsent::from_rows(rows))
+        let (done, refused): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.2);
+        Ok((
+            Unsent::from_rows(done.into_iter().map(|(id, trace, _)| (id, trace)).collect()),
+            refused.into_iter().map(|(id, ..)| id).collect(),
+        ))
     }
 
     /// Messages that should have a job but have shown no progress for
-    /// `older_than`: queued ones, and sending ones whose retry is long overdue.
+    /// `older_than`: queued ones, sending ones whose retry is long overdue,
+    /// and ones the gateway held until a time now long past.
     pub async fn stalled_messages(
         &self,
         older_than: std::time::Duration,
@@ -464,6 +581,7 @@ impl Store {
             "SELECT id, trace_context FROM messages
               WHERE (status = 'queued' AND updated_at < now() - $1::interval)
                  OR (status = 'sending' AND coalesce(next_attempt_at, updated_at) < now() - $1::interval)
+                 OR (status = 'scheduled' AND accepted_at IS NULL AND scheduled_at < now() - $1::interval)
               ORDER BY updated_at LIMIT $2",
         )
         .bind(chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::minutes(2)))
@@ -482,6 +600,18 @@ impl Store {
                 .rows_affected(),
         )
     }
+}
+
+/// How many times a message is polled at most (the partial index
+/// `messages_status_poll_due` and `claim_status_poll` are written for four).
+pub const STATUS_POLLS: usize = 4;
+
+/// A message to ask Sent about: ours, Sent's id of it, and which poll this is (1-based).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct PollTarget {
+    pub id: String,
+    pub provider_message_id: String,
+    pub status_polls: i16,
 }
 
 /// A message that needs a send job, and the trace that job continues.

@@ -25,7 +25,10 @@ pub use inbox::{
     InboxEvent, InboxFinish, InboxInsert, InboxInsertOutcome, InboxRecord, InboxResult,
 };
 pub use keys::{ApiKeyRecord, NewApiKey};
-pub use messages::{Acceptance, EventRecord, MessageFilter, MessageRecord, StatusChange, Unsent};
+pub use messages::{
+    Acceptance, EventRecord, MessageFilter, MessageRecord, PollTarget, STATUS_POLLS, StatusChange,
+    Unsent,
+};
 
 /// The schema's migrations. A database may hold migrations newer than this
 /// binary's (`ignore_missing`): during a rolling deploy the new release has

@@ -22,8 +22,8 @@ use crate::error::{ApiError, FieldErrors};
 use crate::json::JsonObject;
 use crate::openapi::{
     Accepted, BatchAccepted, BatchBody, IdempotencyKey, InvalidQuery, ListParams, MessageDetail,
-    MessageList, MessageNotFound, OrderConfirmationBody, ReadErrors, SendBody, SubmitErrors,
-    WelcomeBody,
+    MessageList, MessageNotFound, NotCancellable, OrderConfirmationBody, ReadErrors, SendBody,
+    SubmitErrors, WelcomeBody,
 };
 use crate::validation::{self, Fields, SendRequest, SendRules};
 
@@ -187,8 +187,9 @@ pub async fn batch(
             Ok(request) => {
                 let message = new_message(request);
                 let id = message.id.to_string();
+                let status = initial_status(&message);
                 messages.push(message);
-                json!({"message_id": id, "status": "queued"})
+                json!({"message_id": id, "status": status})
             }
             Err(errors) => ApiError::Validation(errors.clone()).body(),
         })
@@ -235,6 +236,32 @@ pub async fn get_one(
     let mut view = message_view(&message);
     view["events"] = events.iter().map(event_view).collect();
     Ok(Json(view))
+}
+
+/// Cancel a message that has not been handed to Sent.
+///
+/// Sent's API has no cancel call, so a message can be cancelled only while
+/// the gateway still holds it: `queued`, or `scheduled` (the gateway keeps a
+/// scheduled message until its time, then hands it to Sent). Once a send
+/// attempt has started it is too late: the answer is `409 not_cancellable`
+/// with the message's status.
+#[utoipa::path(post, path = "/api/messages/{id}/cancel", tag = "messages", operation_id = "cancelMessage",
+    params(("id" = String, Path, description = "The message id (`message_id`)")),
+    responses((status = 200, description = "Cancelled: the message and its events", body = MessageDetail),
+        NotCancellable, MessageNotFound, ReadErrors))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(client): Extension<Client>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if id.parse::<MessageId>().is_err() {
+        return Err(ApiError::NotFound);
+    }
+    match state.store.cancel(&client.name, &id).await? {
+        None => Err(ApiError::NotFound),
+        Some((status, false)) => Err(ApiError::NotCancellable(status)),
+        Some((_, true)) => get_one(State(state), Extension(client), Path(id)).await,
+    }
 }
 
 #[derive(Deserialize)]
@@ -314,6 +341,7 @@ pub async fn list(
 fn rules(state: &AppState) -> SendRules {
     SendRules {
         allow_http_callbacks: state.allow_http_callbacks(),
+        text_max_chars: state.config.text_max_chars,
     }
 }
 
@@ -326,10 +354,12 @@ fn shortcut<const N: usize>(
 ) -> SendRequest {
     SendRequest {
         phone_number,
-        template: TemplateRef {
+        template: Some(TemplateRef {
             id: Some(template_id.to_owned()),
             name: Some(template_name.to_owned()),
-        },
+        }),
+        text: None,
+        media_urls: Vec::new(),
         parameters: parameters
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
@@ -346,9 +376,11 @@ fn new_message(request: &SendRequest) -> NewMessage {
     NewMessage {
         id: MessageId::new(),
         phone_number: request.phone_number.to_string(),
-        template_id: request.template.id.clone(),
-        template_name: request.template.name.clone(),
+        template_id: request.template.as_ref().and_then(|t| t.id.clone()),
+        template_name: request.template.as_ref().and_then(|t| t.name.clone()),
         parameters: json!(request.parameters),
+        text: request.text.clone(),
+        media_urls: request.media_urls.clone(),
         channels: request
             .channels
             .iter()
@@ -358,6 +390,16 @@ fn new_message(request: &SendRequest) -> NewMessage {
         sandbox: request.sandbox,
         callback_url: request.callback_url.clone(),
         metadata: json!(request.metadata),
+    }
+}
+
+/// `scheduled` for a message the gateway holds until its time, else `queued`
+/// (as `Store::submit` stores it).
+fn initial_status(message: &NewMessage) -> MessageStatus {
+    if message.scheduled_at.is_some() {
+        MessageStatus::Scheduled
+    } else {
+        MessageStatus::Queued
     }
 }
 
@@ -371,7 +413,8 @@ async fn accept_one(
     let now = Utc::now();
     let message = new_message(&request);
     let location = format!("/api/messages/{}", message.id);
-    let body = json!({"message_id": message.id.to_string(), "status": "queued", "created_at": timestamp(now)});
+    let body = json!({"message_id": message.id.to_string(), "status": initial_status(&message),
+                      "created_at": timestamp(now)});
     let submission = submission(&client, headers, route, &request, vec![message], now, body)?;
     submit(state, submission, Some(location)).await
 }
@@ -469,6 +512,8 @@ pub fn message_view(m: &MessageRecord) -> Value {
         "phone_number": m.phone_number,
         "template_id": m.template_id,
         "template_name": m.template_name,
+        "text": m.text,
+        "media_urls": m.media_urls,
         "channels": m.channels,
         "attempts": m.attempts,
         "provider_message_id": m.provider_message_id,

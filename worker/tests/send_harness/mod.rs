@@ -257,6 +257,8 @@ pub fn message(template_name: &str) -> NewMessage {
         template_id: None,
         template_name: Some(template_name.into()),
         parameters: json!({"name": "Ada"}),
+        text: None,
+        media_urls: vec![],
         channels: vec![],
         scheduled_at: None,
         sandbox: false,
