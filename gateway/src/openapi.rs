@@ -723,7 +723,7 @@ pub struct Accepted {
         example = "01JDX4W1Q2RZ8N3B5C7D9F0GHK"
     )]
     pub message_id: String,
-    #[schema(value_type = String, pattern = "^(queued|scheduled)$", example = "queued")]
+    #[schema(value_type = String, pattern = "^queued$", example = "queued")]
     pub status: String,
     pub created_at: DateTime<Utc>,
 }
@@ -761,7 +761,7 @@ impl ToSchema for BatchResult {
 pub struct BatchQueued {
     #[schema(pattern = "^[0-9A-HJKMNP-TV-Z]{26}$")]
     pub message_id: String,
-    #[schema(pattern = "^(queued|scheduled)$", example = "queued")]
+    #[schema(pattern = "^queued$", example = "queued")]
     pub status: String,
 }
 

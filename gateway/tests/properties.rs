@@ -472,9 +472,7 @@ fn expect(route: Route, body: &Value, a: &Answer) -> Result<(), TestCaseError> {
         if route == Route::Batch {
             expect_batch_results(body, a)?;
         } else {
-            let held = present(body.as_object().unwrap(), "scheduled_at").is_some();
-            let status = if held { "scheduled" } else { "queued" };
-            prop_assert_eq!(&a.body["status"], status, "{}", a.text);
+            prop_assert_eq!(&a.body["status"], "queued", "{}", a.text);
             let id = a.body["message_id"].as_str().unwrap_or_default();
             prop_assert!(!id.is_empty(), "{}", a.text);
             let location = a.headers.get("location").map(|v| v.as_bytes().to_vec());
@@ -491,11 +489,7 @@ fn expect_batch_results(body: &Value, a: &Answer) -> Result<(), TestCaseError> {
     prop_assert_eq!(results.map(Vec::len), Some(items.len()), "{}", a.text);
     let now = Utc::now();
     for (item, result) in items.iter().zip(results.unwrap()) {
-        let held = item
-            .as_object()
-            .is_some_and(|o| present(o, "scheduled_at").is_some());
-        let status = if held { "scheduled" } else { "queued" };
-        let accepted = result["status"] == status && result["message_id"].is_string();
+        let accepted = result["status"] == "queued" && result["message_id"].is_string();
         let refused = result["code"] == "validation_error"
             && result["error"].is_string()
             && result["messages"]

@@ -187,9 +187,8 @@ pub async fn batch(
             Ok(request) => {
                 let message = new_message(request);
                 let id = message.id.to_string();
-                let status = initial_status(&message);
                 messages.push(message);
-                json!({"message_id": id, "status": status})
+                json!({"message_id": id, "status": "queued"})
             }
             Err(errors) => ApiError::Validation(errors.clone()).body(),
         })
@@ -393,16 +392,6 @@ fn new_message(request: &SendRequest) -> NewMessage {
     }
 }
 
-/// `scheduled` for a message the gateway holds until its time, else `queued`
-/// (as `Store::submit` stores it).
-fn initial_status(message: &NewMessage) -> MessageStatus {
-    if message.scheduled_at.is_some() {
-        MessageStatus::Scheduled
-    } else {
-        MessageStatus::Queued
-    }
-}
-
 async fn accept_one(
     state: &AppState,
     client: Client,
@@ -413,8 +402,7 @@ async fn accept_one(
     let now = Utc::now();
     let message = new_message(&request);
     let location = format!("/api/messages/{}", message.id);
-    let body = json!({"message_id": message.id.to_string(), "status": initial_status(&message),
-                      "created_at": timestamp(now)});
+    let body = json!({"message_id": message.id.to_string(), "status": "queued", "created_at": timestamp(now)});
     let submission = submission(&client, headers, route, &request, vec![message], now, body)?;
     submit(state, submission, Some(location)).await
 }
