@@ -162,7 +162,12 @@ pub struct WorkerConfig {
     /// On SIGTERM, how long in-flight sends may take to finish before the
     /// process exits anyway (their jobs then return to the queue).
     pub shutdown_grace: Duration,
+    /// Where `GET /metrics` listens (`WORKER_METRICS_BIND`, default `0.0.0.0:9100`).
     pub metrics_bind: SocketAddr,
+    /// Whether `WORKER_METRICS_BIND` was set. If it was, a taken port stops
+    /// the worker; if not, the worker falls back to a free port (so several
+    /// workers can run on one host with the defaults).
+    pub metrics_bind_set: bool,
     /// A message Sent has (accepted, scheduled at Sent, sent) whose status
     /// has not moved for this long is checked with `GET /v3/messages/{id}`
     /// (`STATUS_POLL_AFTER_SECS`); later polls wait 4, 24 and 96 times as long.
@@ -388,6 +393,7 @@ impl Config {
                 .parse()
                 .unwrap(),
             )?,
+            metrics_bind_set: env.get("WORKER_METRICS_BIND").is_some(),
         };
         if worker.concurrency == 0 {
             return Err(env.bad("WORKER_CONCURRENCY", "must be at least 1".into()));

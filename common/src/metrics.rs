@@ -1,9 +1,11 @@
 //! Prometheus metrics. Every process installs one recorder and serves
-//! `render()` as `GET /metrics`; the names are listed here so dashboards and
-//! code agree on them.
+//! `render()` as `GET /metrics`; the names are listed here so dashboards,
+//! alert rules (`deploy/prometheus/alerts.yml`) and code agree on them, and
+//! each is described (HELP, TYPE, unit) once, in `describe()`.
 
 use std::sync::OnceLock;
 
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const HTTP_REQUESTS: &str = "gateway_http_requests_total";
@@ -23,6 +25,11 @@ pub const QUEUE_OLDEST_AGE: &str = "worker_queue_oldest_job_age_seconds";
 pub const INBOX_BACKLOG: &str = "worker_inbox_backlog";
 pub const INBOX_EVENTS: &str = "worker_inbox_events_total";
 pub const CALLBACKS: &str = "worker_callbacks_total";
+/// The process's Postgres pool, `{state="in_use|idle|max"}`.
+pub const GATEWAY_POSTGRES_POOL: &str = "gateway_postgres_pool_connections";
+pub const WORKER_POSTGRES_POOL: &str = "worker_postgres_pool_connections";
+/// The Redis server's clients as it counts them, `{state="connected|blocked|max"}`.
+pub const REDIS_CLIENTS: &str = "worker_redis_clients";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -39,8 +46,115 @@ pub fn install() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Tests run several apps in one process; the first recorder serves all.
         let _ = metrics::set_global_recorder(recorder);
+        describe();
         handle
     })
+}
+
+/// HELP and TYPE of every metric either process records. A description is
+/// only rendered once its metric has a value, so the gateway does not show
+/// the worker's metrics and the other way round.
+fn describe() {
+    describe_counter!(
+        HTTP_REQUESTS,
+        Unit::Count,
+        "HTTP requests answered by the gateway (count), by route template, method and status code."
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "Time the gateway took to answer an HTTP request, in seconds, by route template and method."
+    );
+    describe_counter!(
+        MESSAGES_ACCEPTED,
+        Unit::Count,
+        "Messages accepted by the gateway and queued for sending (count of messages, a batch counts each)."
+    );
+    describe_counter!(
+        RATE_LIMITED,
+        Unit::Count,
+        "Requests the gateway answered 429 because a rate limit was reached (count), by limit class."
+    );
+    describe_counter!(
+        WEBHOOKS,
+        Unit::Count,
+        "Webhook deliveries received (count), by provider and outcome (stored, duplicate, rejected) with the rejection reason."
+    );
+    describe_counter!(
+        JOBS,
+        Unit::Count,
+        "Send jobs processed by the worker (count), by outcome (accepted, retrying, failed, dead_lettered, skipped, deferred, error)."
+    );
+    describe_counter!(
+        SENT_REQUESTS,
+        Unit::Count,
+        "Send requests made to Sent (count), by outcome (accepted, retry, permanent) and Sent's error code (e.g. HTTP_503, SERVICE_001, AUTH_001; empty when accepted)."
+    );
+    describe_counter!(
+        SENT_UNREADABLE_ANSWERS,
+        Unit::Count,
+        "2xx answers from Sent from which no message id could be read (count of answers)."
+    );
+    describe_counter!(
+        SENT_STATUS_POLLS,
+        Unit::Count,
+        "Status polls of Sent, GET /v3/messages/{id} (count), by outcome (changed, unchanged, stale, failed)."
+    );
+    describe_histogram!(
+        SENT_DURATION,
+        Unit::Seconds,
+        "Time a send request to Sent took, from the request to its classified answer, in seconds."
+    );
+    describe_gauge!(
+        QUEUE_DEPTH,
+        Unit::Count,
+        "Jobs in the send queue (count of jobs, fleet-wide), by state (ready, scheduled)."
+    );
+    describe_gauge!(
+        QUEUE_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest send job that is due and not yet taken, in seconds (0 when none)."
+    );
+    describe_gauge!(
+        INBOX_BACKLOG,
+        Unit::Count,
+        "Rows waiting to be processed (count, fleet-wide), by kind: webhooks (inbox events) and callbacks (status callbacks not yet delivered)."
+    );
+    describe_counter!(
+        INBOX_EVENTS,
+        Unit::Count,
+        "Inbox events (received webhooks) processed by the worker (count), by outcome."
+    );
+    describe_counter!(
+        CALLBACKS,
+        Unit::Count,
+        "Status callback attempts to clients (count of attempts), by client (API key name) and outcome (delivered, retrying, given_up)."
+    );
+    describe_gauge!(
+        GATEWAY_POSTGRES_POOL,
+        Unit::Count,
+        "Connections of this gateway's Postgres pool (count), by state: in_use, idle, and max (the configured maximum)."
+    );
+    describe_gauge!(
+        WORKER_POSTGRES_POOL,
+        Unit::Count,
+        "Connections of this worker's Postgres pool (count), by state: in_use, idle, and max (the configured maximum)."
+    );
+    describe_gauge!(
+        REDIS_CLIENTS,
+        Unit::Count,
+        "Client connections of the Redis server as it reports them (count, all processes), by state: connected, blocked, and max (its maxclients)."
+    );
+}
+
+/// Sets `name{state="in_use|idle|max"}` from a Postgres pool.
+pub fn record_pool(name: &'static str, pool: &sqlx::PgPool) {
+    let size = pool.size() as f64;
+    let idle = pool.num_idle() as f64;
+    let max = pool.options().get_max_connections() as f64;
+    metrics::gauge!(name, "state" => "in_use").set((size - idle).max(0.0));
+    metrics::gauge!(name, "state" => "idle").set(idle);
+    metrics::gauge!(name, "state" => "max").set(max);
 }
 
 /// The Prometheus text exposition of every metric recorded so far.

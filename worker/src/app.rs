@@ -23,6 +23,8 @@ pub async fn run_worker(
     redis: redis::aio::ConnectionManager,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // First: a taken WORKER_METRICS_BIND stops the worker before any work.
+    let metrics_listener = crate::metrics::bind(&config.worker).await?;
     let stop = shutdown.child_token();
     let sender = Arc::new(Sender::new(
         &config,
@@ -70,7 +72,7 @@ pub async fn run_worker(
     spawn(
         &mut components,
         "metrics",
-        crate::metrics::serve(store.clone(), queue.clone(), config.clone(), stop.clone()),
+        crate::metrics::serve(metrics_listener, store.clone(), queue.clone(), stop.clone()),
     );
     spawn(
         &mut components,

@@ -210,6 +210,14 @@ async fn deliver(
             Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1)),
         )
     };
+    let outcome = match next {
+        CallbackNext::Delivered => "delivered",
+        CallbackNext::RetryAt(_) => "retrying",
+        CallbackNext::GiveUp => "given_up",
+    };
+    // By API key name (few): the alert says whose endpoint is failing.
+    metrics::counter!(common::metrics::CALLBACKS, "client" => delivery.client.clone(), "outcome" => outcome)
+        .increment(1);
     let (id, webhook_id, message_id) = (delivery.id, &delivery.webhook_id, &delivery.message_id);
     match (&next, &error) {
         (CallbackNext::Delivered, _) => tracing::debug!(

@@ -92,11 +92,12 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
 /// Prometheus metrics.
 ///
 /// HTTP requests by route and status with latency histograms, messages
-/// accepted, webhooks, rate-limit rejections. Not rate limited.
+/// accepted, webhooks, rate-limit rejections, the Postgres pool. Not rate limited.
 #[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics",
     responses((status = 200, description = "Prometheus text exposition format",
         content_type = "text/plain; version=0.0.4", body = String), UnlimitedErrors))]
-pub async fn metrics() -> impl axum::response::IntoResponse {
+pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    common::metrics::record_pool(common::metrics::GATEWAY_POSTGRES_POOL, state.store.pool());
     (
         [(
             axum::http::header::CONTENT_TYPE,
