@@ -6,8 +6,8 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::signature::SigningKey;
 use anyhow::{Context, bail};
-use common::signature::WebhookSecret;
 
 use crate::faults::Faults;
 
@@ -51,7 +51,7 @@ pub struct SimConfig {
     /// Where status webhooks go; `None` sends none (changeable at runtime).
     pub webhook_url: Option<String>,
     /// Key signing the webhooks.
-    pub webhook_secret: WebhookSecret,
+    pub webhook_secret: SigningKey,
     /// The endpoint id sent as `x-webhook-id`; generated once at start when `None`.
     pub webhook_id: Option<String>,
     /// Per-attempt timeout of a webhook delivery.
@@ -99,7 +99,7 @@ impl Default for SimConfig {
         SimConfig {
             api_keys: vec![DEFAULT_API_KEY.to_owned()],
             webhook_url: None,
-            webhook_secret: WebhookSecret::parse(DEV_WEBHOOK_SECRET)
+            webhook_secret: SigningKey::parse(DEV_WEBHOOK_SECRET)
                 .expect("the development secret is valid base64"),
             webhook_id: None,
             webhook_timeout: Duration::from_secs(5),
@@ -191,7 +191,7 @@ impl SimConfig {
         }
         if let Some(secret) = get("SENT_SIM_WEBHOOK_SECRET") {
             // The value is a secret: never echo it.
-            config.webhook_secret = WebhookSecret::parse(&secret).map_err(|_| {
+            config.webhook_secret = SigningKey::parse(&secret).ok_or_else(|| {
                 anyhow::anyhow!("SENT_SIM_WEBHOOK_SECRET must be whsec_<base64> or base64")
             })?;
         }

@@ -11,6 +11,7 @@ mod lifecycle;
 mod record;
 mod server;
 mod signature;
+pub use signature::SigningKey;
 mod stats;
 mod store;
 mod util;

@@ -19,7 +19,7 @@ const LENIENT: GeneralPurpose = GeneralPurpose::new(
 
 /// The HMAC key of a webhook endpoint.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct SigningKey(Vec<u8>);
+pub struct SigningKey(Vec<u8>);
 
 impl SigningKey {
     /// `whsec_<base64>` or the bare base64, padded or not; never empty.

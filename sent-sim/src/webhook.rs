@@ -140,8 +140,7 @@ impl Webhooks {
             client,
             permits: Semaphore::new(config.webhook_concurrency.max(1)),
             url: RwLock::new(config.webhook_url.as_deref().map(Arc::from)),
-            key: SigningKey::parse(&config.webhook_secret.to_whsec_string())
-                .ok_or_else(|| anyhow::anyhow!("the webhook secret is not usable"))?,
+            key: config.webhook_secret.clone(),
             event_id_header: config.webhook_event_id_header,
             endpoint_id: config
                 .webhook_id

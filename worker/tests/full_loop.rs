@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use common::store::EventRecord;
 use send_harness::{Harness, RunningWorker, wait_for};
-use sent_sim::{Faults, SimConfig};
+use sent_sim::{Faults, SimConfig, WebhookEnvelope};
 use serde_json::{Value, json};
 
 const API_KEY: &str = "loop-key-0123456789";
@@ -353,6 +353,41 @@ async fn a_message_sent_without_channels_gets_its_id_and_is_delivered() {
         );
     }
     assert_eq!(l.view(&text).await["text"], "Your code is 123456");
+    l.stop().await;
+}
+
+/// The other shapes seen in Sent's official material, all at once: every
+/// optional field of the answers `null`, webhooks in the `sub_type` / `value`
+/// envelope and without `X-Webhook-Event-ID`. The message still ends
+/// `delivered`, each of Sent's events applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sents_other_answer_and_webhook_shapes_end_the_same() {
+    let l = Loop::start(SimConfig {
+        webhook_envelope: WebhookEnvelope::SubType,
+        webhook_event_id_header: false,
+        null_optionals: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let id = l
+        .submit_body(
+            json!({"phone_number": "+14155550123", "template_name": "welcome",
+            "parameters": {"name": "Ada"}, "callback_url": l.callback_url}),
+        )
+        .await;
+    let events = l.wait_done(&id, "delivered", SMS_EVENTS.len()).await;
+    let view = l.view(&id).await;
+    assert!(view["provider_message_id"].is_string(), "{view}");
+    assert_eq!(view["last_error_code"], Value::Null, "{view}");
+    let mut from_sent: Vec<&str> = events
+        .iter()
+        .filter(|e| e.source == "sent")
+        .map(|e| e.detail.as_ref().unwrap()["event"].as_str().unwrap())
+        .collect();
+    from_sent.sort();
+    let mut wanted: Vec<String> = SMS_EVENTS.iter().map(|e| format!("message.{e}")).collect();
+    wanted.sort();
+    assert_eq!(from_sent, wanted);
     l.stop().await;
 }
 

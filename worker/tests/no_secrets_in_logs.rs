@@ -138,7 +138,7 @@ impl Stack {
     async fn start() -> Stack {
         let sim = SimConfig {
             api_keys: vec![SENT_KEY.to_owned()],
-            webhook_secret: WebhookSecret::parse(WEBHOOK_SECRET).unwrap(),
+            webhook_secret: sent_sim::SigningKey::parse(WEBHOOK_SECRET).unwrap(),
             ..SimConfig::default()
         };
         let mut h = Harness::with_sim(sim).await;
