@@ -16,7 +16,7 @@ use common::domain::MessageStatus;
 use common::queue::SendJob;
 use common::sent::classify::CODE_NO_ID;
 use common::sent::client::SentClient;
-use common::store::STATUS_POLLS;
+use common::store::{CODE_STALE, STATUS_POLLS};
 use send_harness::{Harness, message, wait_for};
 use serde_json::{Value, json};
 use worker::poll::{Polled, poll};
@@ -79,6 +79,15 @@ async fn a_2xx_without_any_id_is_accepted_but_shown_as_an_anomaly() {
     assert!(
         common::metrics::render().contains(common::metrics::SENT_UNREADABLE_ANSWERS),
         "counted"
+    );
+    let snapshot = h.store.dashboard().await.unwrap();
+    assert!(
+        snapshot
+            .failure_reasons
+            .iter()
+            .any(|r| r.error_code == CODE_NO_ID && r.status == "accepted"),
+        "on the status page: {:?}",
+        snapshot.failure_reasons
     );
 }
 
@@ -166,7 +175,25 @@ async fn silence_is_marked_stale_after_the_last_poll() {
         events.last().unwrap().detail.as_ref().unwrap()["code"],
         "not_found"
     );
-    assert_eq!(h.message(ids[0]).await.status, "accepted");
+    let record = h.message(ids[0]).await;
+    assert_eq!(record.status, "accepted");
+    assert_eq!(record.last_error_code.as_deref(), Some(CODE_STALE));
+    // The status page lists it with the failures.
+    let snapshot = h.store.dashboard().await.unwrap();
+    assert!(
+        snapshot
+            .recent_failures
+            .iter()
+            .any(|f| f.message_id == id && f.last_error_code.as_deref() == Some(CODE_STALE)),
+        "{:?}",
+        snapshot.recent_failures
+    );
+    assert!(
+        snapshot
+            .failure_reasons
+            .iter()
+            .any(|r| r.error_code == CODE_STALE && r.messages == 1)
+    );
 }
 
 /// A message with a time is held by the gateway: `scheduled`, not sent, and

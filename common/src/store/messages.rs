@@ -462,20 +462,25 @@ impl Store {
         .await
     }
 
-    /// Records in the timeline that Sent was asked about a message and what it said
-    /// (when the answer changed nothing, or could not be applied).
+    /// Records in the timeline that Sent was asked about a message and what it
+    /// said (when the answer changed nothing, or could not be applied). A
+    /// stale mark (`detail.stale`) also goes on the message itself
+    /// (`last_error_code: sent_status_stale`), where the status page shows it.
     pub async fn record_poll(&self, id: &str, detail: &Value) -> Result<(), sqlx::Error> {
+        let stale = detail["stale"] == true;
         sqlx::query(
-            "INSERT INTO message_events (message_id, status, applied, source, detail)
+            "WITH marked AS (
+               UPDATE messages SET last_error_code = $4, last_error = $5
+                WHERE id = $1 AND $4::text IS NOT NULL
+             )
+             INSERT INTO message_events (message_id, status, applied, source, detail)
              VALUES ($1, $2, false, 'poll', $3)",
         )
         .bind(id)
-        .bind(if detail["stale"] == true {
-            "stale"
-        } else {
-            "polled"
-        })
+        .bind(if stale { "stale" } else { "polled" })
         .bind(detail)
+        .bind(stale.then_some(CODE_STALE))
+        .bind(stale.then(|| detail["reason"].as_str().unwrap_or_default().to_owned()))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -601,6 +606,9 @@ impl Store {
         )
     }
 }
+
+/// `last_error_code` of a message Sent said nothing new about after its last status poll.
+pub const CODE_STALE: &str = "sent_status_stale";
 
 /// How many times a message is polled at most (the partial index
 /// `messages_status_poll_due` and `claim_status_poll` are written for four).
