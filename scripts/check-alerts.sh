@@ -4,7 +4,8 @@
 #   1. promtool check rules  deploy/prometheus/alerts.yml
 #   2. promtool test rules   deploy/prometheus/alerts.test.yml (each alert
 #      fires on one series and stays quiet on another)
-#   3. promtool check config deploy/prometheus/prometheus.yml (it loads the rules)
+#   3. promtool check config deploy/prometheus/prometheus.yml (it loads the rules),
+#      and every alert's runbook_url has its heading in docs/runbook.md
 #   4. promtool check metrics on GET /metrics of a gateway and of a worker it
 #      starts itself (debug build, fresh database, own Redis prefix, free
 #      ports), after some traffic so that most metrics have a value.
@@ -31,6 +32,22 @@ echo "== promtool test rules $TESTS"
 promtool test rules "$TESTS"
 echo "== promtool check config deploy/prometheus/prometheus.yml (loads $RULES)"
 promtool check config deploy/prometheus/prometheus.yml
+
+echo "== every alert has an entry in docs/runbook.md (its runbook_url's anchor)"
+python3 - "$RULES" <<'PY'
+import re, sys
+rules = open(sys.argv[1]).read()
+alerts = re.findall(r"^\s*- alert: (\S+)", rules, re.M)
+urls = dict(re.findall(r"- alert: (\S+)[\s\S]*?runbook_url: (\S+)", rules))
+# GitHub's anchors: lower case, punctuation dropped, spaces to dashes.
+slug = lambda h: re.sub(r"[^a-z0-9 _-]", "", h.strip().lower()).replace(" ", "-")
+anchors = {slug(l.lstrip("#")) for l in open("docs/runbook.md") if l.startswith("## ")}
+bad = [a for a in alerts if not urls.get(a, "").endswith("docs/runbook.md#" + a.lower())
+       or a.lower() not in anchors]
+if bad:
+    sys.exit(f"alerts without a runbook_url to their own entry in docs/runbook.md: {bad}")
+print(f"  {len(alerts)} alerts, each with its runbook entry")
+PY
 
 # The live check: a gateway and a worker of this build.
 scripts/services.sh
