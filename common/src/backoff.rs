@@ -1,5 +1,7 @@
-//! Exponential backoff with full jitter, for the worker's send retries and
-//! the start-up check that they fit inside Sent's idempotency window.
+//! Exponential backoff, written once for every retry of the worker: sends
+//! (full jitter, and the start-up check that they fit inside Sent's
+//! idempotency window), webhook events and status callbacks (a quarter of
+//! jitter on top).
 
 use std::time::Duration;
 
@@ -32,6 +34,16 @@ impl Backoff {
             rng.random_range(Duration::ZERO..=ceiling)
         };
         jittered.max(retry_after.unwrap_or_default())
+    }
+
+    /// Attempt `n` (1-based) waits its ceiling plus up to a quarter more, at
+    /// most `max` (or `base` when that is larger): for retries of our own
+    /// work (webhook events, callbacks), where the wait should not drop to
+    /// nothing but retries failing together should not fire together.
+    pub fn spread(&self, attempt: u32, rng: &mut impl Rng) -> Duration {
+        let ceiling = self.ceiling(attempt);
+        let jitter = ceiling.mul_f64(rng.random::<f64>() * 0.25);
+        (ceiling + jitter).min(self.max.max(self.base))
     }
 
     /// The longest a message can spend between its first attempt and its
@@ -81,6 +93,22 @@ mod tests {
         // Full jitter: spread over the whole range, not bunched near the top.
         assert!(delays.iter().any(|d| *d < Duration::from_secs(1)));
         assert!(delays.iter().any(|d| *d > Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn spread_grows_with_a_quarter_of_jitter_and_is_capped() {
+        let backoff = Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for _ in 0..100 {
+            let first = backoff.spread(1, &mut rng);
+            assert!(first >= backoff.base && first <= backoff.base.mul_f64(1.25));
+            let fourth = backoff.spread(4, &mut rng);
+            assert!(fourth >= Duration::from_secs(8) && fourth <= Duration::from_secs(10));
+            assert_eq!(backoff.spread(40, &mut rng), backoff.max);
+        }
     }
 
     #[test]

@@ -176,6 +176,26 @@ pub struct WorkerConfig {
     pub status_polls_per_minute: u32,
 }
 
+impl InboxConfig {
+    /// The backoff of a webhook event that failed to process.
+    pub fn backoff(&self) -> crate::backoff::Backoff {
+        crate::backoff::Backoff {
+            base: self.backoff_base,
+            max: self.backoff_max,
+        }
+    }
+}
+
+impl CallbackConfig {
+    /// The backoff of a callback that failed to deliver.
+    pub fn backoff(&self) -> crate::backoff::Backoff {
+        crate::backoff::Backoff {
+            base: self.backoff_base,
+            max: self.backoff_max,
+        }
+    }
+}
+
 impl WorkerConfig {
     /// The gaps before each status poll: 15 minutes, 1, 6 and 24 hours by default.
     pub fn status_poll_gaps(&self) -> [Duration; crate::store::STATUS_POLLS] {

@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::config::Config;
+use common::domain::api_time;
 use common::signature::{WebhookSecret, headers, sign};
 use common::store::{CallbackAttempt, CallbackDelivery, CallbackNext, Store};
 use hmac::{Hmac, Mac};
@@ -52,7 +53,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::inbox::{backoff, listen, rfc3339};
+use crate::listen::listen;
 
 /// Notification channel the outbox's insert trigger uses.
 pub const CHANNEL: &str = "status_callbacks";
@@ -154,7 +155,7 @@ pub fn payload(delivery: &CallbackDelivery) -> Value {
     if let Some(previous) = &delivery.previous_status {
         body.insert("previous_status".into(), json!(previous));
     }
-    body.insert("at".into(), json!(rfc3339(delivery.at)));
+    body.insert("at".into(), json!(api_time(delivery.at)));
     body.insert("metadata".into(), delivery.metadata.clone());
     for (key, value) in [
         ("channel", &delivery.channel),
@@ -201,11 +202,9 @@ async fn deliver(
     } else if delivery.attempts as u32 >= settings.max_attempts {
         CallbackNext::GiveUp
     } else {
-        let delay = backoff(
-            settings.backoff_base,
-            settings.backoff_max,
-            delivery.attempts as u32,
-        );
+        let delay = settings
+            .backoff()
+            .spread(delivery.attempts as u32, &mut rand::rng());
         CallbackNext::RetryAt(
             Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1)),
         )

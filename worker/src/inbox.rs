@@ -28,18 +28,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use common::config::Config;
-use common::domain::MessageStatus;
+use common::domain::{MessageStatus, api_time};
 use common::sent::wire::MessageEventPayload;
 use common::store::{InboxEvent, InboxFinish, InboxResult, StatusChange, Store};
 use common::telemetry::TraceContext;
 use serde_json::{Map, Value, json};
-use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument::WithSubscriber;
+
+use crate::listen::listen;
 
 /// Notification channel the inbox's insert trigger uses.
 pub const CHANNEL: &str = "webhook_inbox";
@@ -402,11 +403,9 @@ fn failure(config: &Config, event: &InboxEvent, error: String) -> InboxResult {
         );
         InboxResult::Parked { error }
     } else {
-        let delay = backoff(
-            settings.backoff_base,
-            settings.backoff_max,
-            event.attempts as u32,
-        );
+        let delay = settings
+            .backoff()
+            .spread(event.attempts as u32, &mut rand::rng());
         tracing::warn!(
             inbox_id = event.id,
             event_id = %event.event_id,
@@ -503,7 +502,7 @@ impl StatusUpdate {
             return;
         }
         let span = tracing::info_span!("sent.webhook", message_id, event_id, status = %self.status,
-            sent_at = %rfc3339(self.at), applied);
+            sent_at = %api_time(self.at), applied);
         common::telemetry::set_parent(&span, trace);
     }
 
@@ -624,61 +623,6 @@ fn parse_time(text: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// `base * 2^(attempt-1)`, capped at `max`, plus up to a quarter of jitter so
-/// that events failing together do not retry together.
-pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
-    let exp = base
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
-        .min(max);
-    let jitter = exp.mul_f64(rand::random::<f64>() * 0.25);
-    (exp + jitter).min(max.max(base))
-}
-
-/// RFC 3339 in UTC with milliseconds, as our API writes times.
-pub(crate) fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// Wakes `wake` on every notification on `channel`, reconnecting as needed
-/// (and waking once after each reconnect, for what was missed meanwhile).
-pub(crate) async fn listen(
-    store: Store,
-    channel: &'static str,
-    wake: Arc<Notify>,
-    shutdown: CancellationToken,
-) {
-    let pause = Duration::from_secs(1);
-    while !shutdown.is_cancelled() {
-        let mut listener = match PgListener::connect_with(store.pool()).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::debug!(%error, channel, "LISTEN connection failed; polling meanwhile");
-                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(pause) => continue }
-            }
-        };
-        if let Err(error) = listener.listen(channel).await {
-            tracing::debug!(%error, channel, "LISTEN failed; polling meanwhile");
-            tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(pause) => continue }
-        }
-        wake.notify_one();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                received = listener.try_recv() => match received {
-                    Ok(Some(_)) => wake.notify_one(),
-                    // Reconnected: notifications may have been missed.
-                    Ok(None) => wake.notify_one(),
-                    Err(error) => {
-                        tracing::debug!(%error, channel, "LISTEN connection lost");
-                        break;
-                    }
-                },
-            }
-        }
-        tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(pause) => {} }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -788,15 +732,5 @@ mod tests {
         ] {
             assert!(parse_sent(&body, received()).is_err(), "{body}");
         }
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let (base, max) = (Duration::from_secs(1), Duration::from_secs(60));
-        let first = backoff(base, max, 1);
-        assert!(first >= base && first <= base.mul_f64(1.25));
-        let fourth = backoff(base, max, 4);
-        assert!(fourth >= Duration::from_secs(8) && fourth <= Duration::from_secs(10));
-        assert_eq!(backoff(base, max, 40), max);
     }
 }

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod callbacks;
 pub mod inbox;
+pub mod listen;
 pub mod metrics;
 pub mod poll;
 pub mod reconcile;

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Body of `POST /v3/messages` (the SDK's `MessageSendParams`).
@@ -147,44 +146,8 @@ pub struct MessageInfo {
     pub reason: Option<String>,
 }
 
-/// Webhook body Sent POSTs to an endpoint; accepts the `sub_type` / `value` variants.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct WebhookEnvelope {
-    /// Event family: `message`, `messages`, `templates`, `contact`, ...
-    #[serde(default)]
-    pub field: String,
-    /// Event name such as `message.delivered` (absent for some families).
-    #[serde(default, alias = "sub_type", skip_serializing_if = "Option::is_none")]
-    pub event: Option<String>,
-    /// When the event was emitted (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timestamp: Option<String>,
-    /// Sent's request id, when present.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-    /// Family-specific payload, kept raw; see [`WebhookEnvelope::message_payload`].
-    #[serde(default, alias = "value")]
-    pub payload: serde_json::Value,
-}
-
-impl WebhookEnvelope {
-    /// True for the message families (`message`, `messages`).
-    pub fn is_message(&self) -> bool {
-        matches!(self.field.as_str(), "message" | "messages")
-    }
-
-    /// The payload parsed as a message event.
-    pub fn message_payload(&self) -> Result<MessageEventPayload, serde_json::Error> {
-        self.payload_as()
-    }
-
-    /// The payload parsed as any type.
-    pub fn payload_as<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        T::deserialize(&self.payload)
-    }
-}
-
-/// Payload of a `message.*` webhook event.
+/// Payload of a `message.*` webhook event; the envelope around it, in all
+/// its variants, is read by the worker's inbox (`parse_sent`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageEventPayload {
     /// Sent's message id, as in the 202's `recipients[].message_id`.
@@ -278,28 +241,5 @@ mod tests {
         .unwrap();
         assert_eq!(err.request_id(), None);
         assert_eq!(err.error.unwrap().code.as_deref(), Some("VALIDATION_002"));
-    }
-
-    #[test]
-    fn webhook_envelope_accepts_both_variants() {
-        let current: WebhookEnvelope = serde_json::from_str(
-            r#"{"field":"message","event":"message.delivered","timestamp":"t",
-                "payload":{"message_id":"m1","message_status":"DELIVERED","channel":"sms"}}"#,
-        )
-        .unwrap();
-        let older: WebhookEnvelope = serde_json::from_str(
-            r#"{"field":"messages","sub_type":"message.delivered",
-                "value":{"message_id":"m1","message_status":"DELIVERED","channel":"sms"}}"#,
-        )
-        .unwrap();
-        assert_eq!(current.event, older.event);
-        assert!(current.is_message() && older.is_message());
-        assert_eq!(
-            current.message_payload().unwrap(),
-            older.message_payload().unwrap()
-        );
-        let unfamiliar: WebhookEnvelope =
-            serde_json::from_str(r#"{"field":"templates","value":{"id":1}}"#).unwrap();
-        assert!(!unfamiliar.is_message() && unfamiliar.event.is_none());
     }
 }

@@ -83,7 +83,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         Json(json!({
             "status": if healthy { "healthy" } else { "unhealthy" },
             "service": state.config.service_name,
-            "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "timestamp": common::domain::api_time(Utc::now()),
             "services": services,
         })),
     )

@@ -6,8 +6,8 @@ use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, SecondsFormat, Utc};
-use common::domain::{Channel, MessageId, MessageStatus, PhoneNumber, TemplateRef};
+use chrono::{DateTime, Utc};
+use common::domain::{Channel, MessageId, MessageStatus, PhoneNumber, TemplateRef, api_time};
 use common::store::{
     EventRecord, IdempotencyClaim, MessageFilter, MessageRecord, NewMessage, Submission,
     SubmitOutcome,
@@ -200,7 +200,7 @@ pub async fn batch(
             Err(errors) => json!({"invalid": errors}),
         })
         .collect();
-    let response_body = json!({"results": results, "created_at": timestamp(now)});
+    let response_body = json!({"results": results, "created_at": api_time(now)});
     let submission = submission(
         &client,
         &headers,
@@ -402,7 +402,7 @@ async fn accept_one(
     let now = Utc::now();
     let message = new_message(&request);
     let location = format!("/api/messages/{}", message.id);
-    let body = json!({"message_id": message.id.to_string(), "status": "queued", "created_at": timestamp(now)});
+    let body = json!({"message_id": message.id.to_string(), "status": "queued", "created_at": api_time(now)});
     let submission = submission(&client, headers, route, &request, vec![message], now, body)?;
     submit(state, submission, Some(location)).await
 }
@@ -489,10 +489,6 @@ async fn submit(
     Ok(response)
 }
 
-fn timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
 pub fn message_view(m: &MessageRecord) -> Value {
     json!({
         "message_id": m.id,
@@ -507,15 +503,15 @@ pub fn message_view(m: &MessageRecord) -> Value {
         "provider_message_id": m.provider_message_id,
         "last_error": m.last_error,
         "last_error_code": m.last_error_code,
-        "scheduled_at": m.scheduled_at.map(timestamp),
+        "scheduled_at": m.scheduled_at.map(api_time),
         "dead_lettered": m.dead_lettered_at.is_some(),
         "metadata": m.metadata,
-        "created_at": timestamp(m.created_at),
-        "updated_at": timestamp(m.updated_at),
+        "created_at": api_time(m.created_at),
+        "updated_at": api_time(m.updated_at),
     })
 }
 
 fn event_view(e: &EventRecord) -> Value {
-    json!({"status": e.status, "at": timestamp(e.at), "source": e.source, "applied": e.applied,
+    json!({"status": e.status, "at": api_time(e.at), "source": e.source, "applied": e.applied,
            "attempt": e.attempt, "detail": e.detail})
 }
