@@ -262,7 +262,7 @@ impl Sender {
                 } else {
                     tracing::warn!(message_id = %id, attempt, %code, %error, "retries exhausted; dead-lettered");
                     let mut change = StatusChange::new(MessageStatus::Failed, SOURCE);
-                    change.event = Some("dead_lettered");
+                    change.event = Some(common::store::DEAD_LETTERED);
                     change.attempt = Some(attempt);
                     change.detail = Some(json!({
                         "code": "retries_exhausted", "attempts": attempt, "last_code": code, "last_error": error,

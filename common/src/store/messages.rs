@@ -353,7 +353,9 @@ impl Store {
                       read_at      = CASE WHEN p.advance AND p.status = 'read'
                                           THEN coalesce(m.read_at, p.at) ELSE m.read_at END,
                       failed_at    = CASE WHEN p.advance AND p.status IN ('failed', 'blocked', 'filtered', 'cancelled')
-                                          THEN coalesce(m.failed_at, p.at) ELSE m.failed_at END
+                                          THEN coalesce(m.failed_at, p.at) ELSE m.failed_at END,
+                      dead_lettered_at = CASE WHEN p.advance AND p.event = 'dead_lettered'
+                                              THEN now() ELSE m.dead_lettered_at END
                  FROM prev p
                 WHERE m.id = p.id AND (p.advance OR p.provider_ids IS NOT NULL)
                RETURNING m.client, m.callback_url, p.*
@@ -516,20 +518,16 @@ impl Store {
         Ok(())
     }
 
-    /// Retries exhausted: `failed`, and marked dead-lettered so an operator can re-drive it.
+    /// Retries exhausted: `failed`, and marked dead-lettered so an operator
+    /// can re-drive it, in the same statement (`change.event` is
+    /// `dead_lettered`), so no reader sees the one without the other.
     pub async fn dead_letter(
         &self,
         id: MessageId,
         change: &StatusChange,
     ) -> Result<bool, sqlx::Error> {
-        let applied = self.change_status(&id.to_string(), change).await?;
-        if applied {
-            sqlx::query("UPDATE messages SET dead_lettered_at = now() WHERE id = $1")
-                .bind(id.to_string())
-                .execute(&self.pool)
-                .await?;
-        }
-        Ok(applied)
+        debug_assert_eq!(change.event, Some(DEAD_LETTERED));
+        self.change_status(&id.to_string(), change).await
     }
 
     /// Puts dead-lettered messages (all, or the given ids) back to `queued`.
@@ -606,6 +604,9 @@ impl Store {
         )
     }
 }
+
+/// Timeline event of a message whose retries ran out ([`Store::dead_letter`]).
+pub const DEAD_LETTERED: &str = "dead_lettered";
 
 /// `last_error_code` of a message Sent said nothing new about after its last status poll.
 pub const CODE_STALE: &str = "sent_status_stale";

@@ -26,8 +26,8 @@ pub use inbox::{
 };
 pub use keys::{ApiKeyRecord, NewApiKey};
 pub use messages::{
-    Acceptance, CODE_STALE, EventRecord, MessageFilter, MessageRecord, PollTarget, STATUS_POLLS,
-    StatusChange, Unsent,
+    Acceptance, CODE_STALE, DEAD_LETTERED, EventRecord, MessageFilter, MessageRecord, PollTarget,
+    STATUS_POLLS, StatusChange, Unsent,
 };
 
 /// The schema's migrations. A database may hold migrations newer than this
