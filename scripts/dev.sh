@@ -6,7 +6,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
-cargo build --release -p gateway -p worker -p sent-sim
+# The debug build by default: the one scripts/test.sh makes, so the
+# dependencies are compiled once for both. PROFILE=release for speed.
+PROFILE=${PROFILE:-debug}
+if [ ! -x "target/$PROFILE/gateway" ]; then
+  echo "first run: building the gateway, the worker and sent-sim ($PROFILE; several minutes on two cores)" >&2
+fi
+if [ "$PROFILE" = release ]; then
+  cargo build --release -p gateway -p worker -p sent-sim
+else
+  cargo build -p gateway -p worker -p sent-sim
+fi
 
 DEV_WEBHOOK_SECRET=whsec_ZGV2LXNlY3JldC1vbmx5LWZvci1sb2NhbC11c2U=
 export APP_ENV=${APP_ENV:-development}
@@ -21,12 +31,12 @@ if [ -z "${SENT_DM_API_KEY:-}" ]; then
   export SENT_DM_API_KEY=sim_test_key SENT_BASE_URL=http://127.0.0.1:8090
   export SENT_SIM_BIND=127.0.0.1:8090 SENT_SIM_API_KEYS=sim_test_key
   export SENT_SIM_WEBHOOK_URL=http://$GATEWAY_BIND/webhooks/sent SENT_SIM_WEBHOOK_SECRET=$SENT_DM_WEBHOOK_SECRET
-  target/release/sent-sim & pids=($!)
+  "target/$PROFILE/sent-sim" & pids=($!)
 else
   pids=()
 fi
-target/release/gateway & pids+=($!)
-target/release/worker & pids+=($!)
+"target/$PROFILE/gateway" & pids+=($!)
+"target/$PROFILE/worker" & pids+=($!)
 trap 'kill "${pids[@]}" 2>/dev/null; wait' INT TERM EXIT
 
 cat <<MSG

@@ -6,8 +6,13 @@ cd "$(dirname "$0")/.."
 scripts/services.sh
 # The status page test renders /dashboard in a real headless Chromium.
 if ! command -v chromium >/dev/null 2>&1; then
-  echo "installing chromium for the status page test" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  echo "installing chromium for the status page test (first run only)" >&2
+  sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ||
+    { echo "cannot install chromium here: install it (apt-get install chromium) or set CHROMIUM" >&2; exit 1; }
+fi
+if [ ! -x target/debug/gateway ]; then
+  echo "first run: building the workspace and its tests (several minutes on two cores)" >&2
 fi
 # Tests that start sent-sim with SimConfig::default() record their traffic to
 # Sent there; scripts/sdk-check.sh checks it against Sent's official SDK.
