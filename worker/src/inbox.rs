@@ -193,6 +193,16 @@ pub async fn process_due(
     let finished = process_batch(store, config, &events).await;
     let apply_ms = started.elapsed().as_secs_f64() * 1000.0 - claim_ms;
     store.finish_inbox(&finished).await?;
+    for finish in &finished {
+        let outcome = match finish.result {
+            InboxResult::Processed { .. } => "processed",
+            InboxResult::NotApplicable => "not_applicable",
+            InboxResult::Unmatched { .. } => "unmatched",
+            InboxResult::Retry { .. } => "retry",
+            InboxResult::Parked { .. } => "parked",
+        };
+        metrics::counter!(common::metrics::INBOX_EVENTS, "outcome" => outcome).increment(1);
+    }
     tracing::debug!(
         events = claimed,
         claim_ms,

@@ -247,6 +247,7 @@ async fn poison_event_is_parked_and_does_not_block_others() {
 
 #[tokio::test]
 async fn other_events_are_kept_as_not_applicable() {
+    common::metrics::install();
     let stack = Stack::start(&[]).await;
     let bodies = [
         json!({"field": "message", "event": "message.received",
@@ -284,6 +285,11 @@ async fn other_events_are_kept_as_not_applicable() {
             .then_some(())
     })
     .await;
+    assert!(
+        common::metrics::render()
+            .contains(r#"worker_inbox_events_total{outcome="not_applicable"}"#),
+        "counted by outcome"
+    );
 }
 
 #[tokio::test]
