@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use sent_sim::{SimConfig, Stats};
 use serde_json::{Value, json};
-use support::{KEY, body, client, parts, send, start, wait_for};
+use support::{KEY, body, client, first_id, get_message, parts, send, start, wait_for};
 
 #[tokio::test]
 async fn auth_missing_and_wrong_key_are_401_with_codes() {
@@ -70,23 +70,10 @@ async fn several_keys_are_separate_accounts() {
         .unwrap();
     let (status, _, json) = parts(accepted).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let id = json["data"]["recipients"][0]["message_id"]
-        .as_str()
-        .unwrap();
-    let url = format!("{}/v3/messages/{id}", sim.base_url());
-    let own = client
-        .get(&url)
-        .header("x-api-key", "key_b")
-        .send()
-        .await
-        .unwrap();
+    let id = first_id(&json);
+    let own = get_message(&client, &sim, &id, "key_b").await;
     assert_eq!(own.status(), StatusCode::OK);
-    let other = client
-        .get(&url)
-        .header("x-api-key", "key_a")
-        .send()
-        .await
-        .unwrap();
+    let other = get_message(&client, &sim, &id, "key_a").await;
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
 }
 
@@ -375,18 +362,9 @@ async fn get_message_follows_the_lifecycle() {
     let sim = start(SimConfig::default()).await;
     let client = client();
     let (_, _, json) = parts(send(&client, &sim, &body("+14155550123"), None).await).await;
-    let id = json["data"]["recipients"][0]["message_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let url = format!("{}/v3/messages/{id}", sim.base_url());
+    let id = first_id(&json);
     let fetch = || async {
-        let response = client
-            .get(&url)
-            .header("x-api-key", KEY)
-            .send()
-            .await
-            .unwrap();
+        let response = get_message(&client, &sim, &id, KEY).await;
         assert_eq!(response.status(), StatusCode::OK);
         let json: Value = response.json().await.unwrap();
         json["data"].clone()
@@ -417,13 +395,7 @@ async fn get_message_follows_the_lifecycle() {
     assert_eq!(history, ["QUEUED", "ROUTED", "SENT", "DELIVERED"]);
 
     for unknown in [uuid::Uuid::new_v4().to_string(), "not-a-uuid".to_owned()] {
-        let response = client
-            .get(format!("{}/v3/messages/{unknown}", sim.base_url()))
-            .header("x-api-key", KEY)
-            .send()
-            .await
-            .unwrap();
-        let (status, _, json) = parts(response).await;
+        let (status, _, json) = parts(get_message(&client, &sim, &unknown, KEY).await).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(json["error"]["code"], "RESOURCE_001");
     }
@@ -538,9 +510,7 @@ async fn sandbox_validates_and_answers_without_side_effects() {
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(headers["x-sandbox"], "true");
     assert_eq!(json["data"]["status"], "QUEUED");
-    let id = json["data"]["recipients"][0]["message_id"]
-        .as_str()
-        .unwrap();
+    let id = first_id(&json);
 
     // Same key again: not a replay (nothing was cached).
     let again = send(&client, &sim, &request, Some("sb-1")).await;
@@ -553,12 +523,7 @@ async fn sandbox_validates_and_answers_without_side_effects() {
         StatusCode::BAD_REQUEST
     );
 
-    let fetched = client
-        .get(format!("{}/v3/messages/{id}", sim.base_url()))
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap();
+    let fetched = get_message(&client, &sim, &id, KEY).await;
     assert_eq!(fetched.status(), StatusCode::NOT_FOUND);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
@@ -753,14 +718,7 @@ async fn mms_with_https_media_is_accepted_and_shown_by_get() {
     let recipient = &json["data"]["recipients"][0];
     assert_eq!(recipient["channel"], "mms");
     assert_eq!(recipient["body"], "look");
-    let id = recipient["message_id"].as_str().unwrap();
-    let info = client
-        .get(format!("{}/v3/messages/{id}", sim.base_url()))
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap();
-    let (_, _, info) = parts(info).await;
+    let (_, _, info) = parts(get_message(&client, &sim, &first_id(&json), KEY).await).await;
     assert_eq!(
         info["data"]["message_body"],
         json!({"content": "look", "subject": "Hi", "media": [{"url": "https://cdn.example.com/a.jpg"}]})
@@ -772,20 +730,8 @@ async fn get_of_a_blocked_message_carries_its_reason() {
     let sim = start(SimConfig::default()).await;
     let client = client();
     let (_, _, json) = parts(send(&client, &sim, &body("+14155559999"), None).await).await;
-    let id = json["data"]["recipients"][0]["message_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let url = format!("{}/v3/messages/{id}", sim.base_url());
-    let fetch = || async {
-        let response = client
-            .get(&url)
-            .header("x-api-key", KEY)
-            .send()
-            .await
-            .unwrap();
-        parts(response).await.2
-    };
+    let id = first_id(&json);
+    let fetch = || async { parts(get_message(&client, &sim, &id, KEY).await).await.2 };
     wait_for(10, "BLOCKED", || async {
         fetch().await["data"]["status"] == "BLOCKED"
     })
@@ -868,19 +814,8 @@ async fn recording_mode_appends_one_json_line_per_v3_exchange() {
         }
     });
     let answers = futures::future::join_all(sends).await;
-    let id = {
-        let (_, _, json) = parts(answers.into_iter().next().unwrap()).await;
-        json["data"]["recipients"][0]["message_id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    client
-        .get(format!("{}/v3/messages/{id}", sim.base_url()))
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap();
+    let id = first_id(&parts(answers.into_iter().next().unwrap()).await.2);
+    get_message(&client, &sim, &id, KEY).await;
     client
         .post(format!("{}/v3/messages", sim.base_url()))
         .header("x-api-key", KEY)

@@ -73,6 +73,29 @@ pub async fn try_send(
     request.send().await
 }
 
+/// `GET /v3/messages/{id}` with the API key `key`.
+pub async fn get_message(
+    client: &reqwest::Client,
+    sim: &SimHandle,
+    id: &str,
+    key: &str,
+) -> reqwest::Response {
+    client
+        .get(format!("{}/v3/messages/{id}", sim.base_url()))
+        .header("x-api-key", key)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Sent's id of the first message an accepted send created.
+pub fn first_id(answer: &Value) -> String {
+    answer["data"]["recipients"][0]["message_id"]
+        .as_str()
+        .expect("an accepted send's first message id")
+        .to_owned()
+}
+
 /// Status, headers and JSON body of an answer.
 pub async fn parts(response: reqwest::Response) -> (StatusCode, HeaderMap, Value) {
     let status = response.status();
