@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::backoff::Backoff;
 use crate::rate::Quota;
 
 /// Deployment profile, as in the original integration (`APP_ENV` or `FLASK_CONFIG`).
@@ -114,8 +115,7 @@ pub struct InboxConfig {
     pub concurrency: usize,
     /// Processing attempts before an event is parked as poison.
     pub max_attempts: u32,
-    pub backoff_base: Duration,
-    pub backoff_max: Duration,
+    pub backoff: Backoff,
     /// How long a claim lasts; a worker that dies mid-way loses it after this.
     pub lease: Duration,
     /// Polling fallback when no notification arrives.
@@ -136,8 +136,7 @@ pub struct CallbackConfig {
     pub timeout: Duration,
     /// Attempts before a callback is given up.
     pub max_attempts: u32,
-    pub backoff_base: Duration,
-    pub backoff_max: Duration,
+    pub backoff: Backoff,
     /// Callbacks delivered at once by one worker.
     pub concurrency: usize,
     pub poll_interval: Duration,
@@ -153,8 +152,7 @@ pub const SENT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 pub struct WorkerConfig {
     pub concurrency: usize,
     pub max_attempts: u32,
-    pub backoff_base: Duration,
-    pub backoff_max: Duration,
+    pub backoff: Backoff,
     pub heartbeat_interval: Duration,
     pub missed_heartbeats: usize,
     pub reconcile_interval: Duration,
@@ -176,43 +174,15 @@ pub struct WorkerConfig {
     pub status_polls_per_minute: u32,
 }
 
-impl InboxConfig {
-    /// The backoff of a webhook event that failed to process.
-    pub fn backoff(&self) -> crate::backoff::Backoff {
-        crate::backoff::Backoff {
-            base: self.backoff_base,
-            max: self.backoff_max,
-        }
-    }
-}
-
-impl CallbackConfig {
-    /// The backoff of a callback that failed to deliver.
-    pub fn backoff(&self) -> crate::backoff::Backoff {
-        crate::backoff::Backoff {
-            base: self.backoff_base,
-            max: self.backoff_max,
-        }
-    }
-}
-
 impl WorkerConfig {
     /// The gaps before each status poll: 15 minutes, 1, 6 and 24 hours by default.
     pub fn status_poll_gaps(&self) -> [Duration; crate::store::STATUS_POLLS] {
         [1, 4, 24, 96].map(|factor| self.status_poll_after * factor)
     }
 
-    /// The backoff of send retries.
-    pub fn backoff(&self) -> crate::backoff::Backoff {
-        crate::backoff::Backoff {
-            base: self.backoff_base,
-            max: self.backoff_max,
-        }
-    }
-
     /// The longest a message's attempts can take, first to last.
     pub fn worst_retry_time(&self, sent: &SentConfig) -> Duration {
-        self.backoff().worst_case(
+        self.backoff.worst_case(
             self.max_attempts,
             crate::sent::classify::MAX_RETRY_AFTER,
             sent.timeout,
@@ -391,8 +361,10 @@ impl Config {
         let worker = WorkerConfig {
             concurrency: env.parse("WORKER_CONCURRENCY", 64)?,
             max_attempts: env.parse("WORKER_MAX_ATTEMPTS", 8)?,
-            backoff_base: Duration::from_millis(env.parse("WORKER_BACKOFF_BASE_MS", 1000)?),
-            backoff_max: env.seconds("WORKER_BACKOFF_MAX_SECS", 300)?,
+            backoff: Backoff {
+                base: Duration::from_millis(env.parse("WORKER_BACKOFF_BASE_MS", 1000)?),
+                max: env.seconds("WORKER_BACKOFF_MAX_SECS", 300)?,
+            },
             heartbeat_interval: env.seconds("WORKER_HEARTBEAT_SECS", 5)?,
             missed_heartbeats: env.parse("WORKER_MISSED_HEARTBEATS", 3)?,
             reconcile_interval: env.seconds("RECONCILE_INTERVAL_SECS", 30)?,
@@ -441,8 +413,10 @@ impl Config {
             batch_size: env.parse("INBOX_BATCH_SIZE", 200)?,
             concurrency: env.parse("INBOX_CONCURRENCY", 4)?,
             max_attempts: env.parse("INBOX_MAX_ATTEMPTS", 10)?,
-            backoff_base: Duration::from_millis(env.parse("INBOX_BACKOFF_BASE_MS", 1000)?),
-            backoff_max: env.seconds("INBOX_BACKOFF_MAX_SECS", 600)?,
+            backoff: Backoff {
+                base: Duration::from_millis(env.parse("INBOX_BACKOFF_BASE_MS", 1000)?),
+                max: env.seconds("INBOX_BACKOFF_MAX_SECS", 600)?,
+            },
             lease: env.seconds("INBOX_LEASE_SECS", 60)?,
             poll_interval: Duration::from_millis(env.parse("INBOX_POLL_INTERVAL_MS", 1000)?),
             rematch_interval: env.seconds("INBOX_REMATCH_INTERVAL_SECS", 30)?,
@@ -475,8 +449,10 @@ impl Config {
         let callbacks = CallbackConfig {
             timeout: env.positive_seconds("CALLBACK_TIMEOUT_SECS", 10)?,
             max_attempts: env.parse("CALLBACK_MAX_ATTEMPTS", 8)?,
-            backoff_base: Duration::from_millis(env.parse("CALLBACK_BACKOFF_BASE_MS", 5000)?),
-            backoff_max: env.seconds("CALLBACK_BACKOFF_MAX_SECS", 3600)?,
+            backoff: Backoff {
+                base: Duration::from_millis(env.parse("CALLBACK_BACKOFF_BASE_MS", 5000)?),
+                max: env.seconds("CALLBACK_BACKOFF_MAX_SECS", 3600)?,
+            },
             concurrency: env.parse("CALLBACK_CONCURRENCY", 32)?,
             poll_interval: Duration::from_millis(env.parse("CALLBACK_POLL_INTERVAL_MS", 1000)?),
             retention: env.days("CALLBACK_RETENTION_DAYS", 30)?,

@@ -203,7 +203,7 @@ async fn deliver(
         CallbackNext::GiveUp
     } else {
         let delay = settings
-            .backoff()
+            .backoff
             .spread(delivery.attempts as u32, &mut rand::rng());
         CallbackNext::RetryAt(
             Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1)),

@@ -414,7 +414,7 @@ fn failure(config: &Config, event: &InboxEvent, error: String) -> InboxResult {
         InboxResult::Parked { error }
     } else {
         let delay = settings
-            .backoff()
+            .backoff
             .spread(event.attempts as u32, &mut rand::rng());
         tracing::warn!(
             inbox_id = event.id,

@@ -167,7 +167,7 @@ impl Sender {
             client,
             budget,
             max_attempts: config.worker.max_attempts,
-            backoff: config.worker.backoff(),
+            backoff: config.worker.backoff,
             shutdown,
         })
     }
