@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use sent_sim::{SimConfig, Stats};
 use serde_json::{Value, json};
-use support::{KEY, body, client, first_id, get_message, parts, send, start, wait_for};
+use support::{KEY, body, client, first_id, get_message, keys, parts, send, start, wait_for};
 
 #[tokio::test]
 async fn auth_missing_and_wrong_key_are_401_with_codes() {
@@ -292,15 +292,8 @@ async fn accepted_send_has_the_v3_envelope_and_headers() {
     );
 
     let data = &json["data"];
-    let mut keys: Vec<&str> = data
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
     assert_eq!(
-        keys,
+        keys(data),
         ["recipients", "status", "template_id", "template_name"]
     );
     assert_eq!(data["status"], "QUEUED");

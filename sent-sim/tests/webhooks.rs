@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sent_sim::SimConfig;
 use serde_json::json;
-use support::{Receiver, SECRET, body, client, parts, send, start, wait_for};
+use support::{Receiver, SECRET, body, client, keys, parts, send, start, wait_for};
 
 fn config(receiver: &Receiver) -> SimConfig {
     SimConfig {
@@ -80,15 +80,8 @@ async fn lifecycle_webhooks_arrive_in_order_and_verify() {
         assert!(payload["updated_at"].is_string() && payload["body"].is_string());
         assert!(payload.get("reason_code").is_none());
         // Exactly the members of Sent's MessageEvent (current names).
-        let mut keys: Vec<&str> = envelope
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        keys.sort_unstable();
         assert_eq!(
-            keys,
+            keys(&envelope),
             ["event", "field", "payload", "request_id", "timestamp"]
         );
     }
@@ -369,15 +362,8 @@ async fn sub_type_envelope_and_no_event_id_header_by_setting() {
         delivery.verify(SECRET);
         assert!(!delivery.headers.contains_key("x-webhook-event-id"));
         let envelope = delivery.envelope();
-        let mut keys: Vec<&str> = envelope
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        keys.sort_unstable();
         assert_eq!(
-            keys,
+            keys(&envelope),
             ["field", "request_id", "sub_type", "timestamp", "value"]
         );
         assert_eq!(

@@ -96,6 +96,18 @@ pub fn first_id(answer: &Value) -> String {
         .to_owned()
 }
 
+/// The member names of a JSON object, sorted.
+pub fn keys(object: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = object
+        .as_object()
+        .expect("a JSON object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
 /// Status, headers and JSON body of an answer.
 pub async fn parts(response: reqwest::Response) -> (StatusCode, HeaderMap, Value) {
     let status = response.status();
