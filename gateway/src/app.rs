@@ -23,7 +23,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::accept::Accepter;
-use crate::auth::{self, KeyRing};
+use crate::auth::{self, Access, KeyRing};
 use crate::error::status_body;
 use crate::inbox_writer::InboxWriter;
 use crate::openapi;
@@ -85,24 +85,13 @@ impl AppState {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Who may call a group of routes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// An API key: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
-    ApiKey,
-    /// An API key, unless `DASHBOARD_PUBLIC=true`.
-    Dashboard,
-    /// Anyone (webhooks prove who they are with their signature).
-    Open,
-}
-
 /// Every route of the gateway, in one place, by who may call it.
 ///
 /// Routes are registered only with `routes!`, which takes each route's method
 /// and path from its handler's `#[utoipa::path]`: a route cannot be added
 /// without its OpenAPI description, nor described at a path it is not served
 /// on. `layer` puts each group's layers on: the router's authentication and
-/// rate limits, or nothing for the document (`openapi::document`), whose
+/// rate limits, or nothing for the document ([`document`]), whose
 /// security requirements are set from the same groups.
 pub fn routes(
     layer: impl Fn(OpenApiRouter<AppState>, Access) -> OpenApiRouter<AppState>,
@@ -124,7 +113,7 @@ pub fn routes(
         .routes(utoipa_axum::routes!(health::health))
         .routes(utoipa_axum::routes!(health::live))
         .routes(utoipa_axum::routes!(health::metrics))
-        .routes(utoipa_axum::routes!(openapi::openapi_json))
+        .routes(utoipa_axum::routes!(health::openapi_json))
         .routes(utoipa_axum::routes!(dashboard::page))
         .routes(utoipa_axum::routes!(dashboard::script))
         .routes(utoipa_axum::routes!(dashboard::stylesheet));
@@ -133,6 +122,11 @@ pub fn routes(
         .merge(group(api, Access::ApiKey))
         .merge(group(dashboard_data, Access::Dashboard))
         .merge(group(open, Access::Open))
+}
+
+/// The OpenAPI document of every route.
+pub fn document() -> utoipa::openapi::OpenApi {
+    openapi::finish(routes(|group, _| group).into_openapi())
 }
 
 /// The router: [`routes`] with their layers, and the layers around them all.
@@ -261,7 +255,10 @@ async fn json_errors(request: Request, next: Next) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        return Response::from_parts(parts, Body::from(status_body(status).to_string()));
+        return Response::from_parts(
+            parts,
+            Body::from(serde_json::to_vec(&status_body(status)).unwrap_or_default()),
+        );
     }
     response
 }

@@ -18,6 +18,17 @@ use subtle::ConstantTimeEq;
 use crate::app::AppState;
 use crate::error::ApiError;
 
+/// Who may call a group of routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// An API key: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+    ApiKey,
+    /// An API key, unless `DASHBOARD_PUBLIC=true`.
+    Dashboard,
+    /// Anyone (webhooks prove who they are with their signature).
+    Open,
+}
+
 /// Who is calling: the name of their API key, and its own limits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Client {

@@ -4,10 +4,96 @@ use std::collections::BTreeMap;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use common::domain::MessageStatus;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Field name -> its problems, as in the original integration's marshmallow errors.
 pub type FieldErrors = BTreeMap<String, Vec<String>>;
+
+/// The stable machine code of an error. Clients switch on this.
+///
+/// | code | status | |
+/// | --- | --- | --- |
+/// | `validation_error` | 400 | a field is wrong; `messages` names each |
+/// | `malformed_json` | 400 | the body is not a JSON object |
+/// | `bad_request` | 400 | a request the framework could not read (e.g. a bad query string) |
+/// | `unauthorized` | 401 | missing or invalid API key |
+/// | `invalid_signature` | 401 | a webhook's signature or timestamp is wrong |
+/// | `not_found` | 404 | unknown route, or a message that is not the caller's |
+/// | `method_not_allowed` | 405 | the route exists with another method |
+/// | `idempotency_conflict` | 409 | `Idempotency-Key` reused with a different body |
+/// | `not_cancellable` | 409 | the message was already handed to Sent (or is final); `status` says where it is |
+/// | `payload_too_large` | 413 | body over `MAX_BODY_BYTES` (2 MiB) |
+/// | `unsupported_media_type` | 415 | not `application/json` |
+/// | `rate_limited` | 429 | see `Retry-After` and `retry_after` |
+/// | `service_unavailable` | 503 | Postgres or Redis is down; see `Retry-After` |
+/// | `timeout` | 503 | the request took longer than `REQUEST_TIMEOUT_SECS` |
+/// | `internal_error` | 500 | a bug |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    ValidationError,
+    MalformedJson,
+    BadRequest,
+    Unauthorized,
+    InvalidSignature,
+    NotFound,
+    MethodNotAllowed,
+    IdempotencyConflict,
+    NotCancellable,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    RateLimited,
+    ServiceUnavailable,
+    Timeout,
+    InternalError,
+}
+
+impl ErrorCode {
+    /// The code as it is written in a body.
+    pub fn as_str(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+/// Every error response of every route.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"error": "Validation error", "code": "validation_error",
+    "messages": {"phone_number": ["E.164 format required"]}}))]
+pub struct ErrorBody {
+    /// A sentence for people. It may change; switch on `code`.
+    pub error: String,
+    pub code: ErrorCode,
+    /// `validation_error` only: each field (`channels.1` for an item of a
+    /// list, `parameters.name` for a map entry) and its problems.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, nullable = false, value_type = BTreeMap<String, Vec<String>>)]
+    pub messages: Option<FieldErrors>,
+    /// `rate_limited` only: seconds until a retry can succeed, as `Retry-After`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, nullable = false, minimum = 0)]
+    pub retry_after: Option<u64>,
+    /// `not_cancellable` only: the message's status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, nullable = false)]
+    pub status: Option<MessageStatus>,
+}
+
+impl ErrorBody {
+    fn new(error: impl Into<String>, code: ErrorCode) -> ErrorBody {
+        ErrorBody {
+            error: error.into(),
+            code,
+            messages: None,
+            retry_after: None,
+            status: None,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -58,25 +144,25 @@ impl ApiError {
     }
 
     /// The stable machine code clients switch on.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::Validation(_) => "validation_error",
-            ApiError::MalformedJson(_) => "malformed_json",
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::BadSignature(_) => "invalid_signature",
-            ApiError::NotFound => "not_found",
-            ApiError::IdempotencyConflict => "idempotency_conflict",
-            ApiError::NotCancellable(_) => "not_cancellable",
-            ApiError::PayloadTooLarge => "payload_too_large",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::Unavailable(_) => "service_unavailable",
-            ApiError::Internal(_) => "internal_error",
+            ApiError::Validation(_) => ErrorCode::ValidationError,
+            ApiError::MalformedJson(_) => ErrorCode::MalformedJson,
+            ApiError::Unauthorized => ErrorCode::Unauthorized,
+            ApiError::BadSignature(_) => ErrorCode::InvalidSignature,
+            ApiError::NotFound => ErrorCode::NotFound,
+            ApiError::IdempotencyConflict => ErrorCode::IdempotencyConflict,
+            ApiError::NotCancellable(_) => ErrorCode::NotCancellable,
+            ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            ApiError::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
+            ApiError::Unavailable(_) => ErrorCode::ServiceUnavailable,
+            ApiError::Internal(_) => ErrorCode::InternalError,
         }
     }
 
-    /// The JSON body: `{"error", "code", "messages"?}`. 5xx bodies say nothing internal.
-    pub fn body(&self) -> serde_json::Value {
+    /// The body. 5xx bodies say nothing internal.
+    pub fn body(&self) -> ErrorBody {
         let error = match self {
             ApiError::Validation(_) => "Validation error".to_owned(),
             ApiError::MalformedJson(detail) => format!("Malformed JSON body: {detail}"),
@@ -87,10 +173,11 @@ impl ApiError {
                 "Idempotency-Key was already used with a different request".to_owned()
             }
             ApiError::NotCancellable(status) => {
-                use common::domain::MessageStatus as S;
                 let why = match status {
-                    S::Sending => "a send attempt has started, and Sent may already have it",
-                    S::Accepted | S::Scheduled | S::Sent => {
+                    MessageStatus::Sending => {
+                        "a send attempt has started, and Sent may already have it"
+                    }
+                    MessageStatus::Accepted | MessageStatus::Scheduled | MessageStatus::Sent => {
                         "it has been handed to Sent, whose API has no cancel call"
                     }
                     _ => "it is already final",
@@ -105,11 +192,11 @@ impl ApiError {
             }
             ApiError::Internal(_) => "Internal server error".to_owned(),
         };
-        let mut body = json!({"error": error, "code": self.code()});
+        let mut body = ErrorBody::new(error, self.code());
         match self {
-            ApiError::Validation(messages) => body["messages"] = json!(messages),
-            ApiError::RateLimited { retry_after } => body["retry_after"] = json!(retry_after),
-            ApiError::NotCancellable(status) => body["status"] = json!(status),
+            ApiError::Validation(messages) => body.messages = Some(messages.clone()),
+            ApiError::RateLimited { retry_after } => body.retry_after = Some(*retry_after),
+            ApiError::NotCancellable(status) => body.status = Some(*status),
             _ => {}
         }
         body
@@ -161,22 +248,23 @@ impl From<redis::RedisError> for ApiError {
     }
 }
 
-/// A JSON error body for a bare status, used for responses the framework
+/// The error body for a bare status, used for responses the framework
 /// makes itself (unknown route, wrong method, timeouts).
-pub fn status_body(status: StatusCode) -> serde_json::Value {
+pub fn status_body(status: StatusCode) -> ErrorBody {
     let (error, code) = match status {
-        StatusCode::NOT_FOUND => ("Not found", "not_found"),
-        StatusCode::METHOD_NOT_ALLOWED => ("Method not allowed", "method_not_allowed"),
-        StatusCode::PAYLOAD_TOO_LARGE => ("Request body too large", "payload_too_large"),
+        StatusCode::NOT_FOUND => ("Not found", ErrorCode::NotFound),
+        StatusCode::METHOD_NOT_ALLOWED => ("Method not allowed", ErrorCode::MethodNotAllowed),
+        StatusCode::PAYLOAD_TOO_LARGE => ("Request body too large", ErrorCode::PayloadTooLarge),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => (
             "Content-Type must be application/json",
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
         ),
-        StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
-            ("Service temporarily unavailable (timeout)", "timeout")
-        }
-        s if s.is_server_error() => ("Internal server error", "internal_error"),
-        _ => ("Bad request", "bad_request"),
+        StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => (
+            "Service temporarily unavailable (timeout)",
+            ErrorCode::Timeout,
+        ),
+        s if s.is_server_error() => ("Internal server error", ErrorCode::InternalError),
+        _ => ("Bad request", ErrorCode::BadRequest),
     };
-    json!({"error": error, "code": code})
+    ErrorBody::new(error, code)
 }

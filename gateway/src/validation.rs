@@ -15,12 +15,20 @@ const UNKNOWN: &str = "Unknown field.";
 /// Postgres stores no U+0000 in text or jsonb: such a string could never be
 /// committed (and would fail every request of its group commit with it).
 const NUL: &str = "Must not contain the NUL character.";
+
+// The limits of the sending routes, used by the validator below and by the
+// bodies' schemas (`routes::messages::types`).
 pub const METADATA_MAX_KEYS: usize = 20;
-const METADATA_MAX_KEY_CHARS: usize = 64;
-const METADATA_MAX_VALUE_CHARS: usize = 512;
-const PARAMETERS_MAX_KEYS: usize = 100;
-const PARAMETER_MAX_KEY_CHARS: usize = 128;
-const PARAMETER_MAX_CHARS: usize = 1024;
+pub const METADATA_MAX_KEY_CHARS: usize = 64;
+pub const METADATA_MAX_VALUE_CHARS: usize = 512;
+pub const PARAMETERS_MAX_KEYS: usize = 100;
+pub const PARAMETER_MAX_KEY_CHARS: usize = 128;
+pub const PARAMETER_MAX_CHARS: usize = 1024;
+/// The fields of the shortcut routes (`name`, `order_number`, `total`).
+pub const SHORTCUT_FIELD_MAX: usize = 100;
+/// Most messages in one batch.
+pub const BATCH_MAX: usize = 1000;
+pub const IDEMPOTENCY_KEY_MAX: usize = 255;
 
 /// Most `media_urls` in one message.
 pub const MEDIA_URLS_MAX: usize = 10;

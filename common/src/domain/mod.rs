@@ -17,3 +17,22 @@ pub use template::{TEMPLATE_FIELD_MAX, TemplateRef};
 pub fn api_time(at: chrono::DateTime<chrono::Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
+
+/// [`api_time`] for `#[serde(serialize_with = ...)]`.
+pub fn serialize_api_time<S: serde::Serializer>(
+    at: &chrono::DateTime<chrono::Utc>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&api_time(*at))
+}
+
+/// [`api_time`] of an optional time, `null` when absent.
+pub fn serialize_api_time_opt<S: serde::Serializer>(
+    at: &Option<chrono::DateTime<chrono::Utc>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => serialize_api_time(at, serializer),
+        None => serializer.serialize_none(),
+    }
+}

@@ -107,7 +107,7 @@ pub struct DashboardData {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatusCount {
-    #[schema(value_type = crate::openapi::MessageStatus)]
+    #[schema(value_type = common::domain::MessageStatus)]
     pub status: String,
     pub messages: i64,
 }

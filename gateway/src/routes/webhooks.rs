@@ -11,6 +11,7 @@
 //! deactivates an endpoint after 10 failures in a row). The body must still
 //! be a JSON object.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -24,14 +25,17 @@ use common::signature::{
     SentVerifier, StripeVerifier, TelegramVerifier, WebhookSecret, WebhookVerifier, headers,
 };
 use common::store::{InboxInsert, InboxInsertOutcome};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use utoipa::IntoParams;
+use utoipa::ToSchema;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::openapi::{
-    Received, SentSignature, StripeSignature, TelegramToken, WebhookErrors, WebhookEvent,
-};
+use crate::openapi::{WebhookErrors, header_param};
 
 /// Longest event id stored as given; longer ones are stored as their hash.
 const MAX_EVENT_ID: usize = 255;
@@ -155,6 +159,109 @@ impl Verifiers {
     }
 }
 
+/// A webhook was verified and stored (or was already stored).
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"received": true}))]
+pub struct Received {
+    pub received: bool,
+}
+
+/// Webhook bodies are the provider's JSON objects, stored as received.
+#[derive(ToSchema)]
+#[schema(value_type = Object)]
+pub struct WebhookEvent(pub BTreeMap<String, Value>);
+
+/// Sent's webhook body example.
+pub fn sent_webhook_example() -> Value {
+    json!({
+        "field": "message", "event": "message.delivered", "timestamp": "2026-11-25T15:00:03Z",
+        "payload": {"message_id": "8ba7b830-9dad-11d1-80b4-00c04fd430c8", "message_status": "DELIVERED",
+                    "channel": "sms", "outbound_number": "+14155551234", "updated_at": "2026-11-25T15:00:02Z"}
+    })
+}
+
+pub fn stripe_webhook_example() -> Value {
+    json!({"id": "evt_1QxYz2AbCdEf", "object": "event", "type": "payment_intent.succeeded",
+           "created": 1795622400, "data": {"object": {"id": "pi_3QxYz2AbCdEf", "amount": 4200}}})
+}
+
+pub fn telegram_webhook_example() -> Value {
+    json!({"update_id": 10000, "message": {"message_id": 1, "date": 1795622400,
+           "chat": {"id": 1111, "type": "private"}, "text": "/start"}})
+}
+
+/// Sent's signature headers (Standard Webhooks, `whsec_` secrets in
+/// `SENT_DM_WEBHOOK_SECRET`).
+pub struct SentSignature;
+
+impl IntoParams for SentSignature {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let text = || ObjectBuilder::new().schema_type(Type::String);
+        vec![
+            header_param(
+                "X-Webhook-Id",
+                true,
+                "Sent's webhook endpoint id, part of the signed content.",
+                text(),
+                json!("3f2b8c1e-7d4a-4e2b-9c1a-5b6d7e8f9a0b"),
+            ),
+            header_param(
+                "X-Webhook-Timestamp",
+                true,
+                "Unix seconds; refused outside `WEBHOOK_TOLERANCE_SECS` (300) of now.",
+                text().pattern(Some("^[0-9]+$")),
+                json!("1795622400"),
+            ),
+            header_param(
+                "X-Webhook-Signature",
+                true,
+                "`v1,<base64 HMAC-SHA256 of id.timestamp.body>`, space-separated when several.",
+                text(),
+                json!("v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4="),
+            ),
+            header_param(
+                "X-Webhook-Event-Id",
+                false,
+                "The event's id, the deduplication key: the same event twice is stored once.",
+                text(),
+                json!("evt_01JDX4W1Q2"),
+            ),
+        ]
+    }
+}
+
+/// Stripe's `Stripe-Signature` header (`STRIPE_WEBHOOK_SECRET`).
+pub struct StripeSignature;
+
+impl IntoParams for StripeSignature {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![header_param(
+            "Stripe-Signature",
+            true,
+            "`t=<unix seconds>,v1=<hex HMAC-SHA256 of t.body>`, within the tolerance.",
+            ObjectBuilder::new().schema_type(Type::String),
+            json!(
+                "t=1795622400,v1=5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd"
+            ),
+        )]
+    }
+}
+
+/// Telegram's secret token header (`TELEGRAM_WEBHOOK_SECRET_TOKEN`).
+pub struct TelegramToken;
+
+impl IntoParams for TelegramToken {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![header_param(
+            "X-Telegram-Bot-Api-Secret-Token",
+            true,
+            "The secret token given to Telegram's setWebhook.",
+            ObjectBuilder::new().schema_type(Type::String),
+            json!("tg_Secret-123"),
+        )]
+    }
+}
+
 /// Sent's delivery events.
 ///
 /// Verified on the raw body (Standard Webhooks), written to the inbox, then
@@ -162,7 +269,7 @@ impl Verifiers {
 /// stored once and answered 200 both times.
 #[utoipa::path(post, path = "/webhooks/sent", tag = "webhooks", operation_id = "sentWebhook",
     params(SentSignature),
-    request_body(content = WebhookEvent, example = json!(crate::openapi::sent_webhook_example())),
+    request_body(content = WebhookEvent, example = json!(sent_webhook_example())),
     responses((status = 200, description = "Verified and stored (or already stored)", body = Received),
         WebhookErrors))]
 pub async fn sent(
@@ -176,7 +283,7 @@ pub async fn sent(
 /// Stripe's events, verified by `Stripe-Signature` and stored in the inbox.
 #[utoipa::path(post, path = "/webhooks/stripe", tag = "webhooks", operation_id = "stripeWebhook",
     params(StripeSignature),
-    request_body(content = WebhookEvent, example = json!(crate::openapi::stripe_webhook_example())),
+    request_body(content = WebhookEvent, example = json!(stripe_webhook_example())),
     responses((status = 200, description = "Verified and stored (or already stored)", body = Received),
         WebhookErrors))]
 pub async fn stripe(
@@ -190,7 +297,7 @@ pub async fn stripe(
 /// Telegram's updates, verified by their secret token and stored in the inbox.
 #[utoipa::path(post, path = "/webhooks/telegram", tag = "webhooks", operation_id = "telegramWebhook",
     params(TelegramToken),
-    request_body(content = WebhookEvent, example = json!(crate::openapi::telegram_webhook_example())),
+    request_body(content = WebhookEvent, example = json!(telegram_webhook_example())),
     responses((status = 200, description = "Verified and stored (or already stored)", body = Received),
         WebhookErrors))]
 pub async fn telegram(
@@ -252,7 +359,7 @@ async fn receive(
         duplicate = outcome == InboxInsertOutcome::Duplicate,
         "webhook stored"
     );
-    Ok((StatusCode::OK, Json(json!({"received": true}))).into_response())
+    Ok((StatusCode::OK, Json(Received { received: true })).into_response())
 }
 
 /// The event's id (the deduplication key) and type.

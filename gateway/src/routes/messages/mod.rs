@@ -1,5 +1,7 @@
 //! Submitting messages and reading their status.
 
+mod types;
+
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -7,28 +9,21 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use common::domain::{Channel, MessageId, MessageStatus, PhoneNumber, TemplateRef, api_time};
-use common::store::{
-    EventRecord, IdempotencyClaim, MessageFilter, MessageRecord, NewMessage, Submission,
-    SubmitOutcome,
-};
+use common::domain::{Channel, MessageId, MessageStatus, PhoneNumber, TemplateRef};
+use common::store::{IdempotencyClaim, MessageFilter, NewMessage, Submission, SubmitOutcome};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+pub use types::*;
 
 use crate::app::AppState;
 use crate::auth::Client;
 use crate::error::{ApiError, FieldErrors};
 use crate::json::JsonObject;
-use crate::openapi::{
-    Accepted, BatchAccepted, BatchBody, IdempotencyKey, InvalidQuery, ListParams, MessageDetail,
-    MessageList, MessageNotFound, NotCancellable, OrderConfirmationBody, ReadErrors, SendBody,
-    SubmitErrors, WelcomeBody,
+use crate::openapi::{InvalidQuery, MessageNotFound, NotCancellable, ReadErrors, SubmitErrors};
+use crate::validation::{
+    self, BATCH_MAX, Fields, IDEMPOTENCY_KEY_MAX, SHORTCUT_FIELD_MAX, SendRequest, SendRules,
 };
-use crate::validation::{self, Fields, SendRequest, SendRules};
-
-const IDEMPOTENCY_KEY_MAX: usize = 255;
-pub const BATCH_MAX: usize = 1000;
 
 /// Send a message.
 ///
@@ -110,8 +105,8 @@ pub async fn order_confirmation(
 ) -> Result<Response, ApiError> {
     let mut f = Fields::new(&body, &["phone_number", "order_number", "total"]);
     let phone = f.phone("phone_number");
-    let order_number = f.string("order_number", true, Some(100));
-    let total = f.string("total", true, Some(100));
+    let order_number = f.string("order_number", true, Some(SHORTCUT_FIELD_MAX));
+    let total = f.string("total", true, Some(SHORTCUT_FIELD_MAX));
     let (phone, (order_number, total)) = f
         .finish(phone.zip(order_number.zip(total)))
         .map_err(ApiError::Validation)?;
@@ -181,16 +176,19 @@ pub async fn batch(
         .collect();
 
     let mut messages = Vec::new();
-    let results: Vec<Value> = checked
+    let results: Vec<BatchResult> = checked
         .iter()
         .map(|result| match result {
             Ok(request) => {
                 let message = new_message(request);
-                let id = message.id.to_string();
+                let message_id = message.id.to_string();
                 messages.push(message);
-                json!({"message_id": id, "status": "queued"})
+                BatchResult::Queued(BatchQueued {
+                    message_id,
+                    status: Queued::Queued,
+                })
             }
-            Err(errors) => ApiError::Validation(errors.clone()).body(),
+            Err(errors) => BatchResult::Invalid(ApiError::Validation(errors.clone()).body()),
         })
         .collect();
     let canonical: Vec<Value> = checked
@@ -200,15 +198,12 @@ pub async fn batch(
             Err(errors) => json!({"invalid": errors}),
         })
         .collect();
-    let response_body = json!({"results": results, "created_at": api_time(now)});
+    let answer = BatchAccepted {
+        results,
+        created_at: now,
+    };
     let submission = submission(
-        &client,
-        &headers,
-        "batch",
-        &canonical,
-        messages,
-        now,
-        response_body,
+        &client, &headers, "batch", &canonical, messages, now, &answer,
     )?;
     submit(&state, submission, None).await
 }
@@ -222,7 +217,7 @@ pub async fn get_one(
     State(state): State<AppState>,
     Extension(client): Extension<Client>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MessageDetail>, ApiError> {
     if id.parse::<MessageId>().is_err() {
         return Err(ApiError::NotFound);
     }
@@ -232,9 +227,10 @@ pub async fn get_one(
         .await?
         .ok_or(ApiError::NotFound)?;
     let events = state.store.events(&id).await?;
-    let mut view = message_view(&message);
-    view["events"] = events.iter().map(event_view).collect();
-    Ok(Json(view))
+    Ok(Json(MessageDetail {
+        message: message.into(),
+        events: events.into_iter().map(Event::from).collect(),
+    }))
 }
 
 /// Cancel a message that has not been handed to Sent.
@@ -252,7 +248,7 @@ pub async fn cancel(
     State(state): State<AppState>,
     Extension(client): Extension<Client>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MessageDetail>, ApiError> {
     if id.parse::<MessageId>().is_err() {
         return Err(ApiError::NotFound);
     }
@@ -283,7 +279,7 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(client): Extension<Client>,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MessageList>, ApiError> {
     let mut errors = FieldErrors::new();
     let mut bad =
         |field: &str, problem: String| errors.entry(field.to_owned()).or_default().push(problem);
@@ -331,10 +327,10 @@ pub async fn list(
     let next_cursor = (messages.len() as i64 == limit)
         .then(|| messages.last().map(|m| m.id.clone()))
         .flatten();
-    Ok(Json(json!({
-        "messages": messages.iter().map(message_view).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-    })))
+    Ok(Json(MessageList {
+        messages: messages.into_iter().map(Message::from).collect(),
+        next_cursor,
+    }))
 }
 
 fn rules(state: &AppState) -> SendRules {
@@ -402,8 +398,20 @@ async fn accept_one(
     let now = Utc::now();
     let message = new_message(&request);
     let location = format!("/api/messages/{}", message.id);
-    let body = json!({"message_id": message.id.to_string(), "status": "queued", "created_at": api_time(now)});
-    let submission = submission(&client, headers, route, &request, vec![message], now, body)?;
+    let answer = Accepted {
+        message_id: message.id.to_string(),
+        status: Queued::Queued,
+        created_at: now,
+    };
+    let submission = submission(
+        &client,
+        headers,
+        route,
+        &request,
+        vec![message],
+        now,
+        &answer,
+    )?;
     submit(state, submission, Some(location)).await
 }
 
@@ -414,7 +422,7 @@ fn submission(
     canonical_request: &impl serde::Serialize,
     messages: Vec<NewMessage>,
     created_at: DateTime<Utc>,
-    response_body: Value,
+    answer: &impl serde::Serialize,
 ) -> Result<Submission, ApiError> {
     let idempotency = idempotency_key(headers)?.map(|key| {
         let mut hasher = Sha256::new();
@@ -433,7 +441,9 @@ fn submission(
         created_at,
         trace: common::telemetry::current_context(),
         response_status: StatusCode::ACCEPTED.as_u16(),
-        response_body,
+        // Kept for idempotent replays, which answer it as stored.
+        response_body: serde_json::to_value(answer)
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
     })
 }
 
@@ -487,31 +497,4 @@ async fn submit(
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
-}
-
-pub fn message_view(m: &MessageRecord) -> Value {
-    json!({
-        "message_id": m.id,
-        "status": m.status,
-        "phone_number": m.phone_number,
-        "template_id": m.template_id,
-        "template_name": m.template_name,
-        "text": m.text,
-        "media_urls": m.media_urls,
-        "channels": m.channels,
-        "attempts": m.attempts,
-        "provider_message_id": m.provider_message_id,
-        "last_error": m.last_error,
-        "last_error_code": m.last_error_code,
-        "scheduled_at": m.scheduled_at.map(api_time),
-        "dead_lettered": m.dead_lettered_at.is_some(),
-        "metadata": m.metadata,
-        "created_at": api_time(m.created_at),
-        "updated_at": api_time(m.updated_at),
-    })
-}
-
-fn event_view(e: &EventRecord) -> Value {
-    json!({"status": e.status, "at": api_time(e.at), "source": e.source, "applied": e.applied,
-           "attempt": e.attempt, "detail": e.detail})
 }
