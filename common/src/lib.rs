@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod config;
 pub mod domain;
+pub mod group_commit;
 #[cfg(feature = "http-server")]
 pub mod http_server;
 pub mod metrics;

@@ -15,17 +15,15 @@
 //! 21 s). The message id as Sent's `Idempotency-Key` makes the second send of
 //! a job harmless.
 //!
-//! Postgres writes of the hot path are group-committed ([`batch`]): the
-//! `sending` and `accepted` writes of concurrent jobs in one worker go to
-//! Postgres together, one statement each per batch, and each job continues
-//! once its write is committed.
+//! Postgres writes of the hot path are group-committed
+//! ([`common::group_commit`]): the `sending` and `accepted` writes of
+//! concurrent jobs in one worker go to Postgres together, one statement each
+//! per batch, and each job continues once its write is committed.
 //!
 //! Two gaps of apalis-redis 1.0 are covered here: it promotes every due job
 //! in one Lua `unpack`, which fails past about 8,000 jobs (so workers promote
 //! in bounded steps, [`SendQueue::promote_due`]), and it stops heartbeating
 //! while it drains on shutdown (so the drain heartbeats itself).
-
-mod batch;
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -41,6 +39,7 @@ use chrono::Utc;
 use common::backoff::Backoff;
 use common::config::Config;
 use common::domain::{MessageId, MessageStatus};
+use common::group_commit::{Batching, CommitError, GroupCommit};
 use common::queue::{SendJob, SendQueue, queue_config};
 use common::rate::{Budget, Quota, RateLimiter};
 use common::sent::classify::{CODE_NO_ID, SendOutcome};
@@ -80,7 +79,7 @@ pub enum JobError {
     Postgres(#[from] sqlx::Error),
     /// A group-committed write failed (the error is shared by its batch).
     #[error("postgres: {0}")]
-    Commit(#[from] batch::CommitError),
+    Commit(#[from] CommitError),
     #[error("redis: {0}")]
     Redis(#[from] apalis_redis::Error),
 }
@@ -112,9 +111,9 @@ pub enum Processed {
 pub struct Sender {
     store: Store,
     /// `Store::begin_attempts`, group-committed.
-    begins: batch::GroupCommit<MessageId, Option<MessageRecord>>,
+    begins: GroupCommit<MessageId, Option<MessageRecord>>,
     /// `Store::record_accepted_many`, group-committed.
-    acceptances: batch::GroupCommit<Acceptance, bool>,
+    acceptances: GroupCommit<Acceptance, bool>,
     queue: SendQueue,
     client: SentClient,
     budget: Option<Budget>,
@@ -143,16 +142,18 @@ impl Sender {
         });
         let begins = {
             let store = store.clone();
-            batch::GroupCommit::start(COMMITTERS, MAX_COMMIT_BATCH, move |ids: Vec<MessageId>| {
-                let store = store.clone();
-                async move { store.begin_attempts(&ids).await }
-            })
+            GroupCommit::start(
+                Batching::new(COMMITTERS, MAX_COMMIT_BATCH),
+                move |ids: Vec<MessageId>| {
+                    let store = store.clone();
+                    async move { store.begin_attempts(&ids).await }
+                },
+            )
         };
         let acceptances = {
             let store = store.clone();
-            batch::GroupCommit::start(
-                COMMITTERS,
-                MAX_COMMIT_BATCH,
+            GroupCommit::start(
+                Batching::new(COMMITTERS, MAX_COMMIT_BATCH),
                 move |accepted: Vec<Acceptance>| {
                     let store = store.clone();
                     async move { store.record_accepted_many(&accepted).await }
