@@ -21,12 +21,10 @@
 //! (and other providers) are kept as `not_applicable`.
 //!
 //! Housekeeping (a task of its own in each worker): the unmatched re-check,
-//! and every ten minutes the purge of finished events and callbacks past
-//! `INBOX_RETENTION_DAYS` / `CALLBACK_RETENTION_DAYS`.
+//! and the purge of finished rows past their retention ([`crate::purge`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::config::Config;
@@ -41,16 +39,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::instrument::WithSubscriber;
 
 use crate::listen::listen;
+use crate::purge::{PURGE_INTERVAL, purge_and_log};
 
 /// Notification channel the inbox's insert trigger uses.
 pub const CHANNEL: &str = "webhook_inbox";
-
-/// How often a worker deletes finished rows past their retention.
-const PURGE_INTERVAL: Duration = Duration::from_secs(600);
-/// Rows deleted per statement, and statements per pass at most: a large
-/// backlog (retention just shortened) is worked off over several passes.
-const PURGE_CHUNK: i64 = 5_000;
-const PURGE_MAX_CHUNKS: usize = 100;
 
 /// Processes the inbox until `shutdown` is cancelled, up to
 /// `INBOX_CONCURRENCY` batches at a time. The batches in hand are finished
@@ -61,8 +53,8 @@ const PURGE_MAX_CHUNKS: usize = 100;
 /// claims a full batch wakes a helper lane before working on it, so a backlog
 /// is worked on by every lane, while a trickle of events is taken by the
 /// leader alone, in batches of whatever arrived while it was busy: waking a
-/// lane per notification split a steady 5,000 events/s into batches of a
-/// few events, each paying four statements.
+/// lane per notification would split a steady stream into batches of a few
+/// events, each paying four statements.
 pub async fn run(
     store: Store,
     config: Arc<Config>,
@@ -148,13 +140,7 @@ async fn housekeeping_loop(store: &Store, config: &Config, shutdown: &Cancellati
             tracing::warn!(%error, "inbox housekeeping failed");
         }
         if Instant::now() >= next_purge {
-            match purge(store, config).await {
-                Ok(report) if report != PurgeReport::default() => {
-                    tracing::info!(?report, "purged finished rows past their retention")
-                }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "purge of finished rows failed"),
-            }
+            purge_and_log(store, config).await;
             next_purge = Instant::now() + PURGE_INTERVAL;
         }
         tokio::select! {
@@ -169,8 +155,8 @@ async fn housekeeping_loop(store: &Store, config: &Config, shutdown: &Cancellati
 ///
 /// A batch costs four statements whatever its size: the claim, one lookup of
 /// every Sent id it names, the status changes (`Store::change_statuses`, one
-/// statement per round of distinct messages), and the outcomes. Applying
-/// events one statement (and one commit) each was the bottleneck.
+/// statement per round of distinct messages), and the outcomes, rather than
+/// a statement (and a commit) per event.
 /// `on_full_batch` runs when the claim was a full batch (more are likely due).
 pub async fn process_due(
     store: &Store,
@@ -233,40 +219,6 @@ pub async fn housekeeping(store: &Store, config: &Config) -> Result<(), sqlx::Er
         );
     }
     Ok(())
-}
-
-/// What one purge pass deleted.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct PurgeReport {
-    pub inbox_events: u64,
-    pub callbacks: u64,
-}
-
-/// Deletes finished inbox events older than `INBOX_RETENTION_DAYS` and
-/// finished status callbacks (with their attempts) older than
-/// `CALLBACK_RETENTION_DAYS`. Parked events and pending callbacks are never
-/// deleted. Safe to run from every worker at once.
-pub async fn purge(store: &Store, config: &Config) -> Result<PurgeReport, sqlx::Error> {
-    let mut report = PurgeReport::default();
-    if let Some(retention) = config.inbox.retention {
-        for _ in 0..PURGE_MAX_CHUNKS {
-            let deleted = store.purge_inbox(retention, PURGE_CHUNK).await?;
-            report.inbox_events += deleted;
-            if deleted < PURGE_CHUNK as u64 {
-                break;
-            }
-        }
-    }
-    if let Some(retention) = config.callbacks.retention {
-        for _ in 0..PURGE_MAX_CHUNKS {
-            let deleted = store.purge_callbacks(retention, PURGE_CHUNK).await?;
-            report.callbacks += deleted;
-            if deleted < PURGE_CHUNK as u64 {
-                break;
-            }
-        }
-    }
-    Ok(report)
 }
 
 /// The outcome of every claimed event, in the order of `events`.

@@ -8,6 +8,7 @@ pub mod inbox;
 pub mod listen;
 pub mod metrics;
 pub mod poll;
+pub mod purge;
 pub mod reconcile;
 pub mod redrive;
 pub mod send;

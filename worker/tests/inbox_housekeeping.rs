@@ -11,7 +11,7 @@ use std::process::Stdio;
 use common::config::Config;
 use inbox_support::*;
 use serde_json::json;
-use worker::inbox::{PurgeReport, purge};
+use worker::purge::{PurgeReport, purge};
 
 async fn exec(stack: &Stack, sql: &str) {
     sqlx::query(sql)
