@@ -132,20 +132,6 @@ impl Harness {
         RunningWorker { shutdown, handle }
     }
 
-    /// A worker in this process with a Postgres pool of its own.
-    pub async fn start_worker_with_pool(&self, connections: u32) -> RunningWorker {
-        let store = Store::connect_lazy(&self.db.url, connections).unwrap();
-        let redis = common::queue::connect(&self.redis.url).await.unwrap();
-        let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(worker::run_worker(
-            self.config(),
-            store,
-            redis,
-            shutdown.clone(),
-        ));
-        RunningWorker { shutdown, handle }
-    }
-
     /// The worker binary as a child process; its log goes to the returned file.
     pub fn spawn_process(&self, args: &[&str]) -> (tokio::process::Child, PathBuf) {
         self.spawn_process_logging("info", args)
