@@ -38,7 +38,7 @@ impl<I> Batching<I> {
             max_items,
             weight: |_| 1,
             max_weight: usize::MAX,
-            queue: 4 * max_items * committers,
+            queue: max_items.saturating_mul(committers).saturating_mul(4),
         }
     }
 

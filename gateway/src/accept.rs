@@ -1,103 +1,71 @@
-//! Group commit of accepted messages. Concurrent requests hand their
-//! submissions to a few committer tasks; each takes everything waiting, writes
-//! it to Postgres in one transaction, pushes the jobs to Redis in one round
-//! trip, and only then answers every request. Under load a batch grows by
-//! itself (while one commit runs, the next requests queue up), so there is no
-//! timer to tune and no added latency when idle.
+//! Accepting messages: concurrent requests' submissions are group-committed
+//! ([`common::group_commit`]): a committer writes everything waiting to
+//! Postgres in one transaction, pushes the jobs to Redis in one round trip,
+//! and only then answers every request.
 
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use common::domain::MessageId;
+use common::group_commit::{Batching, GroupCommit};
 use common::queue::{SendJob, SendQueue};
 use common::store::{Store, Submission, SubmitOutcome};
-use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::error::ApiError;
 
-/// Most messages written in one transaction.
+/// Most messages written in one transaction (a batch request carries up to
+/// 1000).
 const MAX_BATCH_MESSAGES: usize = 2000;
 /// Concurrent transactions; enough to overlap one batch's commit with the next.
 const COMMITTERS: usize = 4;
-
-struct Pending {
-    submission: Submission,
-    reply: oneshot::Sender<Result<SubmitOutcome, ApiError>>,
-}
+/// Submissions waiting for a committer before requests wait too.
+const QUEUE: usize = 16 * 1024;
 
 #[derive(Clone)]
 pub struct Accepter {
-    tx: mpsc::Sender<Pending>,
+    commits: GroupCommit<Submission, Result<SubmitOutcome, ApiError>>,
 }
 
 impl Accepter {
-    pub fn start(store: Store, queue: SendQueue, idempotency_ttl: std::time::Duration) -> Accepter {
-        let (tx, rx) = mpsc::channel::<Pending>(16 * 1024);
-        let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..COMMITTERS {
-            let (rx, store, queue) = (rx.clone(), store.clone(), queue.clone());
-            tokio::spawn(async move {
-                while let Some(batch) = next_batch(&rx).await {
-                    commit(&store, &queue, idempotency_ttl, batch).await;
-                }
-            });
-        }
-        Accepter { tx }
+    pub fn start(store: Store, queue: SendQueue, idempotency_ttl: Duration) -> Accepter {
+        let batching = Batching::new(COMMITTERS, MAX_BATCH_MESSAGES)
+            .weighed(|s: &Submission| s.messages.len().max(1), MAX_BATCH_MESSAGES)
+            .queue(QUEUE);
+        let commits = GroupCommit::start(batching, move |batch: Vec<Submission>| {
+            let (store, queue) = (store.clone(), queue.clone());
+            async move { commit(&store, &queue, idempotency_ttl, batch).await }
+        });
+        Accepter { commits }
     }
 
     /// Durably stores and enqueues the submission, or says why it could not.
     pub async fn submit(&self, submission: Submission) -> Result<SubmitOutcome, ApiError> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Pending { submission, reply })
-            .await
-            .map_err(|_| ApiError::Unavailable("shutting down"))?;
-        answer
-            .await
-            .map_err(|_| ApiError::Internal("committer stopped".into()))?
+        self.commits.submit(submission).await?
     }
 }
 
-async fn next_batch(rx: &Mutex<mpsc::Receiver<Pending>>) -> Option<Vec<Pending>> {
-    let mut rx = rx.lock().await;
-    let first = rx.recv().await?;
-    let mut size = first.submission.messages.len().max(1);
-    let mut batch = vec![first];
-    while size < MAX_BATCH_MESSAGES {
-        match rx.try_recv() {
-            Ok(next) => {
-                size += next.submission.messages.len().max(1);
-                batch.push(next);
-            }
-            Err(_) => break,
-        }
-    }
-    Some(batch)
-}
-
-async fn commit(store: &Store, queue: &SendQueue, ttl: std::time::Duration, batch: Vec<Pending>) {
-    let submissions: Vec<Submission> = batch.iter().map(|p| p.submission.clone()).collect();
-    let outcomes = match store.submit(&submissions, ttl).await {
-        Ok(outcomes) => outcomes,
-        Err(error) => {
-            let error = ApiError::from(error);
-            for pending in batch {
-                let _ = pending.reply.send(Err(clone_error(&error)));
-            }
-            return;
-        }
-    };
-
-    // A scheduled message is held here until its time (and can be
-    // cancelled until then): its job is due at `scheduled_at`.
-    let jobs: Vec<(SendJob, Option<SystemTime>)> = batch
+/// Stores the batch, then enqueues its jobs. When Redis refuses them, the
+/// stored messages are withdrawn and their requests answered 503.
+async fn commit(
+    store: &Store,
+    queue: &SendQueue,
+    ttl: Duration,
+    batch: Vec<Submission>,
+) -> Result<Vec<Result<SubmitOutcome, ApiError>>, sqlx::Error> {
+    let outcomes = store.submit(&batch, ttl).await?;
+    let stored: Vec<&Submission> = batch
         .iter()
         .zip(&outcomes)
         .filter(|(_, o)| **o == SubmitOutcome::Stored)
-        .flat_map(|(p, _)| {
-            p.submission.messages.iter().map(|m| {
+        .map(|(s, _)| s)
+        .collect();
+    // A scheduled message is held here until its time (and can be
+    // cancelled until then): its job is due at `scheduled_at`.
+    let jobs: Vec<(SendJob, Option<SystemTime>)> = stored
+        .iter()
+        .flat_map(|s| {
+            s.messages.iter().map(|m| {
                 (
-                    SendJob::new(m.id, p.submission.trace.clone()),
+                    SendJob::new(m.id, s.trace.clone()),
                     m.scheduled_at.map(SystemTime::from),
                 )
             })
@@ -105,12 +73,6 @@ async fn commit(store: &Store, queue: &SendQueue, ttl: std::time::Duration, batc
         .collect();
     if let Err(error) = queue.enqueue_due(&jobs).await {
         tracing::warn!(%error, messages = jobs.len(), "enqueue failed; withdrawing the batch");
-        let stored: Vec<&Submission> = submissions
-            .iter()
-            .zip(&outcomes)
-            .filter(|(_, o)| **o == SubmitOutcome::Stored)
-            .map(|(s, _)| s)
-            .collect();
         if let Err(error) = store.withdraw(&stored).await {
             // The messages stay; the worker's reconciler enqueues them.
             let ids: Vec<MessageId> = stored
@@ -119,25 +81,15 @@ async fn commit(store: &Store, queue: &SendQueue, ttl: std::time::Duration, batc
                 .collect();
             tracing::error!(%error, ?ids, "could not withdraw messages after an enqueue failure");
         }
-        for (pending, outcome) in batch.into_iter().zip(outcomes) {
-            // A replay may point at a message of this very batch, which is gone.
-            let answer = match outcome {
+        // A replay may point at a message of this very batch, which is gone.
+        return Ok(outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
                 SubmitOutcome::Conflict => Ok(SubmitOutcome::Conflict),
                 _ => Err(ApiError::Unavailable("redis")),
-            };
-            let _ = pending.reply.send(answer);
-        }
-        return;
+            })
+            .collect());
     }
     metrics::counter!(common::metrics::MESSAGES_ACCEPTED).increment(jobs.len() as u64);
-    for (pending, outcome) in batch.into_iter().zip(outcomes) {
-        let _ = pending.reply.send(Ok(outcome));
-    }
-}
-
-fn clone_error(error: &ApiError) -> ApiError {
-    match error {
-        ApiError::Unavailable(d) => ApiError::Unavailable(d),
-        other => ApiError::Internal(other.to_string()),
-    }
+    Ok(outcomes.into_iter().map(Ok).collect())
 }

@@ -228,8 +228,8 @@ impl IntoResponse for ApiError {
 }
 
 /// Connection trouble is an outage (503); anything else from the database is a bug (500).
-impl From<sqlx::Error> for ApiError {
-    fn from(error: sqlx::Error) -> ApiError {
+impl From<&sqlx::Error> for ApiError {
+    fn from(error: &sqlx::Error) -> ApiError {
         match error {
             sqlx::Error::Database(e) => ApiError::Internal(e.to_string()),
             sqlx::Error::RowNotFound => ApiError::NotFound,
@@ -238,6 +238,19 @@ impl From<sqlx::Error> for ApiError {
                 ApiError::Unavailable("postgres")
             }
         }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> ApiError {
+        ApiError::from(&error)
+    }
+}
+
+/// A group-committed write's error, shared by its batch.
+impl From<common::group_commit::CommitError> for ApiError {
+    fn from(error: common::group_commit::CommitError) -> ApiError {
+        ApiError::from(&*error)
     }
 }
 

@@ -343,7 +343,12 @@ async fn receive(
         body: body.to_vec(),
     };
     let (event_id, event_type) = (event.event_id.clone(), event.event_type.clone());
-    let outcome = state.inbox.store(event).await?;
+    // Whatever the cause, the event is not stored: the sender must retry,
+    // which a 503 asks for (this is almost always the database being down).
+    let outcome = state.inbox.store(event).await.map_err(|error| {
+        tracing::warn!(%error, provider = provider.name(), "could not store a webhook event");
+        ApiError::Unavailable("postgres")
+    })?;
     let outcome_label = if outcome == InboxInsertOutcome::Duplicate {
         "duplicate"
     } else {
