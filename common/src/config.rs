@@ -11,6 +11,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::backoff::Backoff;
+use crate::domain::TemplateRef;
 use crate::rate::Quota;
 
 /// Deployment profile, as in the original integration (`APP_ENV` or `FLASK_CONFIG`).
@@ -100,10 +101,10 @@ pub struct WebhookConfig {
 
 #[derive(Debug, Clone)]
 pub struct TemplateConfig {
-    pub welcome_id: String,
-    pub welcome_name: String,
-    pub order_confirmation_id: String,
-    pub order_confirmation_name: String,
+    /// `WELCOME_TEMPLATE_ID` and `WELCOME_TEMPLATE_NAME`.
+    pub welcome: TemplateRef,
+    /// `ORDER_CONFIRMATION_TEMPLATE_ID` and `ORDER_CONFIRMATION_TEMPLATE_NAME`.
+    pub order_confirmation: TemplateRef,
 }
 
 /// Processing of the webhook inbox by the worker (`INBOX_*`).
@@ -349,13 +350,26 @@ impl Config {
             webhooks
         };
 
+        let template = |id_var: &'static str, id: &str, name_var: &str, name: &str| {
+            TemplateRef::new(
+                Some(env.string(id_var, id)),
+                Some(env.string(name_var, name)),
+            )
+            .map_err(|problem| env.bad(id_var, format!("{problem} (and {name_var})")))
+        };
         let templates = TemplateConfig {
-            welcome_id: env.string("WELCOME_TEMPLATE_ID", "welcome-template-id"),
-            welcome_name: env.string("WELCOME_TEMPLATE_NAME", "welcome"),
-            order_confirmation_id: env
-                .string("ORDER_CONFIRMATION_TEMPLATE_ID", "order-confirmation-id"),
-            order_confirmation_name: env
-                .string("ORDER_CONFIRMATION_TEMPLATE_NAME", "order_confirmation"),
+            welcome: template(
+                "WELCOME_TEMPLATE_ID",
+                "welcome-template-id",
+                "WELCOME_TEMPLATE_NAME",
+                "welcome",
+            )?,
+            order_confirmation: template(
+                "ORDER_CONFIRMATION_TEMPLATE_ID",
+                "order-confirmation-id",
+                "ORDER_CONFIRMATION_TEMPLATE_NAME",
+                "order_confirmation",
+            )?,
         };
 
         let worker = WorkerConfig {

@@ -103,7 +103,7 @@ impl SendQueue {
     pub async fn enqueue(&self, jobs: &[SendJob]) -> Result<(), apalis_redis::Error> {
         let tasks = jobs
             .iter()
-            .map(|job| task(job, job.message_id().0, None))
+            .map(|job| task(job, job.message_id().ulid(), None))
             .collect::<Result<Vec<_>, _>>()?;
         self.push(tasks).await
     }
@@ -116,7 +116,7 @@ impl SendQueue {
     ) -> Result<(), apalis_redis::Error> {
         let tasks = jobs
             .iter()
-            .map(|(job, due)| task(job, job.message_id().0, *due))
+            .map(|(job, due)| task(job, job.message_id().ulid(), *due))
             .collect::<Result<Vec<_>, _>>()?;
         self.push(tasks).await
     }

@@ -69,7 +69,7 @@ fn accepted(id: MessageId, provider_ids: &[&str], attempt: i32) -> Acceptance {
 
 async fn timeline(store: &Store, id: MessageId) -> Vec<(String, bool, Option<i32>)> {
     store
-        .events(&id.to_string())
+        .events(id)
         .await
         .unwrap()
         .into_iter()
@@ -96,14 +96,11 @@ async fn begin_attempts_starts_waiting_messages_in_order_and_skips_the_rest() {
     let unknown = MessageId::new();
     let asked = [ids[2], ids[0], unknown, ids[3], ids[1], ids[0]];
     let started = store.begin_attempts(&asked).await.unwrap();
-    let got: Vec<Option<(String, String, i32)>> = started
+    let got: Vec<Option<(MessageId, MessageStatus, i32)>> = started
         .iter()
-        .map(|m| {
-            m.as_ref()
-                .map(|m| (m.id.clone(), m.status.clone(), m.attempts))
-        })
+        .map(|m| m.as_ref().map(|m| (m.id, m.status, m.attempts)))
         .collect();
-    let sending = |id: MessageId| Some((id.to_string(), "sending".to_owned(), 1));
+    let sending = |id: MessageId| Some((id, MessageStatus::Sending, 1));
     assert_eq!(
         got,
         [
@@ -127,7 +124,7 @@ async fn begin_attempts_starts_waiting_messages_in_order_and_skips_the_rest() {
     }
     assert_eq!(
         store.message_by_id(ids[3]).await.unwrap().unwrap().status,
-        "accepted"
+        MessageStatus::Accepted
     );
 
     // A retry: `sending` again, attempt 2.
@@ -154,15 +151,11 @@ async fn record_accepted_many_stores_ids_status_events_and_callbacks_in_one_stat
     // stored, its status stays, and the late acceptance is recorded unapplied.
     for status in [MessageStatus::Accepted, MessageStatus::Delivered] {
         store
-            .change_status(&ids[2].to_string(), &StatusChange::new(status, "sent"))
+            .change_status(ids[2], &StatusChange::new(status, "sent"))
             .await
             .unwrap();
     }
-    let callbacks_before = store
-        .callbacks_for_message(&ids[2].to_string())
-        .await
-        .unwrap()
-        .len();
+    let callbacks_before = store.callbacks_for_message(ids[2]).await.unwrap().len();
 
     let applied = store
         .record_accepted_many(&[
@@ -175,7 +168,7 @@ async fn record_accepted_many_stores_ids_status_events_and_callbacks_in_one_stat
     assert_eq!(applied, [true, true, false]);
 
     let first = store.message_by_id(ids[0]).await.unwrap().unwrap();
-    assert_eq!(first.status, "accepted");
+    assert_eq!(first.status, MessageStatus::Accepted);
     assert_eq!(first.provider_message_id.as_deref(), Some("sent-a"));
     assert!(first.last_error_code.is_none());
     let (provider_ids, accepted_at): (Vec<String>, Option<chrono::DateTime<Utc>>) =
@@ -194,17 +187,14 @@ async fn record_accepted_many_stores_ids_status_events_and_callbacks_in_one_stat
             ("accepted".into(), true, Some(1)),
         ]
     );
-    let events = store.events(&ids[0].to_string()).await.unwrap();
+    let events = store.events(ids[0]).await.unwrap();
     assert_eq!(
         events[2].detail.as_ref().unwrap()["provider_message_ids"],
         json!(["sent-a", "sent-b"])
     );
 
     // The callback outbox row comes with the change, from `sending`.
-    let callbacks = store
-        .callbacks_for_message(&ids[0].to_string())
-        .await
-        .unwrap();
+    let callbacks = store.callbacks_for_message(ids[0]).await.unwrap();
     assert_eq!(callbacks.len(), 1);
     assert_eq!(
         (
@@ -215,25 +205,25 @@ async fn record_accepted_many_stores_ids_status_events_and_callbacks_in_one_stat
     );
     assert!(
         store
-            .callbacks_for_message(&ids[1].to_string())
+            .callbacks_for_message(ids[1])
             .await
             .unwrap()
             .is_empty()
     );
 
     let late = store.message_by_id(ids[2]).await.unwrap().unwrap();
-    assert_eq!(late.status, "delivered", "statuses never move backwards");
+    assert_eq!(
+        late.status,
+        MessageStatus::Delivered,
+        "statuses never move backwards"
+    );
     assert_eq!(late.provider_message_id.as_deref(), Some("sent-d"));
     assert_eq!(
         timeline(store, ids[2]).await.last().unwrap(),
         &("accepted".to_owned(), false, Some(1))
     );
     assert_eq!(
-        store
-            .callbacks_for_message(&ids[2].to_string())
-            .await
-            .unwrap()
-            .len(),
+        store.callbacks_for_message(ids[2]).await.unwrap().len(),
         callbacks_before,
         "no callback for a change that did not apply"
     );
@@ -277,12 +267,7 @@ async fn a_failure_keeps_its_error_and_an_acceptance_clears_it() {
     let mut failed = StatusChange::new(MessageStatus::Failed, "worker");
     failed.error_code = Some("BUSINESS_004".into());
     failed.error = Some("opted out".into());
-    assert!(
-        store
-            .change_status(&ids[0].to_string(), &failed)
-            .await
-            .unwrap()
-    );
+    assert!(store.change_status(ids[0], &failed).await.unwrap());
     let record = store.message_by_id(ids[0]).await.unwrap().unwrap();
     assert_eq!(
         (
@@ -343,7 +328,7 @@ async fn overlapping_batches_in_any_order_neither_deadlock_nor_apply_twice() {
         let accepted: Vec<_> = events.iter().filter(|e| e.0 == "accepted").collect();
         assert_eq!(accepted.len(), 8, "every acceptance is in the timeline");
         applied[i] = accepted.iter().filter(|e| e.1).count();
-        let callbacks = store.callbacks_for_message(&id.to_string()).await.unwrap();
+        let callbacks = store.callbacks_for_message(*id).await.unwrap();
         assert_eq!(callbacks.len(), 1, "one callback: the one change");
         assert_eq!(callbacks[0].previous_status.as_deref(), Some("sending"));
     }
@@ -406,11 +391,8 @@ async fn a_message_keeps_its_requests_trace_for_the_work_that_comes_later() {
         .messages_by_provider_ids(&["sent-1", "sent-2"])
         .await
         .unwrap();
-    assert_eq!(found["sent-1"], [(traced.to_string(), trace)]);
-    assert_eq!(
-        found["sent-2"],
-        [(untraced.to_string(), TraceContext::new())]
-    );
+    assert_eq!(found["sent-1"], [(traced, trace)]);
+    assert_eq!(found["sent-2"], [(untraced, TraceContext::new())]);
 }
 
 /// The guarded update ranks statuses in SQL (`status_rank`); the domain ranks

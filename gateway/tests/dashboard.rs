@@ -132,7 +132,13 @@ async fn change(
         change.error_code = Some(code.to_owned());
         change.error = Some(text.to_owned());
     }
-    assert!(app.state.store.change_status(id, &change).await.unwrap());
+    assert!(
+        app.state
+            .store
+            .change_status(id.parse().unwrap(), &change)
+            .await
+            .unwrap()
+    );
 }
 
 /// Six messages: queued, sent, two delivered (6 s and 4 s after Sent took

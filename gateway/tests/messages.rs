@@ -3,6 +3,7 @@
 
 mod support;
 
+use common::domain::{Channel, MessageStatus};
 use serde_json::{Value, json};
 use support::{API_KEY, OTHER_KEY, TestApp, send_body, split};
 
@@ -20,13 +21,13 @@ async fn send_message_success_is_accepted_stored_and_queued() {
     let stored = app
         .db
         .store
-        .message("tester", &id)
+        .message("tester", id.parse().unwrap())
         .await
         .unwrap()
         .expect("stored");
-    assert_eq!(stored.phone_number, "+1234567890");
+    assert_eq!(stored.phone_number.as_str(), "+1234567890");
     assert_eq!(stored.parameters, json!({"name": "John"}));
-    assert_eq!(stored.status, "queued");
+    assert_eq!(stored.status, MessageStatus::Queued);
     // ...and its job in Redis, with the versioned payload.
     let jobs = app.queued_jobs().await;
     assert_eq!(jobs.len(), 1);
@@ -74,13 +75,16 @@ async fn welcome_uses_the_welcome_template_on_whatsapp() {
     let stored = app
         .db
         .store
-        .message("tester", body["message_id"].as_str().unwrap())
+        .message(
+            "tester",
+            body["message_id"].as_str().unwrap().parse().unwrap(),
+        )
         .await
         .unwrap()
         .unwrap();
     assert_eq!(stored.template_name.as_deref(), Some("welcome"));
     assert_eq!(stored.template_id.as_deref(), Some("welcome-template-id"));
-    assert_eq!(stored.channels, vec!["whatsapp"]);
+    assert_eq!(stored.channels, vec![Channel::Whatsapp]);
     assert_eq!(stored.parameters, json!({"name": "Jane"}));
 
     let (_, _, body) = app
@@ -92,7 +96,10 @@ async fn welcome_uses_the_welcome_template_on_whatsapp() {
     let stored = app
         .db
         .store
-        .message("tester", body["message_id"].as_str().unwrap())
+        .message(
+            "tester",
+            body["message_id"].as_str().unwrap().parse().unwrap(),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -112,12 +119,15 @@ async fn order_confirmation_goes_on_sms_and_whatsapp() {
     let stored = app
         .db
         .store
-        .message("tester", body["message_id"].as_str().unwrap())
+        .message(
+            "tester",
+            body["message_id"].as_str().unwrap().parse().unwrap(),
+        )
         .await
         .unwrap()
         .unwrap();
     assert_eq!(stored.template_name.as_deref(), Some("order_confirmation"));
-    assert_eq!(stored.channels, vec!["sms", "whatsapp"]);
+    assert_eq!(stored.channels, vec![Channel::Sms, Channel::Whatsapp]);
     assert_eq!(
         stored.parameters,
         json!({"order_number": "A-17", "total": "$12.00"})

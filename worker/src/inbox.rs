@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use common::config::Config;
-use common::domain::{MessageStatus, api_time};
+use common::domain::{MessageId, MessageStatus, api_time};
 use common::sent::wire::MessageEventPayload;
 use common::store::{InboxEvent, InboxFinish, InboxResult, StatusChange, Store};
 use common::telemetry::TraceContext;
@@ -274,16 +274,16 @@ async fn apply(
     config: &Config,
     events: &[InboxEvent],
     updates: &[(usize, StatusUpdate)],
-    messages: &HashMap<String, Vec<(String, TraceContext)>>,
+    messages: &HashMap<String, Vec<(MessageId, TraceContext)>>,
     results: &mut [Option<InboxResult>],
 ) {
     // (event index, our message id, the change)
-    let mut changes: Vec<(usize, &str, StatusChange)> = Vec::new();
+    let mut changes: Vec<(usize, MessageId, StatusChange)> = Vec::new();
     for (i, update) in updates {
         match messages.get(&update.sent_message_id) {
             Some(ids) => {
                 for (id, _) in ids {
-                    changes.push((*i, id, update.change(&events[*i].event_id)));
+                    changes.push((*i, *id, update.change(&events[*i].event_id)));
                 }
             }
             None => {
@@ -303,28 +303,28 @@ async fn apply(
         return;
     }
     let updates: HashMap<usize, &StatusUpdate> = updates.iter().map(|(i, u)| (*i, u)).collect();
-    let traces: HashMap<&str, &TraceContext> = messages
+    let traces: HashMap<MessageId, &TraceContext> = messages
         .values()
         .flatten()
-        .map(|(id, trace)| (id.as_str(), trace))
+        .map(|(id, trace)| (*id, trace))
         .collect();
     let record = |results: &mut [Option<InboxResult>],
-                  done: &[(usize, &str, StatusChange)],
+                  done: &[(usize, MessageId, StatusChange)],
                   applied: &[bool]| {
         for ((i, id, _), applied) in done.iter().zip(applied) {
             updates[i].log(id, &events[*i].event_id, *applied);
             updates[i].trace(traces[id], id, &events[*i].event_id, *applied);
             match &mut results[*i] {
-                Some(InboxResult::Processed { message_ids }) => message_ids.push((*id).to_owned()),
+                Some(InboxResult::Processed { message_ids }) => message_ids.push(id.to_string()),
                 slot => {
                     *slot = Some(InboxResult::Processed {
-                        message_ids: vec![(*id).to_owned()],
+                        message_ids: vec![id.to_string()],
                     })
                 }
             }
         }
     };
-    let all: Vec<(&str, &StatusChange)> = changes.iter().map(|(_, id, c)| (*id, c)).collect();
+    let all: Vec<(MessageId, &StatusChange)> = changes.iter().map(|(_, id, c)| (*id, c)).collect();
     match store.change_statuses(&all).await {
         Ok(applied) => record(results, &changes, &applied),
         Err(error) if changes.iter().all(|(i, _, _)| *i == changes[0].0) => {
@@ -337,7 +337,7 @@ async fn apply(
             while at < changes.len() {
                 let i = changes[at].0;
                 let end = at + changes[at..].iter().take_while(|(j, _, _)| *j == i).count();
-                let one: Vec<(&str, &StatusChange)> =
+                let one: Vec<(MessageId, &StatusChange)> =
                     changes[at..end].iter().map(|(_, id, c)| (*id, c)).collect();
                 match store.change_statuses(&one).await {
                     Ok(applied) => record(results, &changes[at..end], &applied),
@@ -459,16 +459,16 @@ impl StatusUpdate {
 
     /// A span in the message's own trace (that of the request that accepted
     /// it), so that the trace shows what Sent reported after the send.
-    fn trace(&self, trace: &TraceContext, message_id: &str, event_id: &str, applied: bool) {
+    fn trace(&self, trace: &TraceContext, message_id: &MessageId, event_id: &str, applied: bool) {
         if trace.is_empty() {
             return;
         }
-        let span = tracing::info_span!("sent.webhook", message_id, event_id, status = %self.status,
+        let span = tracing::info_span!("sent.webhook", %message_id, event_id, status = %self.status,
             sent_at = %api_time(self.at), applied);
         common::telemetry::set_parent(&span, trace);
     }
 
-    fn log(&self, message_id: &str, event_id: &str, applied: bool) {
+    fn log(&self, message_id: &MessageId, event_id: &str, applied: bool) {
         let (code, reason, channel) = (
             self.reason_code.as_deref().unwrap_or(""),
             self.reason.as_deref().unwrap_or(""),
@@ -476,15 +476,15 @@ impl StatusUpdate {
         );
         match self.status {
             MessageStatus::Failed => tracing::error!(
-                message_id, sent_message_id = %self.sent_message_id, event_id, reason_code = code, reason,
+                %message_id, sent_message_id = %self.sent_message_id, event_id, reason_code = code, reason,
                 channel, applied, "message failed at Sent"
             ),
             MessageStatus::Blocked | MessageStatus::Filtered => tracing::warn!(
-                message_id, sent_message_id = %self.sent_message_id, event_id, status = %self.status,
+                %message_id, sent_message_id = %self.sent_message_id, event_id, status = %self.status,
                 reason_code = code, reason, channel, applied, "message {} at Sent", self.status
             ),
             _ => tracing::debug!(
-                message_id, event_id, status = %self.status, channel, applied, "message status from Sent"
+                %message_id, event_id, status = %self.status, channel, applied, "message status from Sent"
             ),
         }
     }

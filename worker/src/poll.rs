@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::config::Config;
-use common::domain::MessageStatus;
+use common::domain::{MessageId, MessageStatus};
 use common::rate::{Budget, Quota, RateLimiter};
 use common::sent::client::{SentClient, StatusAnswer};
 use common::store::{PollTarget, STATUS_POLLS, StatusChange, Store};
@@ -128,7 +128,7 @@ pub async fn poll(
                         ..StatusChange::new(status, SOURCE)
                     };
                     // Recorded in the timeline whether it moved the status or not.
-                    if store.change_status(&target.id, &change).await? {
+                    if store.change_status(target.id, &change).await? {
                         Polled::Changed
                     } else if last {
                         Polled::Stale
@@ -138,20 +138,20 @@ pub async fn poll(
                 }
                 None => {
                     detail["error"] = json!("a status this gateway does not know");
-                    record(store, &target.id, detail.clone(), last).await?
+                    record(store, target.id, detail.clone(), last).await?
                 }
             }
         }
         StatusAnswer::NotFound => {
             detail["code"] = json!("not_found");
             detail["error"] = json!("Sent does not know this message id");
-            record(store, &target.id, detail.clone(), last).await?
+            record(store, target.id, detail.clone(), last).await?
         }
         StatusAnswer::Failed { code, message } => {
             tracing::info!(message_id = %target.id, %code, error = %message, "status poll failed");
             detail["code"] = json!(code);
             detail["error"] = json!(message);
-            record(store, &target.id, detail.clone(), last).await?
+            record(store, target.id, detail.clone(), last).await?
         }
     };
     if polled == Polled::Stale {
@@ -160,7 +160,7 @@ pub async fn poll(
         stale["reason"] = json!(format!(
             "no news from Sent after {STATUS_POLLS} status polls; no more will be made"
         ));
-        store.record_poll(&target.id, &stale).await?;
+        store.record_poll(target.id, &stale).await?;
         tracing::warn!(message_id = %target.id, "no status news from Sent after the last poll; marked stale");
     }
     metrics::counter!(common::metrics::SENT_STATUS_POLLS, "outcome" => polled.as_str())
@@ -169,7 +169,12 @@ pub async fn poll(
 }
 
 /// A poll that could not be applied: recorded in the timeline as it is.
-async fn record(store: &Store, id: &str, detail: Value, last: bool) -> Result<Polled, sqlx::Error> {
+async fn record(
+    store: &Store,
+    id: MessageId,
+    detail: Value,
+    last: bool,
+) -> Result<Polled, sqlx::Error> {
     store.record_poll(id, &detail).await?;
     Ok(if last { Polled::Stale } else { Polled::Failed })
 }

@@ -5,6 +5,7 @@
 
 mod inbox_support;
 
+use common::domain::MessageStatus;
 use inbox_support::{API_KEY, Stack, sent_event};
 
 #[tokio::test]
@@ -20,7 +21,7 @@ async fn a_nul_in_a_sent_message_id_does_not_block_other_events() {
     }
     stack.start_inbox();
     stack.wait_inbox_state("good-1", "processed").await;
-    assert_eq!(stack.message(&id).await.status, "delivered");
+    assert_eq!(stack.message(&id).await.status, MessageStatus::Delivered);
     // The poison itself ends somewhere final, not pending forever.
     let poison = stack
         .store()

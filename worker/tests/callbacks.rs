@@ -149,7 +149,11 @@ async fn callbacks_are_signed_and_carry_each_change() {
     assert_ne!(requests[0].0["webhook-id"], requests[1].0["webhook-id"]);
 
     let rows = eventually("both callbacks recorded as delivered", || async {
-        let rows = stack.store().callbacks_for_message(&id).await.unwrap();
+        let rows = stack
+            .store()
+            .callbacks_for_message(id.parse().unwrap())
+            .await
+            .unwrap();
         rows.iter().all(|r| r.state == "delivered").then_some(rows)
     })
     .await;
@@ -219,7 +223,11 @@ async fn failed_deliveries_are_retried_with_the_same_id() {
         verify_standard_webhooks(&key, &headers, &body).unwrap();
     }
     let row = eventually("the callback to be delivered", || async {
-        let rows = stack.store().callbacks_for_message(&id).await.unwrap();
+        let rows = stack
+            .store()
+            .callbacks_for_message(id.parse().unwrap())
+            .await
+            .unwrap();
         rows.into_iter().next().filter(|r| r.state == "delivered")
     })
     .await;
@@ -249,7 +257,11 @@ async fn deliveries_are_given_up_after_the_last_attempt() {
     let id = stack.submit(API_KEY, Some(&url)).await;
     stack.accept(&id, &["sent-give-up"]).await;
     let row = eventually("the callback to be given up", || async {
-        let rows = stack.store().callbacks_for_message(&id).await.unwrap();
+        let rows = stack
+            .store()
+            .callbacks_for_message(id.parse().unwrap())
+            .await
+            .unwrap();
         rows.into_iter().next().filter(|r| r.state == "failed")
     })
     .await;
@@ -282,7 +294,11 @@ async fn unreachable_and_slow_endpoints_are_recorded() {
     stack.accept(&timed_out, &["sent-slow"]).await;
     for (id, expected) in [(&refused, "connection failed"), (&timed_out, "timeout")] {
         let row = eventually("the callback to be given up", || async {
-            let rows = stack.store().callbacks_for_message(id).await.unwrap();
+            let rows = stack
+                .store()
+                .callbacks_for_message(id.parse().unwrap())
+                .await
+                .unwrap();
             rows.into_iter().next().filter(|r| r.state == "failed")
         })
         .await;
@@ -315,7 +331,7 @@ async fn callbacks_of_one_message_arrive_in_order() {
         assert!(
             stack
                 .store()
-                .change_status(&id, &StatusChange::new(status, "sent"))
+                .change_status(id.parse().unwrap(), &StatusChange::new(status, "sent"))
                 .await
                 .unwrap()
         );
@@ -324,7 +340,10 @@ async fn callbacks_of_one_message_arrive_in_order() {
     assert!(
         !stack
             .store()
-            .change_status(&id, &StatusChange::new(MessageStatus::Sent, "sent"))
+            .change_status(
+                id.parse().unwrap(),
+                &StatusChange::new(MessageStatus::Sent, "sent")
+            )
             .await
             .unwrap()
     );
@@ -344,7 +363,11 @@ async fn callbacks_of_one_message_arrive_in_order() {
         ["queued", "accepted", "accepted", "sent", "delivered"]
     );
     eventually("all delivered", || async {
-        let rows = stack.store().callbacks_for_message(&id).await.unwrap();
+        let rows = stack
+            .store()
+            .callbacks_for_message(id.parse().unwrap())
+            .await
+            .unwrap();
         (rows.len() == 4 && rows.iter().all(|r| r.state == "delivered")).then_some(())
     })
     .await;
@@ -358,7 +381,7 @@ async fn messages_without_callback_url_queue_nothing() {
     assert!(
         stack
             .store()
-            .callbacks_for_message(&id)
+            .callbacks_for_message(id.parse().unwrap())
             .await
             .unwrap()
             .is_empty()
@@ -377,7 +400,10 @@ async fn notifications_wake_the_sender_without_polling() {
     assert!(
         stack
             .store()
-            .change_status(&id, &StatusChange::new(MessageStatus::Delivered, "sent"))
+            .change_status(
+                id.parse().unwrap(),
+                &StatusChange::new(MessageStatus::Delivered, "sent")
+            )
             .await
             .unwrap()
     );
@@ -403,10 +429,18 @@ async fn concurrent_changes_queue_a_consistent_chain_of_callbacks() {
     let applied = futures::future::join_all((0..60).map(|i| {
         let change = StatusChange::new(statuses[i % statuses.len()], "sent");
         let id = id.clone();
-        async move { store.change_status(&id, &change).await.unwrap() }
+        async move {
+            store
+                .change_status(id.parse().unwrap(), &change)
+                .await
+                .unwrap()
+        }
     }))
     .await;
-    let rows = store.callbacks_for_message(&id).await.unwrap();
+    let rows = store
+        .callbacks_for_message(id.parse().unwrap())
+        .await
+        .unwrap();
     assert_eq!(
         rows.len(),
         applied.iter().filter(|a| **a).count(),
@@ -423,5 +457,5 @@ async fn concurrent_changes_queue_a_consistent_chain_of_callbacks() {
         assert!(rank(&pair[1].status) > rank(&pair[0].status));
     }
     assert_eq!(rows.last().unwrap().status, "read");
-    assert_eq!(stack.message(&id).await.status, "read");
+    assert_eq!(stack.message(&id).await.status, MessageStatus::Read);
 }

@@ -133,13 +133,19 @@ impl Loop {
             },
         )
         .await;
-        self.h.store.events(id).await.unwrap()
+        self.h.store.events(id.parse().unwrap()).await.unwrap()
     }
 
     /// Waits until the client got every callback the message has, and returns
     /// the statuses it received, in order.
     async fn wait_callbacks(&self, id: &str) -> Vec<String> {
-        let expected = self.h.store.callbacks_for_message(id).await.unwrap().len();
+        let expected = self
+            .h
+            .store
+            .callbacks_for_message(id.parse().unwrap())
+            .await
+            .unwrap()
+            .len();
         let received = || {
             self.callbacks
                 .lock()

@@ -3,6 +3,7 @@
 
 mod inbox_support;
 
+use common::domain::MessageStatus;
 use std::sync::{Arc, Mutex};
 
 use common::signature::sign_legacy;
@@ -54,7 +55,7 @@ async fn out_of_order_events_end_in_the_right_status() {
         assert_eq!(row.message_id.as_deref(), Some(id.as_str()));
     }
     let message = stack.message(&id).await;
-    assert_eq!(message.status, "delivered");
+    assert_eq!(message.status, MessageStatus::Delivered);
     assert_eq!(
         message.last_error, None,
         "an unapplied failure leaves no error behind"
@@ -68,9 +69,9 @@ async fn out_of_order_events_end_in_the_right_status() {
         200
     );
     stack.wait_inbox_state("e-read", "processed").await;
-    assert_eq!(stack.message(&id).await.status, "read");
+    assert_eq!(stack.message(&id).await.status, MessageStatus::Read);
 
-    let events = stack.store().events(&id).await.unwrap();
+    let events = stack.store().events(id.parse().unwrap()).await.unwrap();
     let from_sent: Vec<(&str, bool)> = events
         .iter()
         .filter(|e| e.source == "sent")
@@ -132,8 +133,8 @@ async fn events_in_one_batch_in_any_order() {
     for i in 0..4 {
         stack.wait_inbox_state(&format!("b{i}"), "processed").await;
     }
-    assert_eq!(stack.message(&id).await.status, "read");
-    let events = stack.store().events(&id).await.unwrap();
+    assert_eq!(stack.message(&id).await.status, MessageStatus::Read);
+    let events = stack.store().events(id.parse().unwrap()).await.unwrap();
     let mut statuses: Vec<&str> = events
         .iter()
         .filter(|e| e.source == "sent")
@@ -164,7 +165,7 @@ async fn unknown_message_id_is_matched_when_the_send_record_appears() {
     stack.accept(&id, &["sent-other", "sent-early"]).await;
     let row = stack.wait_inbox_state("early", "processed").await;
     assert_eq!(row.message_id.as_deref(), Some(id.as_str()));
-    assert_eq!(stack.message(&id).await.status, "delivered");
+    assert_eq!(stack.message(&id).await.status, MessageStatus::Delivered);
 }
 
 #[tokio::test]
@@ -191,7 +192,7 @@ async fn unmatched_events_are_rechecked_periodically() {
     let id = stack.submit(API_KEY, None).await;
     stack.accept(&id, &["sent-late"]).await;
     stack.wait_inbox_state("late", "processed").await;
-    assert_eq!(stack.message(&id).await.status, "sent");
+    assert_eq!(stack.message(&id).await.status, MessageStatus::Sent);
 }
 
 #[tokio::test]
@@ -242,7 +243,7 @@ async fn poison_event_is_parked_and_does_not_block_others() {
     );
     assert!(row.processed_at.is_some());
     stack.wait_inbox_state("fine", "processed").await;
-    assert_eq!(stack.message(&id).await.status, "sent");
+    assert_eq!(stack.message(&id).await.status, MessageStatus::Sent);
 }
 
 #[tokio::test]
@@ -327,10 +328,10 @@ async fn several_workers_share_the_inbox_and_apply_each_event_once() {
     })
     .await;
     for id in &ids {
-        assert_eq!(stack.message(id).await.status, "read");
+        assert_eq!(stack.message(id).await.status, MessageStatus::Read);
         let from_sent = stack
             .store()
-            .events(id)
+            .events(id.parse().unwrap())
             .await
             .unwrap()
             .into_iter()
@@ -372,7 +373,7 @@ async fn seed_failed_event_is_logged_as_error() {
         .with_subscriber(logs.clone()),
     );
     let message = eventually("the message to fail", || async {
-        Some(stack.message(&id).await).filter(|m| m.status == "failed")
+        Some(stack.message(&id).await).filter(|m| m.status == MessageStatus::Failed)
     })
     .await;
     assert_eq!(message.last_error.as_deref(), Some("Invalid"));
@@ -463,5 +464,5 @@ async fn notifications_wake_the_worker_without_polling() {
     let other = stack.submit(API_KEY, None).await;
     stack.accept(&other, &["sent-notify-2"]).await;
     stack.wait_inbox_state("n-late", "processed").await;
-    assert_eq!(stack.message(&other).await.status, "read");
+    assert_eq!(stack.message(&other).await.status, MessageStatus::Read);
 }

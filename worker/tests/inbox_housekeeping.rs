@@ -5,6 +5,7 @@
 
 mod inbox_support;
 
+use common::domain::MessageStatus;
 use std::collections::HashMap;
 use std::process::Stdio;
 
@@ -254,7 +255,7 @@ async fn parked_events_are_redriven_by_the_operator_and_then_applied() {
     assert_eq!(out, format!("re-drove 1 webhook event(s)\n{sent_row}\n"));
     let row = stack.wait_inbox_state("e-sent", "processed").await;
     assert_eq!((row.attempts, row.last_error), (1, None));
-    assert_eq!(stack.message(&id).await.status, "sent");
+    assert_eq!(stack.message(&id).await.status, MessageStatus::Sent);
     assert_eq!(parked("e-delivered").await.state, "parked");
 
     // Then all the parked ones.
@@ -264,7 +265,7 @@ async fn parked_events_are_redriven_by_the_operator_and_then_applied() {
         format!("re-drove 1 webhook event(s)\n{delivered_row}\n")
     );
     stack.wait_inbox_state("e-delivered", "processed").await;
-    assert_eq!(stack.message(&id).await.status, "delivered");
+    assert_eq!(stack.message(&id).await.status, MessageStatus::Delivered);
     // Nothing parked is left.
     assert_eq!(
         inbox_redrive(stack, &["--all"]).await,
@@ -311,11 +312,17 @@ async fn an_event_the_database_refuses_fails_alone_in_its_batch() {
     stack.start_inbox();
     for i in [0, 2] {
         stack.wait_inbox_state(&format!("e-{i}"), "processed").await;
-        assert_eq!(stack.message(&messages[i]).await.status, "delivered");
+        assert_eq!(
+            stack.message(&messages[i]).await.status,
+            MessageStatus::Delivered
+        );
     }
     let row = stack.wait_inbox_state("e-1", "parked").await;
     assert_eq!(row.attempts, 2);
     let error = row.last_error.unwrap();
     assert!(error.contains("refused by a test trigger"), "{error}");
-    assert_eq!(stack.message(&messages[1]).await.status, "accepted");
+    assert_eq!(
+        stack.message(&messages[1]).await.status,
+        MessageStatus::Accepted
+    );
 }

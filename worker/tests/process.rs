@@ -19,7 +19,7 @@ fn slow(ms: u64) -> Faults {
 
 async fn all_sending(h: &Harness, ids: &[common::domain::MessageId]) -> bool {
     for id in ids {
-        if h.message(*id).await.status != "sending" {
+        if h.message(*id).await.status != MessageStatus::Sending {
             return false;
         }
     }
@@ -59,7 +59,7 @@ async fn a_sigkilled_workers_jobs_complete_on_another_worker_without_double_send
     loop {
         let mut accepted = 0;
         for id in &ids {
-            accepted += usize::from(h.message(*id).await.status == "accepted");
+            accepted += usize::from(h.message(*id).await.status == MessageStatus::Accepted);
         }
         if accepted == ids.len() {
             break;

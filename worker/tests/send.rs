@@ -130,7 +130,7 @@ async fn each_permanent_error_fails_the_message_with_sents_code() {
             record.dead_lettered_at.is_none(),
             "a refusal is not a dead letter"
         );
-        let events = h.events(record.id.parse().unwrap()).await;
+        let events = h.events(record.id).await;
         let names: Vec<&str> = events.iter().map(|e| e.status.as_str()).collect();
         assert_eq!(names, ["queued", "sending", "failed"]);
         assert_eq!(events[2].detail.as_ref().unwrap()["code"], code);
@@ -176,7 +176,7 @@ async fn server_errors_are_retried_until_accepted() {
     for record in &records {
         assert!(record.attempts >= 2);
         assert!(record.last_error_code.is_none(), "cleared on acceptance");
-        let events = h.events(record.id.parse().unwrap()).await;
+        let events = h.events(record.id).await;
         let retries: Vec<_> = events.iter().filter(|e| e.status == "retrying").collect();
         assert!(!retries.is_empty());
         for retry in retries {
@@ -263,7 +263,7 @@ async fn exhausted_retries_dead_letter_and_redrive_brings_them_back() {
             error.contains("INTERNAL_") || error.contains("SERVICE_001"),
             "last Sent error kept: {error}"
         );
-        let events = h.events(record.id.parse().unwrap()).await;
+        let events = h.events(record.id).await;
         let last = events.last().unwrap();
         assert_eq!(last.status, "dead_lettered");
         assert_eq!(last.detail.as_ref().unwrap()["attempts"], 3);
@@ -289,7 +289,7 @@ async fn exhausted_retries_dead_letter_and_redrive_brings_them_back() {
     assert!(record.dead_lettered_at.is_none());
     assert_eq!(
         h.message(ids[1]).await.status,
-        "failed",
+        MessageStatus::Failed,
         "only the chosen message"
     );
 
@@ -305,7 +305,7 @@ async fn exhausted_retries_dead_letter_and_redrive_brings_them_back() {
         .unwrap();
     assert!(refused.ids.is_empty());
     assert_eq!(refused.refused, [ids[1].to_string()]);
-    assert_eq!(h.message(ids[1]).await.status, "failed");
+    assert_eq!(h.message(ids[1]).await.status, MessageStatus::Failed);
     let redriven = redrive(&h.store, &h.queue, &Selection::All, window, true)
         .await
         .unwrap();
@@ -375,7 +375,7 @@ async fn duplicate_jobs_send_once() {
         (1, 0),
         "{stats:?}"
     );
-    assert_eq!(h.message(ids[0]).await.status, "accepted");
+    assert_eq!(h.message(ids[0]).await.status, MessageStatus::Accepted);
     worker.stop().await.unwrap();
 }
 
@@ -450,7 +450,7 @@ async fn jobs_wait_out_a_postgres_outage() {
     for id in &ids {
         assert_eq!(
             h.message(*id).await.status,
-            "queued",
+            MessageStatus::Queued,
             "nothing happens without Postgres"
         );
     }

@@ -144,7 +144,7 @@ async fn silence_is_marked_stale_after_the_last_poll() {
 
     let mut outcomes = Vec::new();
     while let Some(target) = h.store.claim_status_poll(&due_now).await.unwrap() {
-        assert_eq!(target.id, id);
+        assert_eq!(target.id.to_string(), id);
         assert_eq!(target.provider_message_id, "sim-unknown-id");
         outcomes.push(poll(&h.store, &client, &target).await.unwrap());
         assert!(outcomes.len() <= STATUS_POLLS, "polled too often");
@@ -176,7 +176,7 @@ async fn silence_is_marked_stale_after_the_last_poll() {
         "not_found"
     );
     let record = h.message(ids[0]).await;
-    assert_eq!(record.status, "accepted");
+    assert_eq!(record.status, MessageStatus::Accepted);
     assert_eq!(record.last_error_code.as_deref(), Some(CODE_STALE));
     // The status page lists it with the failures.
     let snapshot = h.store.dashboard().await.unwrap();
@@ -214,7 +214,7 @@ async fn a_held_message_waits_for_its_time() {
         .unwrap();
     let worker = h.start_worker().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(h.message(ids[0]).await.status, "scheduled");
+    assert_eq!(h.message(ids[0]).await.status, MessageStatus::Scheduled);
     assert_eq!(h.sim.stats().send_requests, 0, "not sent before its time");
     let record = h
         .wait_status(&ids, MessageStatus::Accepted, 20)
@@ -274,7 +274,7 @@ async fn only_a_message_sent_has_not_got_can_be_cancelled() {
     .await;
     assert_eq!(
         h.message(scheduled.parse().unwrap()).await.status,
-        "scheduled"
+        MessageStatus::Scheduled
     );
 
     let (status, body) = cancel(scheduled.clone()).await;

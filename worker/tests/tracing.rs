@@ -6,6 +6,7 @@
 mod send_harness;
 
 use common::config::{LogConfig, LogFormat};
+use common::domain::MessageStatus;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use send_harness::{Harness, wait_for};
 use serde_json::{Value, json};
@@ -52,10 +53,10 @@ async fn one_trace_covers_request_queue_worker_and_sent() {
         let id = id.clone();
         async move {
             store
-                .message("tracer", &id)
+                .message("tracer", id.parse().unwrap())
                 .await
                 .unwrap()
-                .is_some_and(|m| m.status == "delivered")
+                .is_some_and(|m| m.status == MessageStatus::Delivered)
         }
     })
     .await;

@@ -7,11 +7,16 @@ use ulid::Ulid;
 /// Our id of a message: a ULID, so ids sort by creation time and are valid
 /// as Sent's `Idempotency-Key` (`[A-Za-z0-9_-]`) as they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct MessageId(pub Ulid);
+pub struct MessageId(Ulid);
 
 impl MessageId {
     pub fn new() -> MessageId {
         MessageId(Ulid::generate())
+    }
+
+    /// The ULID itself (a send job's task id is the message's).
+    pub fn ulid(self) -> Ulid {
+        self.0
     }
 }
 

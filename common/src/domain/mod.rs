@@ -3,6 +3,7 @@
 mod channel;
 mod ids;
 mod phone;
+mod sql;
 mod status;
 mod template;
 

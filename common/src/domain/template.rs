@@ -3,8 +3,8 @@ use serde::{Deserialize, Serialize};
 /// Which template to send: by id, by name, or both (Sent prefers the id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateRef {
-    pub id: Option<String>,
-    pub name: Option<String>,
+    id: Option<String>,
+    name: Option<String>,
 }
 
 pub const TEMPLATE_FIELD_MAX: usize = 100;
@@ -23,5 +23,13 @@ impl TemplateRef {
             return Err("Length must be between 1 and 100.");
         }
         Ok(TemplateRef { id, name })
+    }
+
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 }

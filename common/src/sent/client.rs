@@ -14,6 +14,7 @@ use super::classify::{
 };
 use super::wire::{Envelope, MessageInfo, SendRequest, TemplateBody};
 use crate::config::{Secret, SentConfig};
+use crate::domain::MessageId;
 use crate::store::MessageRecord;
 
 /// Longest wait for a TCP (and TLS) connection to Sent.
@@ -73,9 +74,10 @@ impl SentClient {
         })
     }
 
-    /// Sends one request with `idempotency_key` (our message id) and classifies the answer.
+    /// Sends one request with our message id as its `Idempotency-Key` and
+    /// classifies the answer.
     #[tracing::instrument(name = "sent.send", skip_all, fields(idempotency_key = %idempotency_key, http.status = tracing::field::Empty))]
-    pub async fn send(&self, request: &SendRequest, idempotency_key: &str) -> SendOutcome {
+    pub async fn send(&self, request: &SendRequest, idempotency_key: MessageId) -> SendOutcome {
         let body = match serde_json::to_vec(request) {
             Ok(body) => body,
             Err(e) => {
@@ -89,7 +91,7 @@ impl SentClient {
             .http
             .post(&self.messages_url)
             .header("x-api-key", self.api_key.clone())
-            .header("Idempotency-Key", idempotency_key)
+            .header("Idempotency-Key", idempotency_key.to_string())
             .header(CONTENT_TYPE, "application/json");
         // W3C trace context, so the trace continues into Sent when it takes part.
         for (name, value) in crate::telemetry::current_context() {
@@ -248,11 +250,17 @@ pub fn send_request(message: &MessageRecord, now: DateTime<Utc>) -> SendRequest 
         }
     };
     SendRequest {
-        to: vec![message.phone_number.clone()],
+        to: vec![message.phone_number.to_string()],
         template,
         text: message.text.clone(),
         media_urls: (!message.media_urls.is_empty()).then(|| message.media_urls.clone()),
-        channel: (!message.channels.is_empty()).then(|| message.channels.clone()),
+        channel: (!message.channels.is_empty()).then(|| {
+            message
+                .channels
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .collect()
+        }),
         scheduled_at: message
             .scheduled_at
             .filter(|at| *at > now + MIN_SCHEDULE_AHEAD)
@@ -303,13 +311,14 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::domain::{Channel, MessageStatus, PhoneNumber};
 
     fn message() -> MessageRecord {
         let now = Utc::now();
         MessageRecord {
-            id: "01JDX3S9Q8M6B2W4V7N5K0R1TZ".into(),
+            id: "01JDX3S9Q8M6B2W4V7N5K0R1TZ".parse().unwrap(),
             client: "test".into(),
-            phone_number: "+14155550123".into(),
+            phone_number: PhoneNumber::parse("+14155550123").unwrap(),
             template_id: Some("tmpl_1".into()),
             template_name: Some("welcome".into()),
             parameters: json!({"name": "Ada", "n": 3}),
@@ -320,7 +329,7 @@ mod tests {
             sandbox: false,
             callback_url: None,
             metadata: json!({}),
-            status: "sending".into(),
+            status: MessageStatus::Sending,
             attempts: 1,
             provider_message_id: None,
             last_error_code: None,
@@ -347,7 +356,7 @@ mod tests {
         let mut m = message();
         m.template_id = None;
         m.parameters = json!({});
-        m.channels = vec!["sms".into(), "whatsapp".into()];
+        m.channels = vec![Channel::Sms, Channel::Whatsapp];
         m.scheduled_at = Some(at);
         m.sandbox = true;
         let json = serde_json::to_value(send_request(&m, now)).unwrap();
@@ -367,7 +376,7 @@ mod tests {
         m.parameters = json!({});
         m.text = Some("Your receipt".into());
         m.media_urls = vec!["https://cdn.example/r.png".into()];
-        m.channels = vec!["mms".into()];
+        m.channels = vec![Channel::Mms];
         assert_eq!(
             serde_json::to_value(send_request(&m, Utc::now())).unwrap(),
             json!({"to": ["+14155550123"], "text": "Your receipt", "channel": ["mms"],

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::Store;
 use super::inbox::interval;
+use crate::domain::MessageId;
 
 /// A claimed delivery, with what the request needs.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -178,7 +179,7 @@ impl Store {
     /// A message's callbacks, oldest first.
     pub async fn callbacks_for_message(
         &self,
-        message_id: &str,
+        message_id: MessageId,
     ) -> Result<Vec<CallbackRecord>, sqlx::Error> {
         sqlx::query_as(&format!(
             "SELECT {RECORD_COLUMNS} FROM status_callbacks WHERE message_id = $1 ORDER BY id"

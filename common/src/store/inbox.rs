@@ -15,6 +15,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 use super::Store;
+use crate::domain::MessageId;
 use crate::telemetry::TraceContext;
 
 #[derive(Debug, Clone)]
@@ -259,12 +260,12 @@ impl Store {
     pub async fn messages_by_provider_ids(
         &self,
         provider_ids: &[&str],
-    ) -> Result<HashMap<String, Vec<(String, TraceContext)>>, sqlx::Error> {
-        let mut found: HashMap<String, Vec<(String, TraceContext)>> = HashMap::new();
+    ) -> Result<HashMap<String, Vec<(MessageId, TraceContext)>>, sqlx::Error> {
+        let mut found: HashMap<String, Vec<(MessageId, TraceContext)>> = HashMap::new();
         if provider_ids.is_empty() {
             return Ok(found);
         }
-        let rows: Vec<(String, String, Option<Json<TraceContext>>)> = sqlx::query_as(
+        let rows: Vec<(String, MessageId, Option<Json<TraceContext>>)> = sqlx::query_as(
             "SELECT p.id, m.id, m.trace_context FROM unnest($1::text[]) AS p(id)
                CROSS JOIN LATERAL (SELECT id, trace_context FROM messages
                                     WHERE provider_message_ids @> ARRAY[p.id]) m

@@ -11,25 +11,25 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 use super::Store;
-use crate::domain::{MessageId, MessageStatus};
+use crate::domain::{Channel, MessageId, MessageStatus, PhoneNumber};
 use crate::telemetry::TraceContext;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct MessageRecord {
-    pub id: String,
+    pub id: MessageId,
     pub client: String,
-    pub phone_number: String,
+    pub phone_number: PhoneNumber,
     pub template_id: Option<String>,
     pub template_name: Option<String>,
     pub parameters: Value,
     pub text: Option<String>,
     pub media_urls: Vec<String>,
-    pub channels: Vec<String>,
+    pub channels: Vec<Channel>,
     pub scheduled_at: Option<DateTime<Utc>>,
     pub sandbox: bool,
     pub callback_url: Option<String>,
     pub metadata: Value,
-    pub status: String,
+    pub status: MessageStatus,
     pub attempts: i32,
     pub provider_message_id: Option<String>,
     pub last_error_code: Option<String>,
@@ -54,7 +54,7 @@ pub struct MessageFilter {
     pub status: Option<MessageStatus>,
     pub since: Option<DateTime<Utc>>,
     /// Return messages older than this id (the previous page's last id).
-    pub before: Option<String>,
+    pub before: Option<MessageId>,
     pub limit: i64,
 }
 
@@ -98,7 +98,7 @@ pub struct Acceptance {
 
 /// One message's change, as `apply_changes` writes it.
 struct ChangeRow<'a> {
-    id: &'a str,
+    id: MessageId,
     change: &'a StatusChange,
     /// Sent's ids, when the change is an acceptance.
     provider_ids: Option<&'a [String]>,
@@ -112,7 +112,7 @@ impl Store {
     pub async fn message(
         &self,
         client: &str,
-        id: &str,
+        id: MessageId,
     ) -> Result<Option<MessageRecord>, sqlx::Error> {
         sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM messages WHERE id = $1 AND client = $2"
@@ -130,7 +130,7 @@ impl Store {
             .await
     }
 
-    pub async fn events(&self, id: &str) -> Result<Vec<EventRecord>, sqlx::Error> {
+    pub async fn events(&self, id: MessageId) -> Result<Vec<EventRecord>, sqlx::Error> {
         sqlx::query_as(
             "SELECT status, applied, source, attempt, detail, at FROM message_events WHERE message_id = $1 ORDER BY id",
         )
@@ -156,7 +156,7 @@ impl Store {
         .bind(client)
         .bind(filter.status.map(|s| s.as_str()))
         .bind(filter.since)
-        .bind(filter.before.as_deref())
+        .bind(filter.before)
         .bind(filter.limit)
         .fetch_all(&self.pool)
         .await
@@ -185,7 +185,6 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
         let rows: Vec<MessageRecord> = sqlx::query_as(&format!(
             "WITH updated AS (
                UPDATE messages
@@ -200,12 +199,12 @@ impl Store {
              )
              SELECT {COLUMNS} FROM updated"
         ))
-        .bind(&keys)
+        .bind(ids)
         .fetch_all(&self.pool)
         .await?;
-        let mut started: HashMap<String, MessageRecord> =
-            rows.into_iter().map(|m| (m.id.clone(), m)).collect();
-        Ok(keys.iter().map(|id| started.remove(id)).collect())
+        let mut started: HashMap<MessageId, MessageRecord> =
+            rows.into_iter().map(|m| (m.id, m)).collect();
+        Ok(ids.iter().map(|id| started.remove(id)).collect())
     }
 
     /// Applies `change` if it is progress for the message, and records it in
@@ -218,7 +217,7 @@ impl Store {
     /// changes.
     pub async fn change_status(
         &self,
-        id: &str,
+        id: MessageId,
         change: &StatusChange,
     ) -> Result<bool, sqlx::Error> {
         let row = ChangeRow {
@@ -235,7 +234,7 @@ impl Store {
     /// order given. Says, in order, whether each status changed.
     pub async fn change_statuses(
         &self,
-        changes: &[(&str, &StatusChange)],
+        changes: &[(MessageId, &StatusChange)],
     ) -> Result<Vec<bool>, sqlx::Error> {
         let rows: Vec<ChangeRow> = changes
             .iter()
@@ -258,9 +257,8 @@ impl Store {
         provider_ids: &[String],
         change: &StatusChange,
     ) -> Result<bool, sqlx::Error> {
-        let id = id.to_string();
         let row = ChangeRow {
-            id: &id,
+            id,
             change,
             provider_ids: Some(provider_ids),
         };
@@ -273,12 +271,10 @@ impl Store {
         &self,
         accepted: &[Acceptance],
     ) -> Result<Vec<bool>, sqlx::Error> {
-        let ids: Vec<String> = accepted.iter().map(|a| a.id.to_string()).collect();
         let rows: Vec<ChangeRow> = accepted
             .iter()
-            .zip(&ids)
-            .map(|(a, id)| ChangeRow {
-                id,
+            .map(|a| ChangeRow {
+                id: a.id,
                 change: &a.change,
                 provider_ids: Some(&a.provider_ids),
             })
@@ -318,7 +314,7 @@ impl Store {
     /// their callback row. `updated` returns its `prev` row with the message's
     /// client and callback URL, so the callback needs no join.
     async fn apply_distinct(&self, rows: &[&ChangeRow<'_>]) -> Result<Vec<bool>, sqlx::Error> {
-        let found: Vec<(String, bool)> = sqlx::query_as(
+        let found: Vec<(MessageId, bool)> = sqlx::query_as(
             "WITH input AS (
                SELECT u.*, CASE WHEN u.provider_json IS NOT NULL
                                 THEN ARRAY(SELECT jsonb_array_elements_text(u.provider_json)) END AS provider_ids
@@ -372,7 +368,7 @@ impl Store {
              SELECT id, advance FROM prev",
         )
         .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.change.status.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.change.status).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.change.source).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.change.attempt).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.change.detail.clone()).collect::<Vec<_>>())
@@ -384,10 +380,10 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         // A message that does not exist is not in the answer: nothing applied.
-        let applied: HashMap<String, bool> = found.into_iter().collect();
+        let applied: HashMap<MessageId, bool> = found.into_iter().collect();
         Ok(rows
             .iter()
-            .map(|r| applied.get(r.id).copied().unwrap_or(false))
+            .map(|r| applied.get(&r.id).copied().unwrap_or(false))
             .collect())
     }
 
@@ -400,7 +396,7 @@ impl Store {
     pub async fn cancel(
         &self,
         client: &str,
-        id: &str,
+        id: MessageId,
     ) -> Result<Option<(MessageStatus, bool)>, sqlx::Error> {
         let row: Option<(String, bool)> = sqlx::query_as(
             "WITH target AS (
@@ -468,7 +464,7 @@ impl Store {
     /// said (when the answer changed nothing, or could not be applied). A
     /// stale mark (`detail.stale`) also goes on the message itself
     /// (`last_error_code: sent_status_stale`), where the status page shows it.
-    pub async fn record_poll(&self, id: &str, detail: &Value) -> Result<(), sqlx::Error> {
+    pub async fn record_poll(&self, id: MessageId, detail: &Value) -> Result<(), sqlx::Error> {
         let stale = detail["stale"] == true;
         sqlx::query(
             "WITH marked AS (
@@ -527,7 +523,7 @@ impl Store {
         change: &StatusChange,
     ) -> Result<bool, sqlx::Error> {
         debug_assert_eq!(change.event, Some(DEAD_LETTERED));
-        self.change_status(&id.to_string(), change).await
+        self.change_status(id, change).await
     }
 
     /// Puts dead-lettered messages (all, or the given ids) back to `queued`.
@@ -618,7 +614,7 @@ pub const STATUS_POLLS: usize = 4;
 /// A message to ask Sent about: ours, Sent's id of it, and which poll this is (1-based).
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct PollTarget {
-    pub id: String,
+    pub id: MessageId,
     pub provider_message_id: String,
     pub status_polls: i16,
 }

@@ -151,7 +151,7 @@ impl Sender {
         };
         let attempt = message.attempts;
         let request = send_request(&message, Utc::now());
-        let outcome = self.client.send(&request, &message.id).await;
+        let outcome = self.client.send(&request, message.id).await;
         tracing::debug!(message_id = %id, attempt, ?outcome, "sent");
 
         match outcome {
@@ -204,7 +204,7 @@ impl Sender {
                 change.error_code = Some(code.clone());
                 change.error = Some(error);
                 if self.still_sending(id).await? {
-                    self.store.change_status(&message.id, &change).await?;
+                    self.store.change_status(message.id, &change).await?;
                 }
                 Ok(Processed::Failed { code })
             }
@@ -250,7 +250,7 @@ impl Sender {
     /// failure must not overtake that acceptance.
     async fn still_sending(&self, id: MessageId) -> Result<bool, sqlx::Error> {
         let current = self.store.message_by_id(id).await?;
-        Ok(current.is_some_and(|m| m.status == MessageStatus::Sending.as_str()))
+        Ok(current.is_some_and(|m| m.status == MessageStatus::Sending))
     }
 
     /// Waits for a unit of the outbound budget; false when shutdown came first.

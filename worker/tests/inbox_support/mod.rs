@@ -165,7 +165,7 @@ impl Stack {
 
     pub async fn message(&self, id: &str) -> MessageRecord {
         self.store()
-            .message(CLIENT, id)
+            .message(CLIENT, id.parse().unwrap())
             .await
             .unwrap()
             .expect("message exists")

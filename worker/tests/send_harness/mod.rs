@@ -194,7 +194,7 @@ impl Harness {
     }
 
     pub async fn events(&self, id: MessageId) -> Vec<EventRecord> {
-        self.store.events(&id.to_string()).await.unwrap()
+        self.store.events(id).await.unwrap()
     }
 
     /// Waits until every message has `status`; panics with their states after `secs`.
@@ -210,7 +210,7 @@ impl Harness {
             for id in ids {
                 records.push(self.message(*id).await);
             }
-            if records.iter().all(|m| m.status == status.as_str()) {
+            if records.iter().all(|m| m.status == status) {
                 return records;
             }
             if tokio::time::Instant::now() > deadline {
@@ -218,7 +218,7 @@ impl Harness {
                     .iter()
                     .map(|m| {
                         (
-                            m.id.as_str(),
+                            m.id.to_string(),
                             m.status.as_str(),
                             m.attempts,
                             m.last_error_code.as_deref(),

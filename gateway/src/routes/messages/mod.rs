@@ -79,8 +79,7 @@ pub async fn welcome(
     let templates = &state.config.templates;
     let request = shortcut(
         phone,
-        &templates.welcome_id,
-        &templates.welcome_name,
+        &templates.welcome,
         [("name", name)],
         vec![Channel::Whatsapp],
     );
@@ -113,8 +112,7 @@ pub async fn order_confirmation(
     let templates = &state.config.templates;
     let request = shortcut(
         phone,
-        &templates.order_confirmation_id,
-        &templates.order_confirmation_name,
+        &templates.order_confirmation,
         [("order_number", order_number), ("total", total)],
         vec![Channel::Sms, Channel::Whatsapp],
     );
@@ -181,7 +179,7 @@ pub async fn batch(
         .map(|result| match result {
             Ok(request) => {
                 let message = new_message(request);
-                let message_id = message.id.to_string();
+                let message_id = message.id;
                 messages.push(message);
                 BatchResult::Queued(BatchQueued {
                     message_id,
@@ -218,19 +216,25 @@ pub async fn get_one(
     Extension(client): Extension<Client>,
     Path(id): Path<String>,
 ) -> Result<Json<MessageDetail>, ApiError> {
-    if id.parse::<MessageId>().is_err() {
-        return Err(ApiError::NotFound);
-    }
+    let id = id.parse().map_err(|_| ApiError::NotFound)?;
+    detail(&state, &client, id).await.map(Json)
+}
+
+async fn detail(
+    state: &AppState,
+    client: &Client,
+    id: MessageId,
+) -> Result<MessageDetail, ApiError> {
     let message = state
         .store
-        .message(&client.name, &id)
+        .message(&client.name, id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let events = state.store.events(&id).await?;
-    Ok(Json(MessageDetail {
+    let events = state.store.events(id).await?;
+    Ok(MessageDetail {
         message: message.into(),
         events: events.into_iter().map(Event::from).collect(),
-    }))
+    })
 }
 
 /// Cancel a message that has not been handed to Sent.
@@ -249,13 +253,11 @@ pub async fn cancel(
     Extension(client): Extension<Client>,
     Path(id): Path<String>,
 ) -> Result<Json<MessageDetail>, ApiError> {
-    if id.parse::<MessageId>().is_err() {
-        return Err(ApiError::NotFound);
-    }
-    match state.store.cancel(&client.name, &id).await? {
+    let id = id.parse().map_err(|_| ApiError::NotFound)?;
+    match state.store.cancel(&client.name, id).await? {
         None => Err(ApiError::NotFound),
         Some((status, false)) => Err(ApiError::NotCancellable(status)),
-        Some((_, true)) => get_one(State(state), Extension(client), Path(id)).await,
+        Some((_, true)) => detail(&state, &client, id).await.map(Json),
     }
 }
 
@@ -307,13 +309,11 @@ pub async fn list(
             LIST_DEFAULT
         }
     };
-    let before = match query.cursor {
-        Some(c) if c.parse::<MessageId>().is_err() => {
-            bad("cursor", "Not a valid cursor.".into());
-            None
-        }
-        other => other,
-    };
+    let before = query.cursor.as_deref().and_then(|c| {
+        c.parse::<MessageId>()
+            .map_err(|_| bad("cursor", "Not a valid cursor.".into()))
+            .ok()
+    });
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -325,7 +325,7 @@ pub async fn list(
     };
     let messages = state.store.messages(&client.name, &filter).await?;
     let next_cursor = (messages.len() as i64 == limit)
-        .then(|| messages.last().map(|m| m.id.clone()))
+        .then(|| messages.last().map(|m| m.id))
         .flatten();
     Ok(Json(MessageList {
         messages: messages.into_iter().map(Message::from).collect(),
@@ -342,17 +342,13 @@ fn rules(state: &AppState) -> SendRules {
 
 fn shortcut<const N: usize>(
     phone_number: PhoneNumber,
-    template_id: &str,
-    template_name: &str,
+    template: &TemplateRef,
     parameters: [(&str, String); N],
     channels: Vec<Channel>,
 ) -> SendRequest {
     SendRequest {
         phone_number,
-        template: Some(TemplateRef {
-            id: Some(template_id.to_owned()),
-            name: Some(template_name.to_owned()),
-        }),
+        template: Some(template.clone()),
         text: None,
         media_urls: Vec::new(),
         parameters: parameters
@@ -371,8 +367,16 @@ fn new_message(request: &SendRequest) -> NewMessage {
     NewMessage {
         id: MessageId::new(),
         phone_number: request.phone_number.to_string(),
-        template_id: request.template.as_ref().and_then(|t| t.id.clone()),
-        template_name: request.template.as_ref().and_then(|t| t.name.clone()),
+        template_id: request
+            .template
+            .as_ref()
+            .and_then(|t| t.id())
+            .map(str::to_owned),
+        template_name: request
+            .template
+            .as_ref()
+            .and_then(|t| t.name())
+            .map(str::to_owned),
         parameters: json!(request.parameters),
         text: request.text.clone(),
         media_urls: request.media_urls.clone(),
@@ -399,7 +403,7 @@ async fn accept_one(
     let message = new_message(&request);
     let location = format!("/api/messages/{}", message.id);
     let answer = Accepted {
-        message_id: message.id.to_string(),
+        message_id: message.id,
         status: Queued::Queued,
         created_at: now,
     };

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use common::domain::{
-    Channel, MessageStatus, TEMPLATE_FIELD_MAX, serialize_api_time, serialize_api_time_opt,
+    Channel, MessageId, MessageStatus, PhoneNumber, TEMPLATE_FIELD_MAX, serialize_api_time,
+    serialize_api_time_opt,
 };
 use common::store::{EventRecord, MessageRecord};
 use serde::{Deserialize, Serialize};
@@ -305,10 +306,11 @@ pub enum Queued {
 #[derive(Serialize, ToSchema)]
 pub struct Accepted {
     #[schema(
+        value_type = String,
         pattern = "^[0-9A-HJKMNP-TV-Z]{26}$",
         example = "01JDX4W1Q2RZ8N3B5C7D9F0GHK"
     )]
-    pub message_id: String,
+    pub message_id: MessageId,
     pub status: Queued,
     #[serde(serialize_with = "serialize_api_time")]
     pub created_at: DateTime<Utc>,
@@ -333,19 +335,19 @@ pub enum BatchResult {
 /// A batch item that was stored and queued.
 #[derive(Serialize, ToSchema)]
 pub struct BatchQueued {
-    #[schema(pattern = "^[0-9A-HJKMNP-TV-Z]{26}$")]
-    pub message_id: String,
+    #[schema(value_type = String, pattern = "^[0-9A-HJKMNP-TV-Z]{26}$")]
+    pub message_id: MessageId,
     pub status: Queued,
 }
 
 /// A message, as `GET /api/messages` lists it.
 #[derive(Serialize, ToSchema)]
 pub struct Message {
-    #[schema(pattern = "^[0-9A-HJKMNP-TV-Z]{26}$")]
-    pub message_id: String,
+    #[schema(value_type = String, pattern = "^[0-9A-HJKMNP-TV-Z]{26}$")]
+    pub message_id: MessageId,
     pub status: MessageStatus,
-    #[schema(pattern = r"^\+[1-9][0-9]{1,14}$")]
-    pub phone_number: String,
+    #[schema(value_type = String, pattern = r"^\+[1-9][0-9]{1,14}$")]
+    pub phone_number: PhoneNumber,
     pub template_id: Option<String>,
     pub template_name: Option<String>,
     /// Free text, when the message has no template.
@@ -378,13 +380,13 @@ impl From<MessageRecord> for Message {
     fn from(m: MessageRecord) -> Message {
         Message {
             message_id: m.id,
-            status: m.status.parse().unwrap_or(MessageStatus::Queued),
+            status: m.status,
             phone_number: m.phone_number,
             template_id: m.template_id,
             template_name: m.template_name,
             text: m.text,
             media_urls: m.media_urls,
-            channels: m.channels.iter().filter_map(|c| c.parse().ok()).collect(),
+            channels: m.channels,
             attempts: m.attempts,
             provider_message_id: m.provider_message_id,
             last_error: m.last_error,
@@ -443,6 +445,6 @@ impl From<EventRecord> for Event {
 pub struct MessageList {
     pub messages: Vec<Message>,
     /// Pass as `cursor` for the next page; null on the last one.
-    #[schema(pattern = "^[0-9A-HJKMNP-TV-Z]{26}$")]
-    pub next_cursor: Option<String>,
+    #[schema(value_type = Option<String>, pattern = "^[0-9A-HJKMNP-TV-Z]{26}$")]
+    pub next_cursor: Option<MessageId>,
 }
