@@ -14,6 +14,10 @@ use crate::backoff::Backoff;
 use crate::domain::TemplateRef;
 use crate::rate::Quota;
 
+/// The testing profile's Sent webhook secret when none is set: the original
+/// integration's, for its legacy signatures.
+pub const TESTING_WEBHOOK_SECRET: &str = "test-webhook-secret";
+
 /// Deployment profile, as in the original integration (`APP_ENV` or `FLASK_CONFIG`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
@@ -207,12 +211,26 @@ pub struct Config {
     pub redis_url: Secret,
     /// Prefix of every Redis key this deployment owns (queue, rate limits).
     pub redis_prefix: String,
-    pub gateway_bind: SocketAddr,
+    /// `API_KEYS`: bootstrap keys as `(name, key)`.
+    pub api_keys: Vec<(String, Secret)>,
+    pub sent: SentConfig,
+    /// What only the gateway reads.
+    pub gateway: GatewayConfig,
+    /// What only the worker reads: its send path, inbox and callbacks.
+    pub worker: WorkerConfig,
+    pub inbox: InboxConfig,
+    pub callbacks: CallbackConfig,
+}
+
+/// The gateway's own settings. A worker does not read them, so a bad one
+/// does not stop a worker (see [`Process`]).
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// `GATEWAY_BIND`.
+    pub bind: SocketAddr,
     /// `FORWARDED_ALLOW_IPS`: proxies whose `X-Forwarded-For` names the
     /// client (for per-IP rate limits). Empty: the peer is the client.
     pub trusted_proxies: Vec<IpNet>,
-    /// `API_KEYS`: bootstrap keys as `(name, key)`.
-    pub api_keys: Vec<(String, Secret)>,
     pub max_body_bytes: usize,
     /// Longest free `text` of a message, in Unicode scalar values (`TEXT_MAX_CHARS`).
     pub text_max_chars: usize,
@@ -227,12 +245,18 @@ pub struct Config {
     pub idempotency_ttl: Duration,
     pub public_dashboard: bool,
     pub rate_limit: RateLimitConfig,
-    pub sent: SentConfig,
     pub webhooks: WebhookConfig,
     pub templates: TemplateConfig,
-    pub worker: WorkerConfig,
-    pub inbox: InboxConfig,
-    pub callbacks: CallbackConfig,
+}
+
+/// Which process reads the configuration: each parses (and so validates) the
+/// shared settings and its own section only, and takes the defaults for the
+/// other's, which it never reads. Tests and tools read both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Process {
+    Gateway,
+    Worker,
+    Both,
 }
 
 /// A configuration error: always names the variable at fault.
@@ -245,13 +269,25 @@ pub struct ConfigError {
 
 impl Config {
     /// Reads `.env` (if present) and then the process environment.
-    pub fn from_env() -> Result<Config, ConfigError> {
+    pub fn from_env(process: Process) -> Result<Config, ConfigError> {
         let _ = dotenvy::dotenv();
-        Config::from_map(&std::env::vars().collect())
+        Config::from_map_for(&std::env::vars().collect(), process)
     }
 
+    /// Every section, as tests and tools need.
     pub fn from_map(vars: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        Config::from_map_for(vars, Process::Both)
+    }
+
+    pub fn from_map_for(
+        vars: &HashMap<String, String>,
+        process: Process,
+    ) -> Result<Config, ConfigError> {
         let env = Env { vars };
+        let none = HashMap::new();
+        let env_of = |reads: bool| if reads { Env { vars } } else { Env { vars: &none } };
+        let gateway_env = env_of(process != Process::Worker);
+        let worker_env = env_of(process != Process::Gateway);
         let profile = match env.get("APP_ENV").or_else(|| env.get("FLASK_CONFIG")) {
             Some(v) => v.parse().map_err(|problem| ConfigError {
                 var: if env.get("APP_ENV").is_some() {
@@ -295,24 +331,24 @@ impl Config {
             otlp_endpoint: env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
         };
 
-        let rate_limit_uri = env.string("RATELIMIT_STORAGE_URI", "memory://");
+        let rate_limit_uri = gateway_env.string("RATELIMIT_STORAGE_URI", "memory://");
         let rate_limit = RateLimitConfig {
-            enabled: env.parse("RATELIMIT_ENABLED", !testing)?,
+            enabled: gateway_env.parse("RATELIMIT_ENABLED", !testing)?,
             redis_url: match rate_limit_uri.as_str() {
                 "memory://" | "" => None,
                 uri if uri.starts_with("redis://") || uri.starts_with("rediss://") => {
                     Some(uri.to_owned())
                 }
                 other => {
-                    return Err(env.bad(
+                    return Err(gateway_env.bad(
                         "RATELIMIT_STORAGE_URI",
                         format!("'{other}' is neither memory:// nor redis://..."),
                     ));
                 }
             },
-            messages: env.parse("RATELIMIT_MESSAGES", Quota::per_minute(10))?,
-            webhooks: env.parse("RATELIMIT_WEBHOOKS", Quota::per_minute(100))?,
-            default: env.parse("RATELIMIT_DEFAULT", Quota::per_minute(100))?,
+            messages: gateway_env.parse("RATELIMIT_MESSAGES", Quota::per_minute(10))?,
+            webhooks: gateway_env.parse("RATELIMIT_WEBHOOKS", Quota::per_minute(100))?,
+            default: gateway_env.parse("RATELIMIT_DEFAULT", Quota::per_minute(100))?,
         };
 
         let sent = SentConfig {
@@ -329,13 +365,13 @@ impl Config {
         };
 
         let webhooks = WebhookConfig {
-            sent_secrets: env.list("SENT_DM_WEBHOOK_SECRET").map(Secret).collect(),
-            tolerance: env.seconds("WEBHOOK_TOLERANCE_SECS", 300)?,
-            allow_legacy_signature: env.parse(
+            sent_secrets: gateway_env.list("SENT_DM_WEBHOOK_SECRET").map(Secret).collect(),
+            tolerance: gateway_env.seconds("WEBHOOK_TOLERANCE_SECS", 300)?,
+            allow_legacy_signature: gateway_env.parse(
                 "WEBHOOK_ALLOW_LEGACY_SIGNATURE",
                 profile != Profile::Production,
             )?,
-            stripe_secrets: env.list("STRIPE_WEBHOOK_SECRET").map(Secret).collect(),
+            stripe_secrets: gateway_env.list("STRIPE_WEBHOOK_SECRET").map(Secret).collect(),
             telegram_secret_tokens: env
                 .list("TELEGRAM_WEBHOOK_SECRET_TOKEN")
                 .map(Secret)
@@ -343,7 +379,7 @@ impl Config {
         };
         let webhooks = if testing && webhooks.sent_secrets.is_empty() {
             WebhookConfig {
-                sent_secrets: vec![Secret::new("test-webhook-secret")],
+                sent_secrets: vec![Secret::new(TESTING_WEBHOOK_SECRET)],
                 ..webhooks
             }
         } else {
@@ -352,10 +388,10 @@ impl Config {
 
         let template = |id_var: &'static str, id: &str, name_var: &str, name: &str| {
             TemplateRef::new(
-                Some(env.string(id_var, id)),
-                Some(env.string(name_var, name)),
+                Some(gateway_env.string(id_var, id)),
+                Some(gateway_env.string(name_var, name)),
             )
-            .map_err(|problem| env.bad(id_var, format!("{problem} (and {name_var})")))
+            .map_err(|problem| gateway_env.bad(id_var, format!("{problem} (and {name_var})")))
         };
         let templates = TemplateConfig {
             welcome: template(
@@ -373,23 +409,23 @@ impl Config {
         };
 
         let worker = WorkerConfig {
-            concurrency: env.parse("WORKER_CONCURRENCY", 64)?,
-            max_attempts: env.parse("WORKER_MAX_ATTEMPTS", 8)?,
+            concurrency: worker_env.parse("WORKER_CONCURRENCY", 64)?,
+            max_attempts: worker_env.parse("WORKER_MAX_ATTEMPTS", 8)?,
             backoff: Backoff {
-                base: Duration::from_millis(env.parse("WORKER_BACKOFF_BASE_MS", 1000)?),
-                max: env.seconds("WORKER_BACKOFF_MAX_SECS", 300)?,
+                base: Duration::from_millis(worker_env.parse("WORKER_BACKOFF_BASE_MS", 1000)?),
+                max: worker_env.seconds("WORKER_BACKOFF_MAX_SECS", 300)?,
             },
-            heartbeat_interval: env.seconds("WORKER_HEARTBEAT_SECS", 5)?,
-            missed_heartbeats: env.parse("WORKER_MISSED_HEARTBEATS", 3)?,
-            reconcile_interval: env.seconds("RECONCILE_INTERVAL_SECS", 30)?,
-            reconcile_after: env.seconds("RECONCILE_AFTER_SECS", 120)?,
-            shutdown_grace: env.seconds("WORKER_SHUTDOWN_GRACE_SECS", 30)?,
-            status_poll_after: env.positive_seconds("STATUS_POLL_AFTER_SECS", 900)?,
+            heartbeat_interval: worker_env.seconds("WORKER_HEARTBEAT_SECS", 5)?,
+            missed_heartbeats: worker_env.parse("WORKER_MISSED_HEARTBEATS", 3)?,
+            reconcile_interval: worker_env.seconds("RECONCILE_INTERVAL_SECS", 30)?,
+            reconcile_after: worker_env.seconds("RECONCILE_AFTER_SECS", 120)?,
+            shutdown_grace: worker_env.seconds("WORKER_SHUTDOWN_GRACE_SECS", 30)?,
+            status_poll_after: worker_env.positive_seconds("STATUS_POLL_AFTER_SECS", 900)?,
             // Sent documents 200 requests a minute on its standard endpoints;
             // polls take at most a tenth of that by default.
-            status_polls_per_minute: env.parse("STATUS_POLLS_PER_MINUTE", 20)?,
+            status_polls_per_minute: worker_env.parse("STATUS_POLLS_PER_MINUTE", 20)?,
             // Tests run many workers on one machine: an ephemeral port each.
-            metrics_bind: env.parse(
+            metrics_bind: worker_env.parse(
                 "WORKER_METRICS_BIND",
                 if testing {
                     "127.0.0.1:0"
@@ -399,19 +435,19 @@ impl Config {
                 .parse()
                 .unwrap(),
             )?,
-            metrics_bind_set: env.get("WORKER_METRICS_BIND").is_some(),
+            metrics_bind_set: worker_env.get("WORKER_METRICS_BIND").is_some(),
         };
         if worker.concurrency == 0 {
-            return Err(env.bad("WORKER_CONCURRENCY", "must be at least 1".into()));
+            return Err(worker_env.bad("WORKER_CONCURRENCY", "must be at least 1".into()));
         }
         if worker.max_attempts == 0 {
-            return Err(env.bad("WORKER_MAX_ATTEMPTS", "must be at least 1".into()));
+            return Err(worker_env.bad("WORKER_MAX_ATTEMPTS", "must be at least 1".into()));
         }
         // Sent keeps an Idempotency-Key for 24 hours: a retry after that
         // could send the message twice.
         let worst = worker.worst_retry_time(&sent);
         if worst > SENT_IDEMPOTENCY_WINDOW {
-            return Err(env.bad(
+            return Err(worker_env.bad(
                 "WORKER_MAX_ATTEMPTS",
                 format!(
                     "retries could run for {}h (WORKER_MAX_ATTEMPTS with WORKER_BACKOFF_MAX_SECS, \
@@ -424,18 +460,18 @@ impl Config {
         }
 
         let inbox = InboxConfig {
-            batch_size: env.parse("INBOX_BATCH_SIZE", 200)?,
-            concurrency: env.parse("INBOX_CONCURRENCY", 4)?,
-            max_attempts: env.parse("INBOX_MAX_ATTEMPTS", 10)?,
+            batch_size: worker_env.parse("INBOX_BATCH_SIZE", 200)?,
+            concurrency: worker_env.parse("INBOX_CONCURRENCY", 4)?,
+            max_attempts: worker_env.parse("INBOX_MAX_ATTEMPTS", 10)?,
             backoff: Backoff {
-                base: Duration::from_millis(env.parse("INBOX_BACKOFF_BASE_MS", 1000)?),
-                max: env.seconds("INBOX_BACKOFF_MAX_SECS", 600)?,
+                base: Duration::from_millis(worker_env.parse("INBOX_BACKOFF_BASE_MS", 1000)?),
+                max: worker_env.seconds("INBOX_BACKOFF_MAX_SECS", 600)?,
             },
-            lease: env.seconds("INBOX_LEASE_SECS", 60)?,
-            poll_interval: Duration::from_millis(env.parse("INBOX_POLL_INTERVAL_MS", 1000)?),
-            rematch_interval: env.seconds("INBOX_REMATCH_INTERVAL_SECS", 30)?,
-            unmatched_ttl: env.seconds("INBOX_UNMATCHED_TTL_SECS", 24 * 3600)?,
-            retention: env.days("INBOX_RETENTION_DAYS", 30)?,
+            lease: worker_env.seconds("INBOX_LEASE_SECS", 60)?,
+            poll_interval: Duration::from_millis(worker_env.parse("INBOX_POLL_INTERVAL_MS", 1000)?),
+            rematch_interval: worker_env.seconds("INBOX_REMATCH_INTERVAL_SECS", 30)?,
+            unmatched_ttl: worker_env.seconds("INBOX_UNMATCHED_TTL_SECS", 24 * 3600)?,
+            retention: worker_env.days("INBOX_RETENTION_DAYS", 30)?,
         };
         // A purged event is no longer recognised as a duplicate: keep events
         // longer than Sent goes on retrying one (about a day).
@@ -443,7 +479,7 @@ impl Config {
             .retention
             .is_some_and(|r| r < Duration::from_secs(2 * 86_400))
         {
-            return Err(env.bad(
+            return Err(worker_env.bad(
                 "INBOX_RETENTION_DAYS",
                 "must be 0 (keep forever) or at least 2: Sent retries an event for about a day"
                     .into(),
@@ -457,19 +493,19 @@ impl Config {
             } else {
                 "INBOX_MAX_ATTEMPTS"
             };
-            return Err(env.bad(var, "must be at least 1".into()));
+            return Err(worker_env.bad(var, "must be at least 1".into()));
         }
 
         let callbacks = CallbackConfig {
-            timeout: env.positive_seconds("CALLBACK_TIMEOUT_SECS", 10)?,
-            max_attempts: env.parse("CALLBACK_MAX_ATTEMPTS", 8)?,
+            timeout: worker_env.positive_seconds("CALLBACK_TIMEOUT_SECS", 10)?,
+            max_attempts: worker_env.parse("CALLBACK_MAX_ATTEMPTS", 8)?,
             backoff: Backoff {
-                base: Duration::from_millis(env.parse("CALLBACK_BACKOFF_BASE_MS", 5000)?),
-                max: env.seconds("CALLBACK_BACKOFF_MAX_SECS", 3600)?,
+                base: Duration::from_millis(worker_env.parse("CALLBACK_BACKOFF_BASE_MS", 5000)?),
+                max: worker_env.seconds("CALLBACK_BACKOFF_MAX_SECS", 3600)?,
             },
-            concurrency: env.parse("CALLBACK_CONCURRENCY", 32)?,
-            poll_interval: Duration::from_millis(env.parse("CALLBACK_POLL_INTERVAL_MS", 1000)?),
-            retention: env.days("CALLBACK_RETENTION_DAYS", 30)?,
+            concurrency: worker_env.parse("CALLBACK_CONCURRENCY", 32)?,
+            poll_interval: Duration::from_millis(worker_env.parse("CALLBACK_POLL_INTERVAL_MS", 1000)?),
+            retention: worker_env.days("CALLBACK_RETENTION_DAYS", 30)?,
         };
         if callbacks.max_attempts == 0 || callbacks.concurrency == 0 {
             let var = if callbacks.max_attempts == 0 {
@@ -477,7 +513,7 @@ impl Config {
             } else {
                 "CALLBACK_CONCURRENCY"
             };
-            return Err(env.bad(var, "must be at least 1".into()));
+            return Err(worker_env.bad(var, "must be at least 1".into()));
         }
 
         let api_keys = env
@@ -493,6 +529,21 @@ impl Config {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
+        let gateway = GatewayConfig {
+            bind: gateway_env.parse("GATEWAY_BIND", "0.0.0.0:8000".parse().unwrap())?,
+            trusted_proxies: gateway_env.networks("FORWARDED_ALLOW_IPS")?,
+            max_body_bytes: gateway_env.parse("MAX_BODY_BYTES", 2 * 1024 * 1024)?,
+            text_max_chars: gateway_env.parse("TEXT_MAX_CHARS", 1600)?,
+            request_timeout: gateway_env.seconds("REQUEST_TIMEOUT_SECS", 15)?,
+            shutdown_delay: gateway_env.seconds("GATEWAY_SHUTDOWN_DELAY_SECS", 2)?,
+            idle_timeout: gateway_env.positive_seconds("GATEWAY_IDLE_TIMEOUT_SECS", 75)?,
+            idempotency_ttl: gateway_env.seconds("IDEMPOTENCY_TTL_SECS", 24 * 3600)?,
+            public_dashboard: gateway_env.parse("DASHBOARD_PUBLIC", false)?,
+            rate_limit,
+            webhooks,
+            templates,
+        };
+
         Ok(Config {
             profile,
             service_name: env.string("SERVICE_NAME", "sent-gateway"),
@@ -504,20 +555,9 @@ impl Config {
             database_max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 16)?,
             redis_url: Secret(env.required_or("REDIS_URL", dev_default("redis://127.0.0.1:6379"))?),
             redis_prefix: env.string("REDIS_PREFIX", "sentgw"),
-            gateway_bind: env.parse("GATEWAY_BIND", "0.0.0.0:8000".parse().unwrap())?,
-            trusted_proxies: env.networks("FORWARDED_ALLOW_IPS")?,
             api_keys,
-            max_body_bytes: env.parse("MAX_BODY_BYTES", 2 * 1024 * 1024)?,
-            text_max_chars: env.parse("TEXT_MAX_CHARS", 1600)?,
-            request_timeout: env.seconds("REQUEST_TIMEOUT_SECS", 15)?,
-            shutdown_delay: env.seconds("GATEWAY_SHUTDOWN_DELAY_SECS", 2)?,
-            idle_timeout: env.positive_seconds("GATEWAY_IDLE_TIMEOUT_SECS", 75)?,
-            idempotency_ttl: env.seconds("IDEMPOTENCY_TTL_SECS", 24 * 3600)?,
-            public_dashboard: env.parse("DASHBOARD_PUBLIC", false)?,
-            rate_limit,
             sent,
-            webhooks,
-            templates,
+            gateway,
             worker,
             inbox,
             callbacks,
@@ -654,16 +694,16 @@ mod tests {
     fn development_defaults_need_nothing() {
         let config = Config::from_map(&vars(&[])).unwrap();
         assert_eq!(config.profile, Profile::Development);
-        assert!(config.rate_limit.enabled);
-        assert_eq!(config.rate_limit.messages, Quota::per_minute(10));
+        assert!(config.gateway.rate_limit.enabled);
+        assert_eq!(config.gateway.rate_limit.messages, Quota::per_minute(10));
         assert_eq!(config.sent.base_url, "https://api.sent.dm");
-        assert!(config.webhooks.allow_legacy_signature);
+        assert!(config.gateway.webhooks.allow_legacy_signature);
     }
 
     #[test]
     fn testing_profile_disables_rate_limits_like_the_original() {
         let config = Config::from_map(&vars(&[("FLASK_CONFIG", "testing")])).unwrap();
-        assert!(!config.rate_limit.enabled);
+        assert!(!config.gateway.rate_limit.enabled);
         assert_eq!(config.sent.api_key.unwrap().expose(), "test-api-key");
     }
 
@@ -715,10 +755,35 @@ mod tests {
     }
 
     #[test]
+    fn each_process_reads_only_its_own_section() {
+        let worker_setting = vars(&[("WORKER_MAX_ATTEMPTS", "many")]);
+        assert!(Config::from_map_for(&worker_setting, Process::Gateway).is_ok());
+        let err = Config::from_map_for(&worker_setting, Process::Worker).unwrap_err();
+        assert_eq!(err.var, "WORKER_MAX_ATTEMPTS");
+        assert_eq!(
+            Config::from_map(&worker_setting).unwrap_err().var,
+            "WORKER_MAX_ATTEMPTS"
+        );
+
+        let gateway_setting = vars(&[("GATEWAY_BIND", "nowhere")]);
+        assert!(Config::from_map_for(&gateway_setting, Process::Worker).is_ok());
+        let err = Config::from_map_for(&gateway_setting, Process::Gateway).unwrap_err();
+        assert_eq!(err.var, "GATEWAY_BIND");
+
+        // Shared settings stop both.
+        let shared = vars(&[("DATABASE_MAX_CONNECTIONS", "-1")]);
+        for process in [Process::Gateway, Process::Worker] {
+            let err = Config::from_map_for(&shared, process).unwrap_err();
+            assert_eq!(err.var, "DATABASE_MAX_CONNECTIONS");
+        }
+    }
+
+    #[test]
     fn trusted_proxies_are_addresses_networks_or_everyone() {
         let parse = |value| {
             Config::from_map(&vars(&[("FORWARDED_ALLOW_IPS", value)]))
                 .unwrap()
+                .gateway
                 .trusted_proxies
                 .iter()
                 .map(ToString::to_string)
@@ -754,7 +819,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.api_keys.len(), 2);
         assert_eq!(config.api_keys[1].0, "b");
-        assert_eq!(config.webhooks.sent_secrets.len(), 2);
-        assert!(!config.rate_limit.enabled);
+        assert_eq!(config.gateway.webhooks.sent_secrets.len(), 2);
+        assert!(!config.gateway.rate_limit.enabled);
     }
 }

@@ -54,7 +54,7 @@ impl AppState {
         redis: ConnectionManager,
     ) -> anyhow::Result<AppState> {
         let queue = SendQueue::new(redis.clone(), &config.redis_prefix);
-        let limiter = match (&config.rate_limit.enabled, &config.rate_limit.redis_url) {
+        let limiter = match (&config.gateway.rate_limit.enabled, &config.gateway.rate_limit.redis_url) {
             (false, _) => None,
             (true, None) => Some(RateLimiter::memory()),
             (true, Some(url)) => {
@@ -62,12 +62,12 @@ impl AppState {
                 Some(RateLimiter::redis(conn, config.redis_prefix.clone()))
             }
         };
-        let webhooks = Arc::new(webhooks::Verifiers::from_config(&config.webhooks)?);
+        let webhooks = Arc::new(webhooks::Verifiers::from_config(&config.gateway.webhooks)?);
         common::metrics::install();
         Ok(AppState {
             webhooks,
             inbox: InboxWriter::start(store.clone()),
-            accepter: Accepter::start(store.clone(), queue.clone(), config.idempotency_ttl),
+            accepter: Accepter::start(store.clone(), queue.clone(), config.gateway.idempotency_ttl),
             keys: Arc::new(KeyRing::new(&config.api_keys, store.clone())),
             config: Arc::new(config),
             store,
@@ -151,8 +151,8 @@ pub fn router(state: AppState) -> Router {
     })
     .split_for_parts();
 
-    let max_body = state.config.max_body_bytes;
-    let timeout = state.config.request_timeout;
+    let max_body = state.config.gateway.max_body_bytes;
+    let timeout = state.config.gateway.request_timeout;
     let draining = state.draining.clone();
     routes
         .fallback(|| async { StatusCode::NOT_FOUND })

@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use common::config::Config;
+use common::config::{Config, Process};
 use gateway::{app::AppState, cli};
 
 #[derive(Parser)]
@@ -44,7 +44,7 @@ enum KeysCommand {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let config = match Config::from_env() {
+    let config = match Config::from_env(Process::Gateway) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("gateway: {error}");
@@ -63,10 +63,10 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let (store, redis) = gateway::connect(&config).await?;
     match args.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            let listener = tokio::net::TcpListener::bind(config.gateway_bind)
+            let listener = tokio::net::TcpListener::bind(config.gateway.bind)
                 .await
-                .map_err(|e| anyhow::anyhow!("GATEWAY_BIND {}: {e}", config.gateway_bind))?;
-            tracing::info!(addr = %config.gateway_bind, profile = ?config.profile, "gateway listening");
+                .map_err(|e| anyhow::anyhow!("GATEWAY_BIND {}: {e}", config.gateway.bind))?;
+            tracing::info!(addr = %config.gateway.bind, profile = ?config.profile, "gateway listening");
             let state = AppState::new(config, store, redis).await?;
             gateway::serve(listener, state, common::shutdown::signal()).await;
             Ok(())

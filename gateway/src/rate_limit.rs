@@ -58,7 +58,7 @@ pub async fn limit(
     let Some(class) = RouteClass::of(request.method(), request.uri().path()) else {
         return Ok(next.run(request).await);
     };
-    let config = &state.config.rate_limit;
+    let config = &state.config.gateway.rate_limit;
     let client = request.extensions().get::<Client>();
     let quota: Quota = match class {
         RouteClass::Messages => client.and_then(|c| c.rate_limit).unwrap_or(config.messages),
@@ -69,7 +69,7 @@ pub async fn limit(
         Some(c) => format!("key:{}", c.name),
         None => match request.extensions().get::<ConnectInfo<SocketAddr>>() {
             Some(ConnectInfo(peer)) => {
-                let trusted = &state.config.trusted_proxies;
+                let trusted = &state.config.gateway.trusted_proxies;
                 format!("ip:{}", client_ip(peer.ip(), request.headers(), trusted))
             }
             None => "ip:unknown".to_owned(),

@@ -34,9 +34,9 @@ pub async fn serve(
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
     let draining = state.draining.clone();
-    let delay = state.config.shutdown_delay;
+    let delay = state.config.gateway.shutdown_delay;
     let limits = Limits {
-        idle_timeout: state.config.idle_timeout,
+        idle_timeout: state.config.gateway.idle_timeout,
         drain: longest_shutdown(&state.config) - delay,
     };
     let stop_listening = async move {
@@ -53,5 +53,5 @@ pub async fn serve(
 
 /// The longest a shutdown takes, from the signal to the exit.
 pub fn longest_shutdown(config: &Config) -> Duration {
-    config.shutdown_delay + config.request_timeout + DRAIN_MARGIN
+    config.gateway.shutdown_delay + config.gateway.request_timeout + DRAIN_MARGIN
 }

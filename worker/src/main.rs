@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use common::config::Config;
+use common::config::{Config, Process};
 use common::domain::MessageId;
 use common::queue::SendQueue;
 use tokio_util::sync::CancellationToken;
@@ -49,7 +49,7 @@ enum Command {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let config = Config::from_env().unwrap_or_else(|error| config_error(error));
+    let config = Config::from_env(Process::Worker).unwrap_or_else(|error| config_error(error));
     let sends = matches!(args.command, None | Some(Command::Run));
     if let (true, Err(error)) = (sends, config.require_sent_api_key()) {
         config_error(error);

@@ -83,7 +83,7 @@ pub async fn require_key_unless_public(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if state.config.public_dashboard {
+    if state.config.gateway.public_dashboard {
         return Ok(next.run(request).await);
     }
     auth::require_api_key(state, request, next).await

@@ -76,7 +76,7 @@ pub async fn welcome(
         .string("name", false, Some(100))
         .unwrap_or_else(|| "Valued Customer".to_owned());
     let phone = f.finish(phone).map_err(ApiError::Validation)?;
-    let templates = &state.config.templates;
+    let templates = &state.config.gateway.templates;
     let request = shortcut(
         phone,
         &templates.welcome,
@@ -109,7 +109,7 @@ pub async fn order_confirmation(
     let (phone, (order_number, total)) = f
         .finish(phone.zip(order_number.zip(total)))
         .map_err(ApiError::Validation)?;
-    let templates = &state.config.templates;
+    let templates = &state.config.gateway.templates;
     let request = shortcut(
         phone,
         &templates.order_confirmation,
@@ -336,7 +336,7 @@ pub async fn list(
 fn rules(state: &AppState) -> SendRules {
     SendRules {
         allow_http_callbacks: state.allow_http_callbacks(),
-        text_max_chars: state.config.text_max_chars,
+        text_max_chars: state.config.gateway.text_max_chars,
     }
 }
 
