@@ -11,6 +11,12 @@ use sqlx::{Connection, Executor, PgConnection};
 
 use crate::store::{MIGRATOR, Store};
 
+/// The tests' Sent webhook secret: key bytes 0x00..0x1f (SENT_API.md's vector).
+pub const SENT_WEBHOOK_SECRET: &str = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+/// The original integration's testing secret, for its legacy hex signatures;
+/// also the testing profile's default.
+pub use crate::config::TESTING_WEBHOOK_SECRET as LEGACY_WEBHOOK_SECRET;
+
 /// Server to create test databases on (`TEST_DATABASE_URL`, else local trust auth).
 pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")

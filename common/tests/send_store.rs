@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use common::domain::{MessageId, MessageStatus};
+use common::domain::{EventSource, MessageId, MessageStatus};
 use common::store::{Acceptance, NewMessage, StatusChange, Store, Submission, Unsent};
 use common::telemetry::TraceContext;
 use common::test_support::TestDatabase;
@@ -57,7 +57,7 @@ async fn store_traced(
 }
 
 fn accepted(id: MessageId, provider_ids: &[&str], attempt: i32) -> Acceptance {
-    let mut change = StatusChange::new(MessageStatus::Accepted, "worker");
+    let mut change = StatusChange::new(MessageStatus::Accepted, EventSource::Worker);
     change.attempt = Some(attempt);
     change.detail = Some(json!({"provider_message_ids": provider_ids}));
     Acceptance {
@@ -151,7 +151,7 @@ async fn record_accepted_many_stores_ids_status_events_and_callbacks_in_one_stat
     // stored, its status stays, and the late acceptance is recorded unapplied.
     for status in [MessageStatus::Accepted, MessageStatus::Delivered] {
         store
-            .change_status(ids[2], &StatusChange::new(status, "sent"))
+            .change_status(ids[2], &StatusChange::new(status, EventSource::Sent))
             .await
             .unwrap();
     }
@@ -264,7 +264,7 @@ async fn a_failure_keeps_its_error_and_an_acceptance_clears_it() {
         .await
         .unwrap();
 
-    let mut failed = StatusChange::new(MessageStatus::Failed, "worker");
+    let mut failed = StatusChange::new(MessageStatus::Failed, EventSource::Worker);
     failed.error_code = Some("BUSINESS_004".into());
     failed.error = Some("opted out".into());
     assert!(store.change_status(ids[0], &failed).await.unwrap());

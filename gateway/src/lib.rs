@@ -12,6 +12,8 @@ pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
 pub mod server;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 pub mod validation;
 
 /// Connects to the dependencies, waiting a while for them at start-up (as in

@@ -14,7 +14,7 @@ use support::{TestApp, send_body, split};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MAX_BODY: usize = 2 * 1024 * 1024;
-const WEBHOOK_SECRET: &str = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+use common::test_support::SENT_WEBHOOK_SECRET as WEBHOOK_SECRET;
 const ENDPOINT_ID: &str = "3f2b8c1e-7d4a-4e2b-9c1a-5b6d7e8f9a0b";
 
 const POST_ROUTES: [&str; 4] = [

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::domain::MessageStatus;
+use common::domain::{EventSource, MessageStatus};
 use common::store::StatusChange;
 use serde_json::{Value, json};
 use support::{TestApp, split};
@@ -126,7 +126,7 @@ async fn change(
     at: DateTime<Utc>,
     error: Option<(&str, &str)>,
 ) {
-    let mut change = StatusChange::new(status, "sent");
+    let mut change = StatusChange::new(status, EventSource::Sent);
     change.at = at;
     if let Some((code, text)) = error {
         change.error_code = Some(code.to_owned());

@@ -14,7 +14,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use support::{API_KEY, TestApp, split};
 
-const SENT_SECRET: &str = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+use common::test_support::SENT_WEBHOOK_SECRET as SENT_SECRET;
 const STRIPE_SECRET: &str = "whsec_stripe_test_secret";
 const TELEGRAM_TOKEN: &str = "tg_Secret-123";
 const WEBHOOK_ID: &str = "3f2b8c1e-7d4a-4e2b-9c1a-5b6d7e8f9a0b";

@@ -3,24 +3,22 @@
 //! Processing of the stored events is the worker's, tested in worker/tests.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use chrono::Utc;
 use common::config::Config;
 use common::signature::{WebhookSecret, sign, sign_legacy, sign_stripe};
 use common::store::{InboxRecord, Store};
-use common::test_support::{TestDatabase, TestRedis, drop_database, free_port};
-use gateway::app::AppState;
+use common::test_support::{
+    LEGACY_WEBHOOK_SECRET as LEGACY_SECRET, SENT_WEBHOOK_SECRET as SENT_SECRET, TestDatabase,
+    TestRedis, drop_database, free_port,
+};
+use gateway::test_support::RunningGateway;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
-/// Key bytes 0x00..0x1f (SENT_API.md's Sent-shaped vector).
-const SENT_SECRET: &str = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 /// A second, older secret still accepted during a rotation.
 const OLD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-/// The original Flask integration's testing secret (legacy hex scheme).
-const LEGACY_SECRET: &str = "test-webhook-secret";
 const ENDPOINT_ID: &str = "3f2b8c1e-7d4a-4e2b-9c1a-5b6d7e8f9a0b";
 const STRIPE_SECRET: &str = "whsec_stripe_test_secret";
 const TELEGRAM_TOKEN: &str = "tg_Secret-123";
@@ -100,15 +98,9 @@ async fn serve(
     redis: &TestRedis,
     extra: &[(&str, &str)],
 ) -> String {
-    let config = config(database_url, redis, extra);
-    let conn = common::queue::connect(&redis.url)
+    RunningGateway::start(config(database_url, redis, extra), store)
         .await
-        .expect("test Redis");
-    let state = AppState::new(config, store, conn).await.expect("app state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    tokio::spawn(gateway::serve(listener, state, std::future::pending()));
-    format!("http://{addr}")
+        .detach()
 }
 
 async fn post(

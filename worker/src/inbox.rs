@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use common::config::Config;
-use common::domain::{MessageId, MessageStatus, api_time};
+use common::domain::{EventSource, MessageId, MessageStatus, Provider, api_time};
 use common::sent::wire::MessageEventPayload;
 use common::store::{InboxEvent, InboxFinish, InboxResult, StatusChange, Store};
 use common::telemetry::TraceContext;
@@ -387,7 +387,7 @@ fn failure(config: &Config, event: &InboxEvent, error: String) -> InboxResult {
 /// What an event is: a status update for one of Sent's message ids, or
 /// nothing for us (other providers, inbound messages, other families).
 fn understand(event: &InboxEvent) -> Result<Parsed, String> {
-    if event.provider != "sent" {
+    if event.provider != Provider::Sent {
         // Stored for the record; nothing in this service consumes them yet.
         return Ok(Parsed::NotApplicable("not a Sent event"));
     }
@@ -453,7 +453,7 @@ impl StatusUpdate {
             error_code: self.reason_code.clone(),
             error: self.reason.clone(),
             at: self.at,
-            ..StatusChange::new(self.status, "sent")
+            ..StatusChange::new(self.status, EventSource::Sent)
         }
     }
 
@@ -647,7 +647,7 @@ mod tests {
         assert_eq!(u.reason_code.as_deref(), Some("DELIVERY_007"));
         let change = u.change("evt");
         assert_eq!(change.error_code.as_deref(), Some("DELIVERY_007"));
-        assert_eq!(change.source, "sent");
+        assert_eq!(change.source, EventSource::Sent);
         assert_eq!(change.detail.unwrap()["event_id"], "evt");
     }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::config::Config;
-use common::domain::{MessageId, MessageStatus};
+use common::domain::{EventSource, MessageId, MessageStatus};
 use common::rate::{Budget, Quota, RateLimiter};
 use common::sent::client::{SentClient, StatusAnswer};
 use common::store::{PollTarget, STATUS_POLLS, StatusChange, Store};
@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 /// Key of the fleet-wide poll budget (under the deployment's Redis prefix).
 pub const BUDGET_KEY: &str = "sent:status_polls";
 /// Timeline source of what a poll records.
-const SOURCE: &str = "poll";
+const SOURCE: EventSource = EventSource::Poll;
 /// How long to wait when no message is due, or Postgres is unreachable.
 const IDLE: Duration = Duration::from_secs(15);
 

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::Utc;
-use common::domain::MessageStatus;
+use common::domain::{EventSource, MessageStatus};
 use common::store::{NewApiKey, StatusChange};
 use hmac::{Hmac, Mac};
 use inbox_support::*;
@@ -331,7 +331,7 @@ async fn callbacks_of_one_message_arrive_in_order() {
         assert!(
             stack
                 .store()
-                .change_status(id.parse().unwrap(), &StatusChange::new(status, "sent"))
+                .change_status(id.parse().unwrap(), &StatusChange::new(status, EventSource::Sent))
                 .await
                 .unwrap()
         );
@@ -342,7 +342,7 @@ async fn callbacks_of_one_message_arrive_in_order() {
             .store()
             .change_status(
                 id.parse().unwrap(),
-                &StatusChange::new(MessageStatus::Sent, "sent")
+                &StatusChange::new(MessageStatus::Sent, EventSource::Sent)
             )
             .await
             .unwrap()
@@ -402,7 +402,7 @@ async fn notifications_wake_the_sender_without_polling() {
             .store()
             .change_status(
                 id.parse().unwrap(),
-                &StatusChange::new(MessageStatus::Delivered, "sent")
+                &StatusChange::new(MessageStatus::Delivered, EventSource::Sent)
             )
             .await
             .unwrap()
@@ -427,7 +427,7 @@ async fn concurrent_changes_queue_a_consistent_chain_of_callbacks() {
     ];
     let store = stack.store();
     let applied = futures::future::join_all((0..60).map(|i| {
-        let change = StatusChange::new(statuses[i % statuses.len()], "sent");
+        let change = StatusChange::new(statuses[i % statuses.len()], EventSource::Sent);
         let id = id.clone();
         async move {
             store

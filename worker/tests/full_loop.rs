@@ -8,6 +8,7 @@
 
 mod send_harness;
 
+use common::domain::EventSource;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -234,7 +235,7 @@ async fn check_message(l: &Loop, id: &str, sent_events: &[&str]) {
     assert_eq!(applied.last().unwrap().status, last);
 
     // One timeline event per Sent event: each event id once, each event once.
-    let from_sent: Vec<&EventRecord> = events.iter().filter(|e| e.source == "sent").collect();
+    let from_sent: Vec<&EventRecord> = events.iter().filter(|e| e.source == EventSource::Sent).collect();
     let mut sent_names: Vec<&str> = from_sent
         .iter()
         .map(|e| e.detail.as_ref().unwrap()["event"].as_str().unwrap())
@@ -280,7 +281,7 @@ async fn check_message(l: &Loop, id: &str, sent_events: &[&str]) {
     let callbacks = l.wait_callbacks(id).await;
     let changes: Vec<&str> = applied
         .iter()
-        .filter(|e| e.source != "gateway" && e.status != "sending")
+        .filter(|e| e.source != EventSource::Gateway && e.status != "sending")
         .map(|e| e.status.as_str())
         .collect();
     assert_eq!(callbacks, changes, "callbacks");
@@ -387,7 +388,7 @@ async fn sents_other_answer_and_webhook_shapes_end_the_same() {
     assert_eq!(view["last_error_code"], Value::Null, "{view}");
     let mut from_sent: Vec<&str> = events
         .iter()
-        .filter(|e| e.source == "sent")
+        .filter(|e| e.source == EventSource::Sent)
         .map(|e| e.detail.as_ref().unwrap()["event"].as_str().unwrap())
         .collect();
     from_sent.sort();

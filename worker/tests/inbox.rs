@@ -3,7 +3,7 @@
 
 mod inbox_support;
 
-use common::domain::MessageStatus;
+use common::domain::{EventSource, MessageStatus, Provider};
 use std::sync::{Arc, Mutex};
 
 use common::signature::sign_legacy;
@@ -74,7 +74,7 @@ async fn out_of_order_events_end_in_the_right_status() {
     let events = stack.store().events(id.parse().unwrap()).await.unwrap();
     let from_sent: Vec<(&str, bool)> = events
         .iter()
-        .filter(|e| e.source == "sent")
+        .filter(|e| e.source == EventSource::Sent)
         .map(|e| (e.status.as_str(), e.applied))
         .collect();
     assert_eq!(
@@ -89,7 +89,7 @@ async fn out_of_order_events_end_in_the_right_status() {
     );
     let delivered = events
         .iter()
-        .find(|e| e.source == "sent" && e.status == "delivered")
+        .find(|e| e.source == EventSource::Sent && e.status == "delivered")
         .unwrap();
     assert_eq!(
         delivered.at,
@@ -137,7 +137,7 @@ async fn events_in_one_batch_in_any_order() {
     let events = stack.store().events(id.parse().unwrap()).await.unwrap();
     let mut statuses: Vec<&str> = events
         .iter()
-        .filter(|e| e.source == "sent")
+        .filter(|e| e.source == EventSource::Sent)
         .map(|e| e.status.as_str())
         .collect();
     statuses.sort();
@@ -261,8 +261,8 @@ async fn other_events_are_kept_as_not_applicable() {
         assert_eq!(stack.post_sent(body, &format!("na{i}")).await, 200);
     }
     // Other providers' events (stored by the gateway as it stores these).
-    let other = |provider: &str, id: &str| InboxInsert {
-        provider: provider.into(),
+    let other = |provider: Provider, id: &str| InboxInsert {
+        provider,
         event_id: id.into(),
         event_type: Some("x".into()),
         headers: json!({}),
@@ -270,7 +270,7 @@ async fn other_events_are_kept_as_not_applicable() {
     };
     stack
         .store()
-        .insert_inbox(&[other("stripe", "evt_1"), other("telegram", "42")])
+        .insert_inbox(&[other(Provider::Stripe, "evt_1"), other(Provider::Telegram, "42")])
         .await
         .unwrap();
     stack.start_inbox();
@@ -335,7 +335,7 @@ async fn several_workers_share_the_inbox_and_apply_each_event_once() {
             .await
             .unwrap()
             .into_iter()
-            .filter(|e| e.source == "sent")
+            .filter(|e| e.source == EventSource::Sent)
             .count();
         assert_eq!(from_sent, 3, "each event applied exactly once");
     }

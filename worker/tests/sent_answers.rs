@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
 use chrono::Utc;
-use common::domain::MessageStatus;
+use common::domain::{EventSource, MessageStatus};
 use common::queue::SendJob;
 use common::sent::classify::CODE_NO_ID;
 use common::sent::client::SentClient;
@@ -108,7 +108,7 @@ async fn the_status_poll_covers_lost_webhooks() {
     assert_eq!(record.last_error_code, None);
     let events = h.events(ids[0]).await;
     let delivered = events.iter().find(|e| e.status == "delivered").unwrap();
-    assert_eq!(delivered.source, "poll");
+    assert_eq!(delivered.source, EventSource::Poll);
     assert!(delivered.applied);
     let detail = delivered.detail.as_ref().unwrap();
     assert_eq!(detail["sent_status"], "DELIVERED");
@@ -161,14 +161,14 @@ async fn silence_is_marked_stale_after_the_last_poll() {
     let events = h.events(ids[0]).await;
     let polls: Vec<&str> = events
         .iter()
-        .filter(|e| e.source == "poll")
+        .filter(|e| e.source == EventSource::Poll)
         .map(|e| e.status.as_str())
         .collect();
     assert_eq!(polls, ["polled", "polled", "polled", "polled", "stale"]);
     assert!(
         events
             .iter()
-            .filter(|e| e.source == "poll")
+            .filter(|e| e.source == EventSource::Poll)
             .all(|e| !e.applied)
     );
     assert_eq!(

@@ -1,8 +1,48 @@
 //! Domain types that cannot hold invalid values: constructing one validates it.
 
+/// An enum spelled as text (in JSON, in Postgres, in logs): each variant's
+/// text is written once, and `as_str`, `FromStr`, `Display`, `ALL` and its
+/// serde name all come from it.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: [$name; [$($text),+].len()] = [$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(format!("Must be one of: {}.", [$($text),+].join(", "))),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
 mod channel;
 mod ids;
 mod phone;
+mod provider;
+mod source;
 mod sql;
 mod status;
 mod template;
@@ -10,6 +50,8 @@ mod template;
 pub use channel::Channel;
 pub use ids::MessageId;
 pub use phone::PhoneNumber;
+pub use provider::Provider;
+pub use source::EventSource;
 pub use status::MessageStatus;
 pub use template::{TEMPLATE_FIELD_MAX, TemplateRef};
 

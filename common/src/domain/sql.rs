@@ -6,7 +6,7 @@ use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo, PgValueRef};
 use sqlx::{Decode, Encode, Postgres, Type};
 
-use super::{Channel, MessageId, MessageStatus, PhoneNumber};
+use super::{Channel, EventSource, MessageId, MessageStatus, PhoneNumber, Provider};
 
 macro_rules! text {
     ($($ty:ty => $parse:expr),+ $(,)?) => {$(
@@ -46,5 +46,7 @@ text! {
     MessageId => |s| s.parse().map_err(|e| format!("message id {s:?}: {e}")),
     MessageStatus => |s| s.parse(),
     Channel => |s| s.parse(),
+    Provider => |s| s.parse(),
+    EventSource => |s| s.parse(),
     PhoneNumber => |s| PhoneNumber::parse(s).map_err(|e| e.to_owned()),
 }

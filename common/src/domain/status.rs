@@ -1,59 +1,27 @@
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
-/// Where a message is in its life. Statuses are ordered by progress; a status
-/// only ever moves forward, so events that arrive out of order (a late `sent`
-/// after `delivered`) are recorded in the timeline but do not change it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum MessageStatus {
-    Queued,
-    Scheduled,
-    Sending,
-    Accepted,
-    Sent,
-    Delivered,
-    Read,
-    Failed,
-    Blocked,
-    Filtered,
-    Cancelled,
+text_enum! {
+    /// Where a message is in its life. Statuses are ordered by progress; a status
+    /// only ever moves forward, so events that arrive out of order (a late `sent`
+    /// after `delivered`) are recorded in the timeline but do not change it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum MessageStatus {
+        Queued = "queued",
+        Scheduled = "scheduled",
+        Sending = "sending",
+        Accepted = "accepted",
+        Sent = "sent",
+        Delivered = "delivered",
+        Read = "read",
+        Failed = "failed",
+        Blocked = "blocked",
+        Filtered = "filtered",
+        Cancelled = "cancelled",
+    }
 }
 
 impl MessageStatus {
-    pub const ALL: [MessageStatus; 11] = [
-        MessageStatus::Queued,
-        MessageStatus::Scheduled,
-        MessageStatus::Sending,
-        MessageStatus::Accepted,
-        MessageStatus::Sent,
-        MessageStatus::Delivered,
-        MessageStatus::Read,
-        MessageStatus::Failed,
-        MessageStatus::Blocked,
-        MessageStatus::Filtered,
-        MessageStatus::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MessageStatus::Queued => "queued",
-            MessageStatus::Scheduled => "scheduled",
-            MessageStatus::Sending => "sending",
-            MessageStatus::Accepted => "accepted",
-            MessageStatus::Sent => "sent",
-            MessageStatus::Delivered => "delivered",
-            MessageStatus::Read => "read",
-            MessageStatus::Failed => "failed",
-            MessageStatus::Blocked => "blocked",
-            MessageStatus::Filtered => "filtered",
-            MessageStatus::Cancelled => "cancelled",
-        }
-    }
-
     /// Progress rank. Terminal failures outrank every success short of
     /// `delivered`: a message Sent reports failed after `sent` is failed, but a
     /// stray `failed` after `delivered` (a reroute) does not undo delivery.
@@ -110,27 +78,6 @@ impl MessageStatus {
             "CANCELLED" | "CANCELED" => MessageStatus::Cancelled,
             _ => return None,
         })
-    }
-}
-
-impl FromStr for MessageStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        MessageStatus::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "Must be one of: {}.",
-                    MessageStatus::ALL.map(MessageStatus::as_str).join(", ")
-                )
-            })
-    }
-}
-
-impl fmt::Display for MessageStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -15,12 +15,12 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 use super::Store;
-use crate::domain::MessageId;
+use crate::domain::{MessageId, Provider};
 use crate::telemetry::TraceContext;
 
 #[derive(Debug, Clone)]
 pub struct InboxInsert {
-    pub provider: String,
+    pub provider: Provider,
     pub event_id: String,
     pub event_type: Option<String>,
     pub headers: Value,
@@ -37,7 +37,7 @@ pub enum InboxInsertOutcome {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InboxEvent {
     pub id: i64,
-    pub provider: String,
+    pub provider: Provider,
     pub event_id: String,
     pub event_type: Option<String>,
     pub body: Vec<u8>,
@@ -50,7 +50,7 @@ pub struct InboxEvent {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InboxRecord {
     pub id: i64,
-    pub provider: String,
+    pub provider: Provider,
     pub event_id: String,
     pub event_type: Option<String>,
     pub headers: Value,

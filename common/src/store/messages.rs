@@ -11,7 +11,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 use super::Store;
-use crate::domain::{Channel, MessageId, MessageStatus, PhoneNumber};
+use crate::domain::{Channel, EventSource, MessageId, MessageStatus, PhoneNumber};
 use crate::telemetry::TraceContext;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -43,7 +43,7 @@ pub struct MessageRecord {
 pub struct EventRecord {
     pub status: String,
     pub applied: bool,
-    pub source: String,
+    pub source: EventSource,
     pub attempt: Option<i32>,
     pub detail: Option<Value>,
     pub at: DateTime<Utc>,
@@ -65,7 +65,7 @@ pub struct StatusChange {
     /// Timeline name of the event when it differs from the status
     /// (`retrying`, `dead_lettered`, ...).
     pub event: Option<&'static str>,
-    pub source: &'static str,
+    pub source: EventSource,
     pub attempt: Option<i32>,
     pub detail: Option<Value>,
     pub error_code: Option<String>,
@@ -74,7 +74,7 @@ pub struct StatusChange {
 }
 
 impl StatusChange {
-    pub fn new(status: MessageStatus, source: &'static str) -> StatusChange {
+    pub fn new(status: MessageStatus, source: EventSource) -> StatusChange {
         StatusChange {
             status,
             event: None,

@@ -21,6 +21,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use common::config::WebhookConfig;
+use common::domain::Provider;
 use common::signature::{
     SentVerifier, StripeVerifier, TelegramVerifier, WebhookSecret, WebhookVerifier, headers,
 };
@@ -40,36 +41,19 @@ use crate::openapi::{WebhookErrors, header_param};
 /// Longest event id stored as given; longer ones are stored as their hash.
 const MAX_EVENT_ID: usize = 255;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provider {
-    Sent,
-    Stripe,
-    Telegram,
-}
-
-impl Provider {
-    pub fn name(self) -> &'static str {
-        match self {
-            Provider::Sent => "sent",
-            Provider::Stripe => "stripe",
-            Provider::Telegram => "telegram",
-        }
-    }
-
-    /// Headers kept with the event for audit and processing. Signatures are
-    /// kept (they are not secrets, and let an operator re-verify); Telegram's
-    /// token header is the secret itself, so it is never stored.
-    fn kept_headers(self) -> &'static [&'static str] {
-        match self {
-            Provider::Sent => &[
-                headers::SENT_ID,
-                headers::SENT_TIMESTAMP,
-                headers::SENT_SIGNATURE,
-                headers::SENT_EVENT_ID,
-            ],
-            Provider::Stripe => &[headers::STRIPE_SIGNATURE],
-            Provider::Telegram => &[],
-        }
+/// Headers kept with the event for audit and processing. Signatures are
+/// kept (they are not secrets, and let an operator re-verify); Telegram's
+/// token header is the secret itself, so it is never stored.
+fn kept_header_names(provider: Provider) -> &'static [&'static str] {
+    match provider {
+        Provider::Sent => &[
+            headers::SENT_ID,
+            headers::SENT_TIMESTAMP,
+            headers::SENT_SIGNATURE,
+            headers::SENT_EVENT_ID,
+        ],
+        Provider::Stripe => &[headers::STRIPE_SIGNATURE],
+        Provider::Telegram => &[],
     }
 }
 
@@ -154,7 +138,7 @@ impl Verifiers {
         [Provider::Sent, Provider::Stripe, Provider::Telegram]
             .into_iter()
             .filter(|p| self.get(*p).is_some())
-            .map(Provider::name)
+            .map(Provider::as_str)
             .collect()
     }
 }
@@ -320,11 +304,11 @@ async fn receive(
         .map_err(|error| {
             // The reason only: header values are never logged.
             tracing::info!(
-                provider = provider.name(),
+                provider = provider.as_str(),
                 reason = error.reason(),
                 "webhook signature rejected"
             );
-            metrics::counter!(common::metrics::WEBHOOKS, "provider" => provider.name(), "outcome" => "rejected",
+            metrics::counter!(common::metrics::WEBHOOKS, "provider" => provider.as_str(), "outcome" => "rejected",
                 "reason" => error.reason())
             .increment(1);
             ApiError::BadSignature(error.reason())
@@ -336,7 +320,7 @@ async fn receive(
     };
     let (event_id, event_type) = describe(provider, headers, &json, &body);
     let event = InboxInsert {
-        provider: provider.name().to_owned(),
+        provider,
         event_id,
         event_type,
         headers: kept_headers(provider, headers),
@@ -346,7 +330,7 @@ async fn receive(
     // Whatever the cause, the event is not stored: the sender must retry,
     // which a 503 asks for (this is almost always the database being down).
     let outcome = state.inbox.store(event).await.map_err(|error| {
-        tracing::warn!(%error, provider = provider.name(), "could not store a webhook event");
+        tracing::warn!(%error, provider = provider.as_str(), "could not store a webhook event");
         ApiError::Unavailable("postgres")
     })?;
     let outcome_label = if outcome == InboxInsertOutcome::Duplicate {
@@ -354,11 +338,11 @@ async fn receive(
     } else {
         "stored"
     };
-    metrics::counter!(common::metrics::WEBHOOKS, "provider" => provider.name(), "outcome" => outcome_label,
+    metrics::counter!(common::metrics::WEBHOOKS, "provider" => provider.as_str(), "outcome" => outcome_label,
         "reason" => "")
     .increment(1);
     tracing::debug!(
-        provider = provider.name(),
+        provider = provider.as_str(),
         event_id,
         event_type,
         duplicate = outcome == InboxInsertOutcome::Duplicate,
@@ -441,7 +425,7 @@ fn text(value: Option<&Value>) -> Option<&str> {
 
 fn kept_headers(provider: Provider, headers: &HeaderMap) -> Value {
     let mut kept = Map::new();
-    for name in COMMON_HEADERS.iter().chain(provider.kept_headers()) {
+    for name in COMMON_HEADERS.iter().chain(kept_header_names(provider)) {
         if let Some(value) = headers.get(*name) {
             kept.insert(
                 (*name).to_owned(),

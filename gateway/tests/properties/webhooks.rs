@@ -10,7 +10,7 @@ use crate::generators::{around, header_bytes, json_value, leaf, text};
 use crate::harness::{HTTP_CASES, Harness, answer, shape};
 use crate::support::TestApp;
 
-pub(crate) const WEBHOOK_SECRET: &str = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+pub(crate) use common::test_support::SENT_WEBHOOK_SECRET as WEBHOOK_SECRET;
 const LEGACY_SECRET: &str = "legacy-webhook-secret";
 const ENDPOINT_ID: &str = "3f2b8c1e-7d4a-4e2b-9c1a-5b6d7e8f9a0b";
 

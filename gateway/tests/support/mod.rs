@@ -9,22 +9,32 @@ use std::time::Duration;
 
 use common::config::Config;
 use common::test_support::{TestDatabase, TestRedis, free_port, spawn_logging};
-use gateway::app::AppState;
+use gateway::test_support::RunningGateway;
 use serde_json::Value;
 
 pub const API_KEY: &str = "test-key-0123456789";
 pub const OTHER_KEY: &str = "other-key-0123456789";
 
+/// The gateway (its address, state and stop token, through `Deref`), with
+/// the test's database, Redis prefix and an HTTP client.
 pub struct TestApp {
-    pub addr: SocketAddr,
-    pub base: String,
+    pub gateway: RunningGateway,
     pub http: reqwest::Client,
     pub db: TestDatabase,
     pub redis: TestRedis,
-    pub state: AppState,
-    /// Cancelling it is the gateway's SIGTERM.
-    pub stop: tokio_util::sync::CancellationToken,
-    server: tokio::task::JoinHandle<()>,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = RunningGateway;
+    fn deref(&self) -> &RunningGateway {
+        &self.gateway
+    }
+}
+
+impl std::ops::DerefMut for TestApp {
+    fn deref_mut(&mut self) -> &mut RunningGateway {
+        &mut self.gateway
+    }
 }
 
 impl TestApp {
@@ -47,42 +57,14 @@ impl TestApp {
             vars.insert(k.to_string(), v.to_string());
         }
         let config = Config::from_map(&vars).expect("test config");
-        // Through the configured URLs, so a test can route them via a proxy.
-        let redis_conn = common::queue::connect(config.redis_url.expose())
-            .await
-            .expect("redis");
+        // Through the configured URL, so a test can route it via a proxy.
         let store = common::store::Store::connect_lazy(config.database_url.expose(), 8).unwrap();
-        let state = AppState::new(config, store, redis_conn)
-            .await
-            .expect("state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = tokio_util::sync::CancellationToken::new();
-        let server = tokio::spawn(gateway::serve(
-            listener,
-            state.clone(),
-            stop.clone().cancelled_owned(),
-        ));
         TestApp {
-            addr,
-            base: format!("http://{addr}"),
+            gateway: RunningGateway::start(config, store).await,
             http: reqwest::Client::new(),
             db,
             redis,
-            state,
-            stop,
-            server,
         }
-    }
-
-    /// Signals shutdown and waits for the server to return.
-    pub async fn shut_down(&mut self) {
-        self.stop.cancel();
-        (&mut self.server).await.expect("the server task");
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
     }
 
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
@@ -125,12 +107,6 @@ impl TestApp {
             jobs.push(serde_json::from_slice(&data).unwrap());
         }
         jobs
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.server.abort();
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use chrono::Utc;
 use common::backoff::Backoff;
 use common::config::Config;
-use common::domain::{MessageId, MessageStatus};
+use common::domain::{EventSource, MessageId, MessageStatus};
 use common::group_commit::{Batching, CommitError, GroupCommit};
 use common::queue::{SendJob, SendQueue};
 use common::rate::{Budget, Quota, RateLimiter};
@@ -33,7 +33,7 @@ const MAX_COMMIT_BATCH: usize = 256;
 /// Group-commit statements of one kind in flight at once per worker.
 const COMMITTERS: usize = 2;
 /// Timeline source of everything this module records.
-const SOURCE: &str = "worker";
+const SOURCE: EventSource = EventSource::Worker;
 
 /// A job that could not be handled because a dependency was unreachable;
 /// apalis retries it later.

@@ -12,17 +12,18 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::config::Config;
-use common::domain::{MessageId, MessageStatus};
+use common::domain::{EventSource, MessageId, MessageStatus};
 use common::signature::{WebhookSecret, sign};
 use common::store::{MessageRecord, StatusChange, Store};
 use common::test_support::{TestDatabase, TestRedis};
-use gateway::app::AppState;
+use gateway::test_support::RunningGateway;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub const SENT_SECRET: &str = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-pub const LEGACY_SECRET: &str = "test-webhook-secret";
+pub use common::test_support::{
+    LEGACY_WEBHOOK_SECRET as LEGACY_SECRET, SENT_WEBHOOK_SECRET as SENT_SECRET,
+};
 pub const API_KEY: &str = "key-tester-0001";
 pub const CLIENT: &str = "tester";
 
@@ -64,15 +65,9 @@ impl Stack {
             vars.insert((*k).to_owned(), (*v).to_owned());
         }
         let config = Config::from_map(&vars).expect("test configuration");
-        let conn = common::queue::connect(&redis.url)
+        let base = RunningGateway::start(config.clone(), db.store.clone())
             .await
-            .expect("test Redis");
-        let state = AppState::new(config.clone(), db.store.clone(), conn)
-            .await
-            .expect("app state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(gateway::serve(listener, state, std::future::pending()));
+            .detach();
         Stack {
             db,
             redis,
@@ -132,7 +127,7 @@ impl Stack {
             .record_accepted(
                 id,
                 &ids,
-                &StatusChange::new(MessageStatus::Accepted, "worker"),
+                &StatusChange::new(MessageStatus::Accepted, EventSource::Worker),
             )
             .await
             .unwrap();

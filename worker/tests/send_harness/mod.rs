@@ -108,14 +108,9 @@ impl Harness {
     /// Redis prefix: its base URL.
     pub async fn serve_gateway(&self) -> String {
         let config = Config::from_map(&self.vars).unwrap();
-        let redis = common::queue::connect(&self.redis.url).await.unwrap();
-        let state = gateway::app::AppState::new(config, self.store.clone(), redis)
+        gateway::test_support::RunningGateway::start(config, self.store.clone())
             .await
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(gateway::serve(listener, state, std::future::pending()));
-        base
+            .detach()
     }
 
     /// A worker in this process, as `worker run` runs it.
@@ -277,7 +272,7 @@ where
 pub fn timeline(events: &[EventRecord]) -> Vec<(String, String, Option<i32>)> {
     events
         .iter()
-        .map(|e| (e.status.clone(), e.source.clone(), e.attempt))
+        .map(|e| (e.status.clone(), e.source.to_string(), e.attempt))
         .collect()
 }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use common::domain::{
-    Channel, MessageId, MessageStatus, PhoneNumber, TEMPLATE_FIELD_MAX, serialize_api_time,
+    Channel, EventSource, MessageId, MessageStatus, PhoneNumber, TEMPLATE_FIELD_MAX, serialize_api_time,
     serialize_api_time_opt,
 };
 use common::store::{EventRecord, MessageRecord};
@@ -417,9 +417,8 @@ pub struct Event {
     pub status: String,
     #[serde(serialize_with = "serialize_api_time")]
     pub at: DateTime<Utc>,
-    /// Who reported it: `gateway`, `worker`, `sent` (a webhook), `poll`, `operator`.
-    #[schema(example = "sent")]
-    pub source: String,
+    /// Who reported it.
+    pub source: EventSource,
     /// Whether it moved the status (false when it arrived out of order).
     pub applied: bool,
     pub attempt: Option<i32>,
