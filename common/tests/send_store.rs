@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use common::domain::{EventSource, MessageId, MessageStatus};
+use common::domain::{Channel, EventSource, MessageId, MessageStatus, PhoneNumber};
 use common::store::{Acceptance, NewMessage, StatusChange, Store, Submission, Unsent};
 use common::telemetry::TraceContext;
 use common::test_support::TestDatabase;
@@ -14,13 +14,13 @@ use serde_json::json;
 fn message(callback_url: Option<&str>) -> NewMessage {
     NewMessage {
         id: MessageId::new(),
-        phone_number: "+14155550123".into(),
+        phone_number: PhoneNumber::parse("+14155550123").unwrap(),
         template_id: None,
         template_name: Some("welcome".into()),
         parameters: json!({"name": "Ada"}),
         text: None,
         media_urls: vec![],
-        channels: vec!["sms".into()],
+        channels: vec![Channel::Sms],
         scheduled_at: None,
         sandbox: false,
         callback_url: callback_url.map(Into::into),

@@ -5,7 +5,7 @@ mod send_harness;
 
 use std::time::Duration;
 
-use common::domain::MessageStatus;
+use common::domain::{Channel, MessageStatus};
 use common::queue::SendJob;
 use send_harness::{Harness, message, messages, timeline, wait_for};
 use sent_sim::{Faults, SimConfig};
@@ -70,7 +70,7 @@ async fn sandbox_and_channels_reach_sent() {
     let mut sandboxed = message("welcome");
     sandboxed.sandbox = true;
     let mut two_channels = message("welcome");
-    two_channels.channels = vec!["sms".into(), "whatsapp".into()];
+    two_channels.channels = vec![Channel::Sms, Channel::Whatsapp];
     let ids = h.submit(vec![sandboxed, two_channels]).await;
     let records = h.wait_status(&ids, MessageStatus::Accepted, 20).await;
 
@@ -107,17 +107,18 @@ async fn each_permanent_error_fails_the_message_with_sents_code() {
         .iter()
         .map(|(template, _)| message(template))
         .collect();
-    // Sent's own validation: a number that is not E.164 (the gateway would refuse it first).
-    let mut bad_number = message("welcome");
-    bad_number.phone_number = "+0123".into();
-    batch.push(bad_number);
+    // Sent's own validation: a template and text together (the gateway
+    // would refuse it first).
+    let mut invalid = message("welcome");
+    invalid.text = Some("and text".into());
+    batch.push(invalid);
     let ids = h.submit(batch).await;
     let records = h.wait_status(&ids, MessageStatus::Failed, 20).await;
 
     let expected: Vec<&str> = cases
         .iter()
         .map(|(_, code)| *code)
-        .chain(["VALIDATION_002"])
+        .chain(["VALIDATION_003"])
         .collect();
     for (record, code) in records.iter().zip(expected) {
         assert_eq!(record.last_error_code.as_deref(), Some(code), "{record:?}");

@@ -8,14 +8,14 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::Store;
-use crate::domain::MessageId;
+use crate::domain::{Channel, MessageId, PhoneNumber};
 use crate::telemetry::TraceContext;
 
 /// A message as the gateway accepted it.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub id: MessageId,
-    pub phone_number: String,
+    pub phone_number: PhoneNumber,
     pub template_id: Option<String>,
     pub template_name: Option<String>,
     pub parameters: Value,
@@ -23,7 +23,7 @@ pub struct NewMessage {
     pub text: Option<String>,
     /// https media for MMS.
     pub media_urls: Vec<String>,
-    pub channels: Vec<String>,
+    pub channels: Vec<Channel>,
     pub scheduled_at: Option<DateTime<Utc>>,
     pub sandbox: bool,
     pub callback_url: Option<String>,
@@ -255,11 +255,13 @@ async fn insert_messages(
     .bind(col(|_, m| Some(m.id.to_string())))
     .bind(col(|s, _| Some(s.client.clone())))
     .bind(col(|s, _| s.idempotency.as_ref().map(|c| c.key.clone())))
-    .bind(col(|_, m| Some(m.phone_number.clone())))
+    .bind(col(|_, m| Some(m.phone_number.to_string())))
     .bind(col(|_, m| m.template_id.clone()))
     .bind(col(|_, m| m.template_name.clone()))
     .bind(rows.iter().map(|(_, m)| m.parameters.clone()).collect::<Vec<_>>())
-    .bind(col(|_, m| Some(m.channels.join(","))))
+    .bind(col(|_, m| {
+        Some(m.channels.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(","))
+    }))
     .bind(rows.iter().map(|(_, m)| m.scheduled_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|(_, m)| m.sandbox).collect::<Vec<_>>())
     .bind(col(|_, m| m.callback_url.clone()))

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::config::Config;
-use common::domain::{MessageId, MessageStatus};
+use common::domain::{MessageId, MessageStatus, PhoneNumber};
 use common::queue::{SendJob, SendQueue};
 use common::store::{EventRecord, MessageRecord, NewMessage, Store, Submission};
 use common::test_support::{TestDatabase, TestRedis, spawn_logging};
@@ -234,7 +234,7 @@ impl Harness {
 pub fn message(template_name: &str) -> NewMessage {
     NewMessage {
         id: MessageId::new(),
-        phone_number: "+14155550123".into(),
+        phone_number: PhoneNumber::parse("+14155550123").unwrap(),
         template_id: None,
         template_name: Some(template_name.into()),
         parameters: json!({"name": "Ada"}),

@@ -333,10 +333,11 @@ pub async fn list(
     }))
 }
 
-fn rules(state: &AppState) -> SendRules {
+fn rules(state: &AppState) -> SendRules<'_> {
     SendRules {
         allow_http_callbacks: state.allow_http_callbacks(),
         text_max_chars: state.config.gateway.text_max_chars,
+        callback_policy: &state.config.callback_policy,
     }
 }
 
@@ -366,7 +367,7 @@ fn shortcut<const N: usize>(
 fn new_message(request: &SendRequest) -> NewMessage {
     NewMessage {
         id: MessageId::new(),
-        phone_number: request.phone_number.to_string(),
+        phone_number: request.phone_number.clone(),
         template_id: request
             .template
             .as_ref()
@@ -380,11 +381,7 @@ fn new_message(request: &SendRequest) -> NewMessage {
         parameters: json!(request.parameters),
         text: request.text.clone(),
         media_urls: request.media_urls.clone(),
-        channels: request
-            .channels
-            .iter()
-            .map(|c| c.as_str().to_owned())
-            .collect(),
+        channels: request.channels.clone(),
         scheduled_at: request.scheduled_at,
         sandbox: request.sandbox,
         callback_url: request.callback_url.clone(),
