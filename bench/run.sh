@@ -15,7 +15,8 @@ PORT=${PORT:-8077}
 BARE_PORT=${BARE_PORT:-8099}
 DB=sent_gateway_bench
 PREFIX=bench:$(date +%s)
-KEY=bench-key-0123456789
+source scripts/secrets.sh
+KEY=$(random_key)
 source bench/lib.sh
 
 cargo build --release -q -p gateway -p bench

@@ -37,7 +37,8 @@ PORT=${PORT:-8079}
 DB=sent_gateway_bench_webhooks
 DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB
 PREFIX=benchwh:$(date +%s)
-SECRET=whsec_c2VudC1zaW0tZGV2ZWxvcG1lbnQtb25seS1zZWNyZXQ=
+source scripts/secrets.sh
+SECRET=$(random_whsec)
 source bench/lib.sh
 TMP=$(mktemp -d)
 trap 'cleanup; rm -rf "$TMP"' EXIT
@@ -81,7 +82,7 @@ wait_drained() {
 export APP_ENV=production LOG_LEVEL=warn DATABASE_URL REDIS_URL=redis://127.0.0.1:6379 REDIS_PREFIX=$PREFIX
 export DATABASE_MAX_CONNECTIONS=$DB_CONNECTIONS SENT_DM_WEBHOOK_SECRET=$SECRET
 
-GATEWAY_BIND=127.0.0.1:$PORT API_KEYS=bench:bench-key-0123456789 \
+GATEWAY_BIND=127.0.0.1:$PORT API_KEYS=bench:$(random_key) \
 RATELIMIT_ENABLED=true RATELIMIT_WEBHOOKS=10000000/second \
   target/release/gateway & pids+=($!); gw_pid=$!
 wait_port "$PORT"

@@ -34,8 +34,9 @@ SIM_PORT=${SIM_PORT:-8091}
 DB=sent_gateway_bench_worker
 DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB
 PREFIX=benchw:$(date +%s)
-DRAIN_KEY=bench-drain-0123456789
-STEADY_KEY=bench-steady-0123456789
+source scripts/secrets.sh
+DRAIN_KEY=$(random_key)
+STEADY_KEY=$(random_key)
 SIM_KEY=sim_bench_key
 source bench/lib.sh
 

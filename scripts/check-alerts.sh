@@ -57,7 +57,8 @@ WK_PORT=$(free_port)
 SENT_PORT=$(free_port) # nothing listens there: sends fail with connect_error and retry
 DB=sent_gateway_check_alerts
 PREFIX=check-alerts:$(date +%s)
-KEY=check-alerts-key-0123456789
+source scripts/secrets.sh
+KEY=$(random_key)
 OUT=target/check-alerts
 mkdir -p "$OUT"
 
@@ -78,7 +79,7 @@ trap cleanup EXIT
 export APP_ENV=production LOG_LEVEL=info LOG_FORMAT=json \
   DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB REDIS_URL=redis://127.0.0.1:6379 \
   REDIS_PREFIX=$PREFIX API_KEYS=check:$KEY RATELIMIT_ENABLED=false \
-  SENT_DM_WEBHOOK_SECRET=whsec_Y2hlY2stYWxlcnRzLXdlYmhvb2stc2VjcmV0 \
+  SENT_DM_WEBHOOK_SECRET=$(random_whsec) \
   SENT_DM_API_KEY=check-alerts-unused SENT_BASE_URL=http://127.0.0.1:$SENT_PORT
 GATEWAY_BIND=127.0.0.1:$GW_PORT "$TARGET_DIR/$PROFILE/gateway" >"$OUT/gateway.log" 2>&1 &
 pids+=($!)

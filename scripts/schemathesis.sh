@@ -24,7 +24,8 @@ MAX_TIME=${MAX_TIME:-300}
 WORKERS=${WORKERS:-2}
 DB=sent_gateway_schemathesis
 PREFIX=schemathesis:$(date +%s)
-KEY=schemathesis-key-0123456789
+source scripts/secrets.sh
+KEY=$(random_key)
 VENV=target/schemathesis-venv
 OUT=target/schemathesis
 mkdir -p "$OUT"
@@ -53,8 +54,8 @@ trap cleanup EXIT
 APP_ENV=production LOG_LEVEL=info LOG_FORMAT=json GATEWAY_BIND=127.0.0.1:$PORT \
 DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB REDIS_URL=redis://127.0.0.1:6379 \
 REDIS_PREFIX=$PREFIX API_KEYS=schemathesis:$KEY RATELIMIT_ENABLED=false \
-SENT_DM_WEBHOOK_SECRET=whsec_c2NoZW1hdGhlc2lzLXdlYmhvb2stc2VjcmV0 \
-STRIPE_WEBHOOK_SECRET=whsec_schemathesis_stripe TELEGRAM_WEBHOOK_SECRET_TOKEN=schemathesis-telegram \
+SENT_DM_WEBHOOK_SECRET=$(random_whsec) \
+STRIPE_WEBHOOK_SECRET=$(random_key) TELEGRAM_WEBHOOK_SECRET_TOKEN=$(random_key) \
   "$TARGET_DIR/$PROFILE/gateway" >"$OUT/gateway.log" 2>&1 &
 gw_pid=$!
 for _ in $(seq 1 100); do

@@ -18,6 +18,43 @@ use crate::rate::Quota;
 /// integration's, for its legacy signatures.
 pub const TESTING_WEBHOOK_SECRET: &str = "test-webhook-secret";
 
+/// Secrets this repository publishes (README, compose, `.env.example`,
+/// scripts, docs, tests), which the production profile refuses: anyone can
+/// read them. `common/tests/published_secrets.rs` scans the repository and
+/// fails on one missing here.
+pub const PUBLISHED_SECRETS: &[&str] = &[
+    // scripts/dev.sh and sent-sim's development defaults
+    "dev-key-change-me",
+    "whsec_ZGV2LXNlY3JldC1vbmx5LWZvci1sb2NhbC11c2U=",
+    "whsec_c2VudC1zaW0tZGV2ZWxvcG1lbnQtb25seS1zZWNyZXQ=",
+    // the testing profile's default and the tests' Sent secrets
+    TESTING_WEBHOOK_SECRET,
+    "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8",
+    "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    "whsec_Xj9ewGkiVNnH+XXqBTTychKVCHtaU0UHbyVfbS9cJRQ=",
+    "whsec_Z3dsb2dzLWNhbGxiYWNrLXNlY3JldC0wMQ==",
+    "whsec_Z3dsb2dzLXdlYmhvb2stc2VjcmV0LTAxMjM0NTY3ODk=",
+    "whsec_bG9ncy10ZXN0LXdlYmhvb2stc2VjcmV0LTAxMjM0NTY=",
+    "whsec_bG9ncy1tYW5hZ2VkLWNhbGxiYWNrLXNlY3JldC0wMQ==",
+    "whsec_gwlogs_stripe_4b8f2a",
+    "whsec_logs_stripe_secret_91c3e7",
+    "whsec_someone_else",
+    "whsec_stripe_test_secret",
+    "whsec_AAEC",
+    "whsec_x",
+    "whsec_!!!",
+    "whsec_!!!!",
+    // the unit tests of this module
+    "justakey",
+    "key-aaaaaaaa",
+    "key-bbbbbbbb",
+    "supersecretkey",
+    // placeholders in the README and the runbook
+    "whsec_new",
+    "whsec_old",
+];
+
 /// Deployment profile, as in the original integration (`APP_ENV` or `FLASK_CONFIG`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
@@ -285,7 +322,13 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let env = Env { vars };
         let none = HashMap::new();
-        let env_of = |reads: bool| if reads { Env { vars } } else { Env { vars: &none } };
+        let env_of = |reads: bool| {
+            if reads {
+                Env { vars }
+            } else {
+                Env { vars: &none }
+            }
+        };
         let gateway_env = env_of(process != Process::Worker);
         let worker_env = env_of(process != Process::Gateway);
         let profile = match env.get("APP_ENV").or_else(|| env.get("FLASK_CONFIG")) {
@@ -365,13 +408,19 @@ impl Config {
         };
 
         let webhooks = WebhookConfig {
-            sent_secrets: gateway_env.list("SENT_DM_WEBHOOK_SECRET").map(Secret).collect(),
+            sent_secrets: gateway_env
+                .list("SENT_DM_WEBHOOK_SECRET")
+                .map(Secret)
+                .collect(),
             tolerance: gateway_env.seconds("WEBHOOK_TOLERANCE_SECS", 300)?,
             allow_legacy_signature: gateway_env.parse(
                 "WEBHOOK_ALLOW_LEGACY_SIGNATURE",
                 profile != Profile::Production,
             )?,
-            stripe_secrets: gateway_env.list("STRIPE_WEBHOOK_SECRET").map(Secret).collect(),
+            stripe_secrets: gateway_env
+                .list("STRIPE_WEBHOOK_SECRET")
+                .map(Secret)
+                .collect(),
             telegram_secret_tokens: env
                 .list("TELEGRAM_WEBHOOK_SECRET_TOKEN")
                 .map(Secret)
@@ -504,7 +553,9 @@ impl Config {
                 max: worker_env.seconds("CALLBACK_BACKOFF_MAX_SECS", 3600)?,
             },
             concurrency: worker_env.parse("CALLBACK_CONCURRENCY", 32)?,
-            poll_interval: Duration::from_millis(worker_env.parse("CALLBACK_POLL_INTERVAL_MS", 1000)?),
+            poll_interval: Duration::from_millis(
+                worker_env.parse("CALLBACK_POLL_INTERVAL_MS", 1000)?,
+            ),
             retention: worker_env.days("CALLBACK_RETENTION_DAYS", 30)?,
         };
         if callbacks.max_attempts == 0 || callbacks.concurrency == 0 {
@@ -544,6 +595,14 @@ impl Config {
             templates,
         };
 
+        if profile == Profile::Production {
+            refuse_in_production(
+                &env,
+                &api_keys,
+                (process != Process::Worker).then_some(&gateway),
+            )?;
+        }
+
         Ok(Config {
             profile,
             service_name: env.string("SERVICE_NAME", "sent-gateway"),
@@ -573,6 +632,102 @@ impl Config {
                     .into(),
         })
     }
+}
+
+/// Shortest bootstrap API key production accepts.
+pub const PRODUCTION_KEY_MIN_CHARS: usize = 32;
+/// Fewest key bytes of a `whsec_` secret production accepts.
+pub const PRODUCTION_WHSEC_MIN_BYTES: usize = 24;
+
+/// What production refuses, naming the variable: secrets anyone can read in
+/// this repository, keys short enough to guess, a `whsec_` secret of few
+/// bytes, every client trusted to name its own address, and the insecure
+/// switches unless `ACKNOWLEDGE_INSECURE` names them. The gateway's section
+/// is checked by the gateway only.
+fn refuse_in_production(
+    env: &Env,
+    api_keys: &[(String, Secret)],
+    gateway: Option<&GatewayConfig>,
+) -> Result<(), ConfigError> {
+    const GENERATE: &str = "generate one, e.g. `openssl rand -base64 32`";
+    let published = |secret: &Secret| PUBLISHED_SECRETS.contains(&secret.expose());
+    for (name, key) in api_keys {
+        if published(key) {
+            return Err(env.bad(
+                "API_KEYS",
+                format!("the key of '{name}' is published in this project's repository: {GENERATE}"),
+            ));
+        }
+        let chars = key.expose().chars().count();
+        if chars < PRODUCTION_KEY_MIN_CHARS {
+            return Err(env.bad(
+                "API_KEYS",
+                format!(
+                    "the key of '{name}' has {chars} characters; production needs at least \
+                     {PRODUCTION_KEY_MIN_CHARS}: {GENERATE}"
+                ),
+            ));
+        }
+    }
+    let Some(gateway) = gateway else {
+        return Ok(());
+    };
+    let webhooks = &gateway.webhooks;
+    for (var, secrets) in [
+        ("SENT_DM_WEBHOOK_SECRET", &webhooks.sent_secrets),
+        ("STRIPE_WEBHOOK_SECRET", &webhooks.stripe_secrets),
+        ("TELEGRAM_WEBHOOK_SECRET_TOKEN", &webhooks.telegram_secret_tokens),
+    ] {
+        if secrets.iter().any(published) {
+            return Err(env.bad(
+                var,
+                "holds a secret published in this project's repository: use the provider's".into(),
+            ));
+        }
+    }
+    for secret in &webhooks.sent_secrets {
+        let text = secret.expose();
+        let bytes = crate::signature::WebhookSecret::parse(text).map_or(0, |s| s.key_len());
+        if text.starts_with("whsec_") && bytes < PRODUCTION_WHSEC_MIN_BYTES {
+            return Err(env.bad(
+                "SENT_DM_WEBHOOK_SECRET",
+                format!(
+                    "a whsec_ secret of {bytes} bytes; production needs at least \
+                     {PRODUCTION_WHSEC_MIN_BYTES}"
+                ),
+            ));
+        }
+    }
+    let acknowledged: Vec<String> = env.list("ACKNOWLEDGE_INSECURE").collect();
+    for (var, on, risk) in [
+        (
+            "DASHBOARD_PUBLIC",
+            gateway.public_dashboard,
+            "anyone who reaches the gateway reads the status page",
+        ),
+        (
+            "WEBHOOK_ALLOW_LEGACY_SIGNATURE",
+            webhooks.allow_legacy_signature,
+            "webhooks are also accepted with the legacy signature, which has no timestamp, so a \
+             captured one can be replayed",
+        ),
+    ] {
+        if on && !acknowledged.iter().any(|a| a == var) {
+            return Err(env.bad(
+                var,
+                format!("is true in production: {risk}; set ACKNOWLEDGE_INSECURE={var} to accept that"),
+            ));
+        }
+    }
+    if gateway.trusted_proxies.iter().any(|n| n.prefix_len() == 0) {
+        return Err(env.bad(
+            "FORWARDED_ALLOW_IPS",
+            "trusts every address ('*'), so any client can name the address its rate limit \
+             counts: list your proxies"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 struct Env<'a> {
@@ -717,6 +872,67 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(err.var, "REDIS_URL");
+    }
+
+    /// A production configuration that passes every check; each case
+    /// changes one variable.
+    fn production(changes: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let key = "k".repeat(PRODUCTION_KEY_MIN_CHARS);
+        let whsec = crate::signature::WebhookSecret::generate().to_whsec_string();
+        let mut all = vars(&[
+            ("APP_ENV", "production"),
+            ("DATABASE_URL", "postgres://x/y"),
+            ("REDIS_URL", "redis://x"),
+            ("API_KEYS", &format!("ops:{key}")),
+            ("SENT_DM_WEBHOOK_SECRET", &whsec),
+        ]);
+        all.extend(vars(changes));
+        Config::from_map(&all)
+    }
+
+    #[test]
+    fn production_refuses_published_short_and_insecure_settings() {
+        assert!(production(&[]).is_ok());
+        let published_key = format!("ops:{}", "dev-key-change-me");
+        let short_key = format!("ops:{}", "k".repeat(PRODUCTION_KEY_MIN_CHARS - 1));
+        let short_whsec = format!("whsec_{}", "AAAA".repeat(5)); // 15 bytes
+        for (var, value) in [
+            ("API_KEYS", published_key.as_str()),
+            ("API_KEYS", short_key.as_str()),
+            ("SENT_DM_WEBHOOK_SECRET", PUBLISHED_SECRETS[1]),
+            ("SENT_DM_WEBHOOK_SECRET", short_whsec.as_str()),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_stripe_test_secret"),
+            ("DASHBOARD_PUBLIC", "true"),
+            ("WEBHOOK_ALLOW_LEGACY_SIGNATURE", "true"),
+            ("FORWARDED_ALLOW_IPS", "*"),
+            ("FORWARDED_ALLOW_IPS", "::/0"),
+        ] {
+            let err = production(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, var, "{var}={value}: {err}");
+        }
+        // The insecure switches run when acknowledged by name.
+        assert!(
+            production(&[
+                ("DASHBOARD_PUBLIC", "true"),
+                ("WEBHOOK_ALLOW_LEGACY_SIGNATURE", "true"),
+                (
+                    "ACKNOWLEDGE_INSECURE",
+                    "DASHBOARD_PUBLIC,WEBHOOK_ALLOW_LEGACY_SIGNATURE"
+                ),
+            ])
+            .is_ok()
+        );
+        // The gateway's secrets are the gateway's to refuse.
+        let mut worker = vars(&[("SENT_DM_WEBHOOK_SECRET", "whsec_x")]);
+        worker.extend(vars(&[
+            ("APP_ENV", "production"),
+            ("DATABASE_URL", "postgres://x/y"),
+            ("REDIS_URL", "redis://x"),
+        ]));
+        assert!(Config::from_map_for(&worker, Process::Worker).is_ok());
+        assert!(Config::from_map_for(&worker, Process::Gateway).is_err());
+        // Development takes the published development defaults.
+        assert!(Config::from_map(&vars(&[("API_KEYS", "dev:dev-key-change-me")])).is_ok());
     }
 
     #[test]

@@ -50,6 +50,11 @@ impl WebhookSecret {
         Ok(WebhookSecret { key })
     }
 
+    /// Bytes of the HMAC key.
+    pub fn key_len(&self) -> usize {
+        self.key.len()
+    }
+
     /// A new random 32-byte secret.
     pub fn generate() -> WebhookSecret {
         WebhookSecret {

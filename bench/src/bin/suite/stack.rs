@@ -10,11 +10,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-pub const API_KEY: &str = "suite-key-0123456789";
+/// The stack runs in the production profile, which refuses any secret
+/// published in the repository: the key and the webhook secret are made
+/// for the run.
+pub static API_KEY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("suite-{}{}", ulid::Ulid::generate(), ulid::Ulid::generate())
+});
 pub const CLIENT: &str = "suite";
 const SIM_KEY: &str = "sim_suite_key";
 /// The sim's signing secret, which the gateway checks.
-pub const WEBHOOK_SECRET: &str = sent_sim::DEV_WEBHOOK_SECRET;
+pub static WEBHOOK_SECRET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| common::signature::WebhookSecret::generate().to_whsec_string());
 
 /// What a stack is made of.
 #[derive(Debug, Clone)]
@@ -177,7 +183,7 @@ impl Stack {
                         "SENT_SIM_WEBHOOK_URL",
                         &format!("{gateway_url}/webhooks/sent"),
                     ),
-                    ("SENT_SIM_WEBHOOK_SECRET", WEBHOOK_SECRET),
+                    ("SENT_SIM_WEBHOOK_SECRET", WEBHOOK_SECRET.as_str()),
                     // Sent retries a failed webhook for about a day; the suite's
                     // clock runs faster so an outage is caught up within the run.
                     ("SENT_SIM_WEBHOOK_RETRY_BASE_MS", "250"),
@@ -199,11 +205,11 @@ impl Stack {
             ("REDIS_URL", redis_url.as_str()),
             ("REDIS_PREFIX", prefix.as_str()),
             ("GATEWAY_BIND", &format!("127.0.0.1:{gateway_port}")),
-            ("API_KEYS", &format!("{CLIENT}:{API_KEY}")),
+            ("API_KEYS", &format!("{CLIENT}:{}", *API_KEY)),
             ("RATELIMIT_ENABLED", "false"),
             ("SENT_BASE_URL", sim_url.as_str()),
             ("SENT_DM_API_KEY", SIM_KEY),
-            ("SENT_DM_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            ("SENT_DM_WEBHOOK_SECRET", WEBHOOK_SECRET.as_str()),
             ("SENT_TIMEOUT_SECS", "5"),
             ("WORKER_METRICS_BIND", "127.0.0.1:0"),
             // Faster clocks than production's, so that every recovery path

@@ -280,7 +280,7 @@ impl Traffic {
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.http
             .post(format!("{}{path}", self.base))
-            .bearer_auth(API_KEY)
+            .bearer_auth(API_KEY.as_str())
     }
 
     async fn send(&self, sequence: u64) -> Option<u16> {
@@ -334,7 +334,7 @@ impl Traffic {
         let response = self
             .http
             .get(format!("{}/api/messages/{id}", self.base))
-            .bearer_auth(API_KEY)
+            .bearer_auth(API_KEY.as_str())
             .send()
             .await
             .ok()?;
@@ -364,7 +364,7 @@ impl Traffic {
                         "outbound_number": "+14155550123", "updated_at": now.to_rfc3339()}
         }))
         .expect("JSON serializes");
-        let secret = common::signature::WebhookSecret::parse(WEBHOOK_SECRET)
+        let secret = common::signature::WebhookSecret::parse(&WEBHOOK_SECRET)
             .expect("the sim's secret parses");
         let (endpoint, timestamp) = ("suite-endpoint", now.timestamp().to_string());
         let signature = common::signature::sign(&secret, endpoint, &timestamp, &body);
