@@ -12,6 +12,7 @@ use ipnet::IpNet;
 
 use crate::backoff::Backoff;
 use crate::domain::TemplateRef;
+use crate::outbound::OutboundPolicy;
 use crate::rate::Quota;
 
 /// The testing profile's Sent webhook secret when none is set: the original
@@ -257,6 +258,10 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub inbox: InboxConfig,
     pub callbacks: CallbackConfig,
+    /// Where status callbacks may go: public addresses, plus the networks of
+    /// `CALLBACK_ALLOW_PRIVATE_NETWORKS`. Shared: the gateway checks
+    /// `callback_url` hosts against it, the worker every address it connects to.
+    pub callback_policy: OutboundPolicy,
 }
 
 /// The gateway's own settings. A worker does not read them, so a bad one
@@ -567,6 +572,20 @@ impl Config {
             return Err(worker_env.bad(var, "must be at least 1".into()));
         }
 
+        // Comma-separated CIDRs (or addresses); no `*`: allowing every
+        // address must be spelled out (`0.0.0.0/0,::/0`).
+        let callback_policy = if env
+            .list("CALLBACK_ALLOW_PRIVATE_NETWORKS")
+            .any(|n| n == "*")
+        {
+            return Err(env.bad(
+                "CALLBACK_ALLOW_PRIVATE_NETWORKS",
+                "'*' is not taken here: list the private networks callbacks may reach".into(),
+            ));
+        } else {
+            OutboundPolicy::new(env.networks("CALLBACK_ALLOW_PRIVATE_NETWORKS")?)
+        };
+
         let api_keys = env
             .list("API_KEYS")
             .map(|pair| match pair.split_once(':') {
@@ -620,6 +639,7 @@ impl Config {
             worker,
             inbox,
             callbacks,
+            callback_policy,
         })
     }
 
@@ -655,7 +675,9 @@ fn refuse_in_production(
         if published(key) {
             return Err(env.bad(
                 "API_KEYS",
-                format!("the key of '{name}' is published in this project's repository: {GENERATE}"),
+                format!(
+                    "the key of '{name}' is published in this project's repository: {GENERATE}"
+                ),
             ));
         }
         let chars = key.expose().chars().count();
@@ -676,7 +698,10 @@ fn refuse_in_production(
     for (var, secrets) in [
         ("SENT_DM_WEBHOOK_SECRET", &webhooks.sent_secrets),
         ("STRIPE_WEBHOOK_SECRET", &webhooks.stripe_secrets),
-        ("TELEGRAM_WEBHOOK_SECRET_TOKEN", &webhooks.telegram_secret_tokens),
+        (
+            "TELEGRAM_WEBHOOK_SECRET_TOKEN",
+            &webhooks.telegram_secret_tokens,
+        ),
     ] {
         if secrets.iter().any(published) {
             return Err(env.bad(
@@ -715,7 +740,9 @@ fn refuse_in_production(
         if on && !acknowledged.iter().any(|a| a == var) {
             return Err(env.bad(
                 var,
-                format!("is true in production: {risk}; set ACKNOWLEDGE_INSECURE={var} to accept that"),
+                format!(
+                    "is true in production: {risk}; set ACKNOWLEDGE_INSECURE={var} to accept that"
+                ),
             ));
         }
     }
@@ -991,6 +1018,34 @@ mod tests {
         for process in [Process::Gateway, Process::Worker] {
             let err = Config::from_map_for(&shared, process).unwrap_err();
             assert_eq!(err.var, "DATABASE_MAX_CONNECTIONS");
+        }
+    }
+
+    #[test]
+    fn callback_allow_list_is_shared_and_named_when_bad() {
+        let allowed = |process, value| {
+            Config::from_map_for(
+                &vars(&[("CALLBACK_ALLOW_PRIVATE_NETWORKS", value)]),
+                process,
+            )
+            .map(|c| {
+                c.callback_policy
+                    .allowed_networks()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert!(allowed(Process::Both, "").unwrap().is_empty());
+        for process in [Process::Gateway, Process::Worker] {
+            assert_eq!(
+                allowed(process, "127.0.0.0/8, ::1/128,10.0.0.5").unwrap(),
+                ["127.0.0.0/8", "::1/128", "10.0.0.5/32"]
+            );
+            for bad in ["10.0.0.0/33", "intranet", "*"] {
+                let err = allowed(process, bad).unwrap_err();
+                assert_eq!(err.var, "CALLBACK_ALLOW_PRIVATE_NETWORKS", "{err}");
+            }
         }
     }
 

@@ -9,6 +9,7 @@ pub mod group_commit;
 #[cfg(feature = "http-server")]
 pub mod http_server;
 pub mod metrics;
+pub mod outbound;
 pub mod queue;
 pub mod rate;
 pub mod sent;

@@ -128,7 +128,7 @@ fn describe() {
     describe_counter!(
         CALLBACKS,
         Unit::Count,
-        "Status callback attempts to clients (count of attempts), by client (API key name) and outcome (delivered, retrying, given_up)."
+        "Status callback attempts to clients (count of attempts), by client (API key name) and outcome (delivered, retrying, given_up, refused: the callback_url reaches no allowed address, not retried)."
     );
     describe_gauge!(
         GATEWAY_POSTGRES_POOL,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use common::domain::{Channel, PhoneNumber, TEMPLATE_FIELD_MAX, TemplateRef};
+use common::outbound::OutboundPolicy;
 use serde_json::{Map, Value};
 
 use crate::error::FieldErrors;
@@ -188,10 +189,12 @@ impl<'a> Fields<'a> {
     }
 }
 
-pub struct SendRules {
+pub struct SendRules<'a> {
     pub allow_http_callbacks: bool,
     /// `TEXT_MAX_CHARS`.
     pub text_max_chars: usize,
+    /// Which `callback_url` hosts are refused (`CALLBACK_ALLOW_PRIVATE_NETWORKS`).
+    pub callback_policy: &'a OutboundPolicy,
 }
 
 const SEND_FIELDS: &[&str] = &[
@@ -210,7 +213,7 @@ const SEND_FIELDS: &[&str] = &[
 
 pub fn send_request(
     object: &Map<String, Value>,
-    rules: &SendRules,
+    rules: &SendRules<'_>,
     now: DateTime<Utc>,
 ) -> Result<SendRequest, FieldErrors> {
     let mut f = Fields::new(object, SEND_FIELDS);
@@ -381,14 +384,30 @@ fn scheduled_at(f: &mut Fields<'_>, now: DateTime<Utc>) -> Option<DateTime<Utc>>
     }
 }
 
-fn callback_url(f: &mut Fields<'_>, rules: &SendRules) -> Option<String> {
+/// Said of a `callback_url` whose host is a private, loopback, link-local
+/// (or otherwise non-public) address, or `localhost`.
+pub const CALLBACK_NOT_PUBLIC: &str =
+    "Must not point at a private, loopback or link-local address.";
+
+/// An http(s) URL whose host is not refused by the callback policy. A
+/// literal address is judged as the `url` crate reads it (`2130706433`,
+/// `0x7f.1` and `[::ffff:127.0.0.1]` are all 127.0.0.1); names other than
+/// `localhost` are not resolved here, but by the worker on every delivery.
+fn callback_url(f: &mut Fields<'_>, rules: &SendRules<'_>) -> Option<String> {
     let raw = f.string("callback_url", false, Some(URL_MAX_CHARS))?;
-    match url::Url::parse(&raw) {
-        Ok(u) if u.scheme() == "https" && u.host().is_some() => Some(raw),
-        Ok(u) if u.scheme() == "http" && u.host().is_some() && rules.allow_http_callbacks => {
-            Some(raw)
-        }
-        _ => {
+    let parsed = url::Url::parse(&raw).ok().filter(|u| {
+        u.host().is_some()
+            && (u.scheme() == "https" || (u.scheme() == "http" && rules.allow_http_callbacks))
+    });
+    match parsed {
+        Some(u) => match u.host() {
+            Some(host) if rules.callback_policy.check_host(&host).is_err() => {
+                f.error("callback_url", CALLBACK_NOT_PUBLIC);
+                None
+            }
+            _ => Some(raw),
+        },
+        None => {
             f.error(
                 "callback_url",
                 if rules.allow_http_callbacks {
@@ -408,14 +427,90 @@ mod tests {
     use serde_json::json;
 
     fn validate(body: Value) -> Result<SendRequest, FieldErrors> {
+        validate_with(body, &OutboundPolicy::default(), false)
+    }
+
+    fn validate_with(
+        body: Value,
+        callback_policy: &OutboundPolicy,
+        allow_http_callbacks: bool,
+    ) -> Result<SendRequest, FieldErrors> {
         send_request(
             body.as_object().unwrap(),
             &SendRules {
-                allow_http_callbacks: false,
+                allow_http_callbacks,
                 text_max_chars: 1600,
+                callback_policy,
             },
             Utc::now(),
         )
+    }
+
+    #[test]
+    fn callback_urls_must_not_point_inside_the_network() {
+        let with_callback = |url: &str, policy: &OutboundPolicy| {
+            validate_with(
+                json!({"phone_number": "+14155550123", "template_name": "t", "callback_url": url}),
+                policy,
+                true,
+            )
+        };
+        let none = OutboundPolicy::default();
+        for url in [
+            "http://127.0.0.1:9/x",
+            "https://127.0.0.1/x",
+            "http://[::1]/",
+            "http://169.254.169.254/latest",
+            "http://10.0.0.1/",
+            "http://192.168.1.1/",
+            "http://172.16.0.1/",
+            "http://100.64.0.1/",
+            "http://0.0.0.0/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[::ffff:a9fe:a9fe]/",
+            "http://[fd00::1]/",
+            "http://[fe80::1]/",
+            "http://2130706433/",
+            "http://0x7f.1/",
+            "http://0177.0.0.1/",
+            "http://localhost/",
+            "http://LOCALHOST:8080/",
+            "http://api.localhost/",
+            "http://localhost./",
+        ] {
+            let errors = with_callback(url, &none).unwrap_err();
+            assert_eq!(errors["callback_url"], [CALLBACK_NOT_PUBLIC], "{url}");
+        }
+        for url in [
+            "https://client.example/hook",
+            "https://8.8.8.8/hook",
+            "http://[2606:4700:4700::1111]/",
+            // Names are resolved at delivery, not here.
+            "https://internal.corp.example/hook",
+        ] {
+            assert!(with_callback(url, &none).is_ok(), "{url}");
+        }
+        let loopback = OutboundPolicy::new(vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "::1/128".parse().unwrap(),
+        ]);
+        for url in [
+            "http://127.0.0.1:9/x",
+            "http://[::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://localhost/",
+            "http://2130706433/",
+        ] {
+            assert!(with_callback(url, &loopback).is_ok(), "{url}");
+        }
+        let errors = with_callback("http://169.254.169.254/latest", &loopback).unwrap_err();
+        assert_eq!(errors["callback_url"], [CALLBACK_NOT_PUBLIC]);
+        // Without http, the scheme is what is wrong.
+        let errors = validate(
+            json!({"phone_number": "+14155550123", "template_name": "t", "callback_url": "http://10.0.0.1/"}),
+        )
+        .unwrap_err();
+        assert_eq!(errors["callback_url"], ["Not a valid https URL."]);
     }
 
     #[test]

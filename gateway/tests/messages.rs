@@ -50,6 +50,81 @@ async fn send_message_invalid_phone_is_400_naming_the_field() {
     assert!(app.queued_jobs().await.is_empty());
 }
 
+/// A `callback_url` whose host is inside the network (as an address in any
+/// spelling, or `localhost`) would make the workers POST there: 400, unless
+/// the operator allows that network (`CALLBACK_ALLOW_PRIVATE_NETWORKS`).
+#[tokio::test]
+async fn callback_urls_inside_the_network_are_refused_unless_allowed() {
+    let inside = [
+        "http://127.0.0.1:9/x",
+        "http://[::1]/",
+        "http://169.254.169.254/latest",
+        "http://10.0.0.1/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://localhost/",
+        "http://2130706433/",
+        "http://0x7f.1/",
+    ];
+    let with_callback = |url: &str| {
+        let mut body = send_body();
+        body["callback_url"] = json!(url);
+        body
+    };
+    let app = TestApp::spawn(&[]).await;
+    for url in inside {
+        let (status, _, body) = app
+            .post_json("/api/messages/send", &with_callback(url))
+            .await;
+        assert_eq!(status, 400, "{url}: {body}");
+        assert_eq!(body["code"], "validation_error");
+        assert_eq!(
+            body["messages"]["callback_url"],
+            json!(["Must not point at a private, loopback or link-local address."]),
+            "{url}"
+        );
+    }
+    // In a batch, the item is refused, naming the field.
+    let (status, _, body) = app
+        .post_json(
+            "/api/messages/batch",
+            &json!({"messages": [with_callback("http://169.254.169.254/latest"), send_body()]}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        body["results"][0]["messages"]["callback_url"].is_array(),
+        "{body}"
+    );
+    assert_eq!(body["results"][1]["status"], "queued");
+    // A public name is not resolved here (the worker checks it on delivery).
+    let (status, _, body) = app
+        .post_json(
+            "/api/messages/send",
+            &with_callback("https://client.example/hook"),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(app.queued_jobs().await.len(), 2);
+
+    let allowed = TestApp::spawn(&[(
+        "CALLBACK_ALLOW_PRIVATE_NETWORKS",
+        "127.0.0.0/8,::1/128,169.254.169.254/32,10.0.0.0/8",
+    )])
+    .await;
+    for url in inside {
+        let (status, _, body) = allowed
+            .post_json("/api/messages/send", &with_callback(url))
+            .await;
+        assert_eq!(status, 202, "{url}: {body}");
+    }
+    // Only what is listed: 192.168/16 is not.
+    let (status, _, body) = allowed
+        .post_json("/api/messages/send", &with_callback("http://192.168.1.1/"))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["messages"]["callback_url"].is_array());
+}
+
 #[tokio::test]
 async fn send_message_missing_fields_is_400() {
     let app = TestApp::spawn(&[]).await;

@@ -27,6 +27,22 @@
 //! `webhook-signature: v1,<base64 HMAC-SHA256(key, id + "." + timestamp + "." + body)>`.
 //! Any 2xx within `CALLBACK_TIMEOUT_SECS` is success; redirects are not followed.
 //!
+//! # Where callbacks may go
+//!
+//! Only to public addresses, plus the networks of
+//! `CALLBACK_ALLOW_PRIVATE_NETWORKS` ([`OutboundPolicy`]): a `callback_url`
+//! is the client's, and the worker calls it from inside our network. The
+//! gateway refuses literal private addresses at accept time, but a name can
+//! resolve anywhere, and differently on each lookup (DNS rebinding). So the
+//! client resolves names with [`CheckedResolver`], which drops every address
+//! the policy refuses: reqwest connects to exactly the addresses that were
+//! checked, with no second lookup in between. A literal address never
+//! reaches a resolver, so it is checked before the request; no proxy is used
+//! (a proxy would resolve the name itself) and no redirect is followed (its
+//! target would not be checked). A refused callback is not retried: the
+//! answer would be the same (a rebinding name may resolve elsewhere later,
+//! which is the point of refusing it), and the attempt records why.
+//!
 //! # The signing secret
 //!
 //! Per API key. A managed key (`gateway keys create`) has its own random
@@ -38,12 +54,14 @@
 //! `printf %s callback-signing | openssl dgst -sha256 -hmac "$API_KEY" -binary`.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::config::Config;
 use common::domain::api_time;
+use common::outbound::{self, OutboundPolicy};
 use common::signature::{WebhookSecret, headers, sign};
 use common::store::{CallbackAttempt, CallbackDelivery, CallbackNext, Store};
 use hmac::{Hmac, Mac};
@@ -83,15 +101,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let settings = &config.callbacks;
-    let client = reqwest::Client::builder()
-        .timeout(settings.timeout)
-        .connect_timeout(settings.timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!(
-            "sent-gateway-callbacks/",
-            env!("CARGO_PKG_VERSION")
-        ))
-        .build()?;
+    let client = client(settings.timeout, &config.callback_policy)?;
     let secrets = Arc::new(Secrets::new(&config, store.clone()));
     // A claim outlives the longest attempt, so it never lapses mid-call.
     let lease = settings.timeout * 2 + Duration::from_secs(30);
@@ -142,6 +152,105 @@ pub async fn run(
     Ok(())
 }
 
+/// The HTTP client of callbacks: names resolved by [`CheckedResolver`], no
+/// proxy, no redirects (see the module docs).
+fn client(timeout: Duration, policy: &OutboundPolicy) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(CheckedResolver {
+            policy: Arc::new(policy.clone()),
+        }))
+        .user_agent(concat!(
+            "sent-gateway-callbacks/",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .build()
+}
+
+/// Resolves a callback host and keeps only the addresses the policy allows;
+/// fails with [`Refused`] when none is left.
+struct CheckedResolver {
+    policy: Arc<OutboundPolicy>,
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            // Port 0: reqwest puts the URL's port on every address.
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let (allowed, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = resolved
+                .into_iter()
+                .partition(|address| policy.allows(address.ip()));
+            if allowed.is_empty() {
+                let refused = refused.iter().map(SocketAddr::ip).collect();
+                return Err(Box::new(Refused::Resolved(refused)) as _);
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// A callback the policy does not let out, and the addresses that were refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Refused {
+    /// The URL's host is an address that is refused.
+    Address(IpAddr),
+    /// The URL's host is a name, and every address it resolves to is refused.
+    Resolved(Vec<IpAddr>),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Address(ip) => {
+                write!(
+                    f,
+                    "refused: callback_url points at a non-global address ({ip})"
+                )
+            }
+            Refused::Resolved(ips) => {
+                let ips: Vec<String> = ips.iter().map(ToString::to_string).collect();
+                let list = if ips.is_empty() {
+                    "none".to_owned()
+                } else {
+                    ips.join(", ")
+                };
+                write!(
+                    f,
+                    "refused: callback_url resolves only to non-global addresses ({list})"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// A literal address in `url` that the policy refuses (names are checked by
+/// [`CheckedResolver`]).
+fn refused_literal(policy: &OutboundPolicy, url: &str) -> Option<Refused> {
+    let url = reqwest::Url::parse(url).ok()?;
+    let ip = outbound::host_address(&url.host()?)?;
+    (!policy.allows(ip)).then_some(Refused::Address(ip))
+}
+
+/// What one attempt came to.
+#[derive(Debug)]
+enum Outcome {
+    /// A 2xx.
+    Delivered(u16),
+    /// Anything else: the status code if there was an answer, and why.
+    Failed(Option<u16>, String),
+    /// Not sent: the URL reaches no allowed address.
+    Refused(Refused),
+}
+
 /// The JSON body of a callback.
 pub fn payload(delivery: &CallbackDelivery) -> Value {
     let mut body = Map::new();
@@ -181,44 +290,64 @@ async fn deliver(
 ) {
     let started_at = Utc::now();
     let clock = Instant::now();
-    let (status_code, error) = match secrets.for_client(&delivery.client).await {
-        Ok(Some(secret)) => post(client, &secret, &delivery).await,
-        Ok(None) => (
-            None,
-            Some(format!(
-                "no callback signing secret for API key '{}'",
-                delivery.client
-            )),
-        ),
-        Err(e) => (
-            None,
-            Some(format!("could not read the callback secret: {e}")),
-        ),
+    let result = match refused_literal(&config.callback_policy, &delivery.url) {
+        Some(refused) => Outcome::Refused(refused),
+        None => match secrets.for_client(&delivery.client).await {
+            Ok(Some(secret)) => post(client, &secret, &delivery).await,
+            Ok(None) => Outcome::Failed(
+                None,
+                format!(
+                    "no callback signing secret for API key '{}'",
+                    delivery.client
+                ),
+            ),
+            Err(e) => Outcome::Failed(None, format!("could not read the callback secret: {e}")),
+        },
     };
     let duration = clock.elapsed();
     let settings = &config.callbacks;
-    let next = if error.is_none() {
-        CallbackNext::Delivered
-    } else if delivery.attempts as u32 >= settings.max_attempts {
-        CallbackNext::GiveUp
-    } else {
-        let delay = settings
-            .backoff
-            .spread(delivery.attempts as u32, &mut rand::rng());
-        CallbackNext::RetryAt(
-            Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1)),
-        )
+    let (status_code, error) = match &result {
+        Outcome::Delivered(code) => (Some(*code), None),
+        Outcome::Failed(code, error) => (*code, Some(error.clone())),
+        Outcome::Refused(refused) => (None, Some(truncate(refused.to_string()))),
     };
-    let outcome = match next {
-        CallbackNext::Delivered => "delivered",
-        CallbackNext::RetryAt(_) => "retrying",
-        CallbackNext::GiveUp => "given_up",
+    let next = match &result {
+        Outcome::Delivered(_) => CallbackNext::Delivered,
+        // The same URL would be refused again: no retry.
+        Outcome::Refused(_) => CallbackNext::GiveUp,
+        Outcome::Failed(..) if delivery.attempts as u32 >= settings.max_attempts => {
+            CallbackNext::GiveUp
+        }
+        Outcome::Failed(..) => {
+            let delay = settings
+                .backoff
+                .spread(delivery.attempts as u32, &mut rand::rng());
+            CallbackNext::RetryAt(
+                Utc::now()
+                    + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1)),
+            )
+        }
+    };
+    let outcome = match (&result, &next) {
+        (Outcome::Refused(_), _) => "refused",
+        (_, CallbackNext::Delivered) => "delivered",
+        (_, CallbackNext::RetryAt(_)) => "retrying",
+        (_, CallbackNext::GiveUp) => "given_up",
     };
     // By API key name (few): the alert says whose endpoint is failing.
     metrics::counter!(common::metrics::CALLBACKS, "client" => delivery.client.clone(), "outcome" => outcome)
         .increment(1);
     let (id, webhook_id, message_id) = (delivery.id, &delivery.webhook_id, &delivery.message_id);
     match (&next, &error) {
+        // The reason names the refused addresses, never the URL (which may
+        // carry a token).
+        _ if matches!(result, Outcome::Refused(_)) => tracing::warn!(
+            message_id,
+            webhook_id,
+            attempt = delivery.attempts,
+            error,
+            "status callback refused: its URL reaches no allowed address; not retried"
+        ),
         (CallbackNext::Delivered, _) => tracing::debug!(
             message_id, webhook_id, status = %delivery.status, attempt = delivery.attempts,
             ms = duration.as_millis() as u64, "status callback delivered"
@@ -250,15 +379,15 @@ async fn deliver(
     }
 }
 
-/// The POST itself: `(HTTP status, error)`, the error `None` on a 2xx.
+/// The POST itself.
 async fn post(
     client: &reqwest::Client,
     secret: &WebhookSecret,
     delivery: &CallbackDelivery,
-) -> (Option<u16>, Option<String>) {
+) -> Outcome {
     let body = match serde_json::to_vec(&payload(delivery)) {
         Ok(body) => body,
-        Err(e) => return (None, Some(format!("could not encode the body: {e}"))),
+        Err(e) => return Outcome::Failed(None, format!("could not encode the body: {e}")),
     };
     let timestamp = Utc::now().timestamp().to_string();
     let signature = sign(secret, &delivery.webhook_id, &timestamp, &body);
@@ -272,14 +401,31 @@ async fn post(
         .send()
         .await;
     match sent {
-        Ok(response) if response.status().is_success() => (Some(response.status().as_u16()), None),
+        Ok(response) if response.status().is_success() => {
+            Outcome::Delivered(response.status().as_u16())
+        }
         Ok(response) => {
             let status = response.status();
-            (Some(status.as_u16()), Some(format!("HTTP {status}")))
+            Outcome::Failed(Some(status.as_u16()), format!("HTTP {status}"))
         }
-        // Without the URL: it is the client's and may carry a token.
-        Err(e) => (None, Some(truncate(describe(&e.without_url())))),
+        Err(e) => match refusal(&e) {
+            Some(refused) => Outcome::Refused(refused),
+            // Without the URL: it is the client's and may carry a token.
+            None => Outcome::Failed(None, truncate(describe(&e.without_url()))),
+        },
     }
+}
+
+/// The [`Refused`] of [`CheckedResolver`] among the error's causes.
+fn refusal(error: &reqwest::Error) -> Option<Refused> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if let Some(refused) = error.downcast_ref::<Refused>() {
+            return Some(refused.clone());
+        }
+        cause = error.source();
+    }
+    None
 }
 
 fn describe(error: &reqwest::Error) -> String {
@@ -400,6 +546,55 @@ mod tests {
                    "previous_status": "sent", "at": "2026-01-01T00:00:00.000Z", "metadata": {"order": "A-17"},
                    "error_code": "DELIVERY_007", "error": "unreachable"})
         );
+    }
+
+    #[test]
+    fn literal_addresses_are_checked_before_any_request() {
+        let none = OutboundPolicy::default();
+        for (url, ip) in [
+            ("http://127.0.0.1:9/x", "127.0.0.1"),
+            ("http://[::1]/", "::1"),
+            ("http://169.254.169.254/latest", "169.254.169.254"),
+            ("http://2130706433/", "127.0.0.1"),
+            ("http://[::ffff:10.0.0.5]/", "::ffff:10.0.0.5"),
+        ] {
+            assert_eq!(
+                refused_literal(&none, url),
+                Some(Refused::Address(ip.parse().unwrap())),
+                "{url}"
+            );
+        }
+        // Names go to the resolver; public and allowed addresses pass.
+        for url in ["http://localhost/", "https://8.8.8.8/", "not a url"] {
+            assert_eq!(refused_literal(&none, url), None, "{url}");
+        }
+        let loopback = OutboundPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        assert_eq!(refused_literal(&loopback, "http://127.0.0.1:9/x"), None);
+        assert_eq!(
+            Refused::Resolved(vec!["10.0.0.5".parse().unwrap()]).to_string(),
+            "refused: callback_url resolves only to non-global addresses (10.0.0.5)"
+        );
+    }
+
+    /// The resolver's refusal comes back through reqwest's error, so the
+    /// attempt can say why (and not be retried).
+    #[tokio::test]
+    async fn names_resolving_to_refused_addresses_are_not_connected_to() {
+        let client = client(Duration::from_secs(5), &OutboundPolicy::default()).unwrap();
+        let error = client
+            .post("http://localhost:9/hook")
+            .send()
+            .await
+            .unwrap_err();
+        match refusal(&error) {
+            Some(Refused::Resolved(ips)) => {
+                assert!(
+                    !ips.is_empty() && ips.iter().all(|ip| ip.is_loopback()),
+                    "{ips:?}"
+                )
+            }
+            other => panic!("expected a refusal, got {other:?} from {error:?}"),
+        }
     }
 
     #[test]

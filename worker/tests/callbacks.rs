@@ -16,6 +16,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::Utc;
 use common::domain::{EventSource, MessageStatus};
+use common::outbound::OutboundPolicy;
 use common::store::{NewApiKey, StatusChange};
 use hmac::{Hmac, Mac};
 use inbox_support::*;
@@ -331,7 +332,10 @@ async fn callbacks_of_one_message_arrive_in_order() {
         assert!(
             stack
                 .store()
-                .change_status(id.parse().unwrap(), &StatusChange::new(status, EventSource::Sent))
+                .change_status(
+                    id.parse().unwrap(),
+                    &StatusChange::new(status, EventSource::Sent)
+                )
                 .await
                 .unwrap()
         );
@@ -458,4 +462,105 @@ async fn concurrent_changes_queue_a_consistent_chain_of_callbacks() {
     }
     assert_eq!(rows.last().unwrap().status, "read");
     assert_eq!(stack.message(&id).await.status, MessageStatus::Read);
+}
+
+/// The callback sender with `stack`'s settings but no private network
+/// allowed: the gateway (with the allow list) accepted the URL, but this
+/// worker's operator allows nothing.
+fn start_callbacks_allowing_nothing(stack: &Stack) {
+    let mut config = (*stack.config).clone();
+    config.callback_policy = OutboundPolicy::default();
+    tokio::spawn(worker::callbacks::run(
+        stack.store().clone(),
+        Arc::new(config),
+        stack.shutdown.clone(),
+    ));
+}
+
+/// Waits for the message's first callback to be finished, then checks it
+/// stays so (no retry is coming: the backoff here is 20 ms).
+async fn finished_callback(stack: &Stack, id: &str) -> common::store::CallbackRecord {
+    let row = eventually("the callback to be finished", || async {
+        let rows = stack
+            .store()
+            .callbacks_for_message(id.parse().unwrap())
+            .await
+            .unwrap();
+        rows.into_iter().next().filter(|r| r.state != "pending")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let again = stack
+        .store()
+        .callbacks_for_message(id.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(again[0].attempts, row.attempts, "not retried");
+    row
+}
+
+/// A name that resolves to a loopback address (here `localhost`, through
+/// /etc/hosts) is refused when the worker resolves it: nothing is sent, the
+/// reason is recorded on the attempt, and it is not retried.
+#[tokio::test]
+async fn names_resolving_inside_the_network_are_refused_at_delivery() {
+    let stack = Stack::start(&[]).await;
+    let (receiver, url) = Receiver::start(&[]).await;
+    let by_name = url.replace("127.0.0.1", "localhost");
+    start_callbacks_allowing_nothing(&stack);
+    let id = stack.submit(API_KEY, Some(&by_name)).await;
+    stack.accept(&id, &["sent-by-name"]).await;
+
+    let row = finished_callback(&stack, &id).await;
+    assert_eq!((row.state.as_str(), row.attempts), ("failed", 1));
+    let attempts = stack.store().callback_attempts(row.id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].status_code, None);
+    let error = attempts[0].error.as_deref().unwrap();
+    assert!(
+        error.starts_with("refused: callback_url resolves only to non-global addresses (")
+            && error.contains("127.0.0.1"),
+        "{error}"
+    );
+    assert!(!error.contains("localhost"), "no URL in the error: {error}");
+    assert!(
+        receiver.requests().is_empty(),
+        "nothing reached the receiver"
+    );
+}
+
+/// A literal address never reaches a resolver: it is checked before the
+/// request, with the same outcome.
+#[tokio::test]
+async fn literal_addresses_inside_the_network_are_refused_at_delivery() {
+    let stack = Stack::start(&[]).await;
+    let (receiver, url) = Receiver::start(&[]).await;
+    start_callbacks_allowing_nothing(&stack);
+    let id = stack.submit(API_KEY, Some(&url)).await;
+    stack.accept(&id, &["sent-literal"]).await;
+
+    let row = finished_callback(&stack, &id).await;
+    assert_eq!((row.state.as_str(), row.attempts), ("failed", 1));
+    let attempts = stack.store().callback_attempts(row.id).await.unwrap();
+    assert_eq!(
+        attempts[0].error.as_deref(),
+        Some("refused: callback_url points at a non-global address (127.0.0.1)")
+    );
+    assert!(receiver.requests().is_empty());
+}
+
+/// With loopback in `CALLBACK_ALLOW_PRIVATE_NETWORKS`, the same name is
+/// delivered to.
+#[tokio::test]
+async fn allowed_networks_are_delivered_to_by_name() {
+    let stack = Stack::start(&[("CALLBACK_ALLOW_PRIVATE_NETWORKS", LOOPBACK)]).await;
+    let (receiver, url) = Receiver::start(&[]).await;
+    let by_name = url.replace("127.0.0.1", "localhost");
+    stack.start_callbacks();
+    let id = stack.submit(API_KEY, Some(&by_name)).await;
+    stack.accept(&id, &["sent-allowed"]).await;
+    let requests = receiver.wait_for(1).await;
+    assert_eq!(requests[0].1["message_id"], id.as_str());
+    let row = finished_callback(&stack, &id).await;
+    assert_eq!((row.state.as_str(), row.attempts), ("delivered", 1));
 }

@@ -50,6 +50,8 @@ impl Loop {
         h.set("CALLBACK_POLL_INTERVAL_MS", "200");
         h.set("CALLBACK_BACKOFF_BASE_MS", "20");
         h.set("CALLBACK_BACKOFF_MAX_SECS", "1");
+        // The client's callback endpoint below listens on loopback.
+        h.set("CALLBACK_ALLOW_PRIVATE_NETWORKS", "127.0.0.0/8,::1/128");
 
         // The gateway, in process, sharing the worker's database and Redis prefix.
         let base = h.serve_gateway().await;
@@ -235,7 +237,10 @@ async fn check_message(l: &Loop, id: &str, sent_events: &[&str]) {
     assert_eq!(applied.last().unwrap().status, last);
 
     // One timeline event per Sent event: each event id once, each event once.
-    let from_sent: Vec<&EventRecord> = events.iter().filter(|e| e.source == EventSource::Sent).collect();
+    let from_sent: Vec<&EventRecord> = events
+        .iter()
+        .filter(|e| e.source == EventSource::Sent)
+        .collect();
     let mut sent_names: Vec<&str> = from_sent
         .iter()
         .map(|e| e.detail.as_ref().unwrap()["event"].as_str().unwrap())

@@ -158,6 +158,11 @@ impl Stack {
             ("CALLBACK_POLL_INTERVAL_MS", "100".to_owned()),
             ("CALLBACK_BACKOFF_BASE_MS", "20".to_owned()),
             ("CALLBACK_BACKOFF_MAX_SECS", "1".to_owned()),
+            // The callback receiver listens on loopback.
+            (
+                "CALLBACK_ALLOW_PRIVATE_NETWORKS",
+                "127.0.0.0/8,::1/128".to_owned(),
+            ),
             ("WORKER_MAX_ATTEMPTS", "2".to_owned()),
         ] {
             h.set(var, &value);

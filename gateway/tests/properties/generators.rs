@@ -166,8 +166,57 @@ fn callback_url() -> BoxedStrategy<Value> {
             "https://client.example/\r\nSet-Cookie: a=b".to_owned(), long,
         ]).prop_map(Value::String),
         1 => text(30).prop_map(|t| json!(format!("https://client.example/{t}"))),
+        2 => (prop::sample::select(vec!["http", "https"]), callback_host())
+            .prop_map(|(scheme, host)| json!(format!("{scheme}://{host}/hook"))),
         1 => leaf(),
     ]
+    .boxed()
+}
+
+/// Hosts inside and outside the network, in the spellings a client could
+/// use to hide one (the `url` crate reads `2130706433` and `0x7f.1` as
+/// 127.0.0.1).
+fn callback_host() -> BoxedStrategy<String> {
+    prop::sample::select(vec![
+        "127.0.0.1",
+        "127.0.0.1:9",
+        "[::1]",
+        "169.254.169.254",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.1.1",
+        "100.64.0.1",
+        "0.0.0.0",
+        "198.18.0.1",
+        "192.0.2.1",
+        "224.0.0.1",
+        "255.255.255.255",
+        "[::ffff:127.0.0.1]",
+        "[::ffff:a9fe:a9fe]",
+        "[64:ff9b::a00:1]",
+        "[2002:7f00:1::1]",
+        "[::127.0.0.1]",
+        "[fd00::1]",
+        "[fe80::1]",
+        "[fec0::1]",
+        "[ff02::1]",
+        "[2001:db8::1]",
+        "2130706433",
+        "0x7f.1",
+        "0177.0.0.1",
+        "127.1",
+        "localhost",
+        "LocalHost.",
+        "api.localhost",
+        "8.8.8.8",
+        "93.184.215.14",
+        "[2606:4700:4700::1111]",
+        "[::ffff:8.8.8.8]",
+        "[2002:808:808::1]",
+        "client.example",
+        "localhost.example",
+    ])
+    .prop_map(str::to_owned)
     .boxed()
 }
 

@@ -1,6 +1,7 @@
 //! The oracle: validity as the contract states it.
 
 use std::collections::HashSet;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Duration, Utc};
@@ -83,6 +84,63 @@ fn map_ok(v: Option<&Value>, entries: usize, key: usize, value: usize) -> bool {
     }
 }
 
+/// A `callback_url` host the gateway takes (the harness allows no private
+/// network): not `localhost`, and not a non-public address (loopback,
+/// private, link-local, metadata, ULA...; CONTRACT.md). Written from the
+/// IANA special-purpose registries with the standard library's predicates,
+/// not from the gateway's own table.
+fn public_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(name) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name != "localhost" && !name.ends_with(".localhost")
+        }
+        url::Host::Ipv4(ip) => public_v4(*ip),
+        url::Host::Ipv6(ip) => public_v6(*ip),
+    }
+}
+
+fn public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_multicast()
+        || ip.is_broadcast()
+        || ip.is_documentation()
+        || a == 0
+        || a >= 240
+        || (a == 100 && (64..128).contains(&b))
+        || (a == 192 && b == 0 && c == 0)
+        || (a == 192 && b == 88 && c == 99)
+        || (a == 198 && (b == 18 || b == 19)))
+}
+
+fn public_v6(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    // IPv4-mapped, IPv4-compatible and NAT64 forms reach the IPv4 address
+    // in their last 32 bits; 6to4 the one in bits 16..48.
+    let last = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    if (s[..5] == [0; 5] && (s[5] == 0 || s[5] == 0xffff)) || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return public_v4(last);
+    }
+    if s[0] == 0x2002 {
+        return public_v4(Ipv4Addr::new(
+            (s[1] >> 8) as u8,
+            s[1] as u8,
+            (s[2] >> 8) as u8,
+            s[2] as u8,
+        ));
+    }
+    // Global unicast is 2000::/3, less its special-purpose blocks: IETF
+    // protocol assignments 2001::/23, documentation 2001:db8::/32 and 3fff::/20.
+    (s[0] & 0xe000) == 0x2000
+        && !(s[0] == 0x2001 && s[1] < 0x200)
+        && !(s[0] == 0x2001 && s[1] == 0xdb8)
+        && !(s[0] == 0x3fff && s[1] < 0x1000)
+}
+
 fn only(o: &Map<String, Value>, fields: &[&str]) -> bool {
     o.keys().all(|k| fields.contains(&k.as_str()))
 }
@@ -148,8 +206,10 @@ fn send_verdict(body: &Value, now: DateTime<Utc>) -> Verdict {
             // The testing profile also takes http.
             chars(s) <= 2048
                 && storable(s)
-                && url::Url::parse(s)
-                    .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some())
+                && url::Url::parse(s).is_ok_and(|u| {
+                    matches!(u.scheme(), "https" | "http")
+                        && u.host().is_some_and(|host| public_host(&host))
+                })
         }
         Some(_) => false,
     };

@@ -26,6 +26,8 @@ pub use common::test_support::{
 };
 pub const API_KEY: &str = "key-tester-0001";
 pub const CLIENT: &str = "tester";
+/// `CALLBACK_ALLOW_PRIVATE_NETWORKS` for receivers on this machine.
+pub const LOOPBACK: &str = "127.0.0.0/8,::1/128";
 
 pub struct Stack {
     pub db: TestDatabase,
@@ -57,6 +59,8 @@ impl Stack {
             ("CALLBACK_POLL_INTERVAL_MS", "200"),
             ("CALLBACK_BACKOFF_BASE_MS", "20"),
             ("CALLBACK_BACKOFF_MAX_SECS", "1"),
+            // The tests' callback receivers listen on loopback.
+            ("CALLBACK_ALLOW_PRIVATE_NETWORKS", LOOPBACK),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use common::domain::{
-    Channel, EventSource, MessageId, MessageStatus, PhoneNumber, TEMPLATE_FIELD_MAX, serialize_api_time,
-    serialize_api_time_opt,
+    Channel, EventSource, MessageId, MessageStatus, PhoneNumber, TEMPLATE_FIELD_MAX,
+    serialize_api_time, serialize_api_time_opt,
 };
 use common::store::{EventRecord, MessageRecord};
 use serde::{Deserialize, Serialize};
@@ -133,7 +133,10 @@ fn callback_url_schema() -> ObjectBuilder {
         .format(Some(utoipa::openapi::SchemaFormat::Custom("uri".into())))
         .description(Some(format!(
             "Where every status change is POSTed, signed (Standard Webhooks) with the API \
-             key's secret. https (http too outside production), up to {URL_MAX_CHARS} characters."
+             key's secret. https (http too outside production), up to {URL_MAX_CHARS} characters. \
+             Its host must not be a private, loopback, link-local or otherwise non-public \
+             address, nor `localhost` (unless the operator allows that network); a name is \
+             checked on every delivery against the addresses it resolves to."
         )))
         .examples([json!("https://client.example/hooks/sent-status")])
 }
