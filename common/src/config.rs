@@ -120,6 +120,9 @@ pub struct RateLimitConfig {
     pub messages: Quota,
     pub webhooks: Quota,
     pub default: Quota,
+    /// `RATELIMIT_AUTH_FAILURES`: failed authentications per client address
+    /// (per gateway); past it, 429 before any key is looked up.
+    pub auth_failures: Quota,
 }
 
 #[derive(Debug, Clone)]
@@ -397,6 +400,7 @@ impl Config {
             messages: gateway_env.parse("RATELIMIT_MESSAGES", Quota::per_minute(10))?,
             webhooks: gateway_env.parse("RATELIMIT_WEBHOOKS", Quota::per_minute(100))?,
             default: gateway_env.parse("RATELIMIT_DEFAULT", Quota::per_minute(100))?,
+            auth_failures: gateway_env.parse("RATELIMIT_AUTH_FAILURES", Quota::per_minute(20))?,
         };
 
         let sent = SentConfig {

@@ -1,16 +1,16 @@
 //! Rate limiting with one algorithm (GCRA: a burst of `count`, then one more
-//! every `period / count`) in two places: in process memory (governor), or in
-//! Redis so that every gateway instance, or every worker, shares one budget.
+//! every `period / count`) in two places: in process memory, or in Redis so
+//! that every gateway instance, or every worker, shares one budget. Either
+//! can grant part of a request for several units (a batch of messages).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, RateLimiter as Governor};
 use redis::aio::ConnectionManager;
 
 /// `count` requests per `period`, written `10/minute`, `500/second` or
@@ -89,6 +89,14 @@ impl RetryAfter {
     }
 }
 
+/// What a request for `n` units got: some of them, or none and when to try again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub granted: u32,
+    /// When the next unit frees up, if fewer were granted than asked.
+    pub retry_after: Option<RetryAfter>,
+}
+
 #[derive(Clone)]
 pub enum RateLimiter {
     Memory(Arc<MemoryLimiters>),
@@ -98,9 +106,28 @@ pub enum RateLimiter {
     },
 }
 
+/// GCRA with `tat` (the theoretical arrival time of the next unit) per key.
+/// A key whose `tat` has passed is as good as new, so it is forgotten: memory
+/// is bounded by the clients active within one period.
 #[derive(Default)]
 pub struct MemoryLimiters {
-    by_quota: Mutex<HashMap<Quota, Arc<DefaultKeyedRateLimiter<String>>>>,
+    tats: Mutex<HashMap<String, u64>>,
+    checks: AtomicU64,
+}
+
+/// Checks between two sweeps of forgotten keys.
+const SWEEP_EVERY: u64 = 4096;
+
+/// The algorithm, in microseconds, as the Redis script below runs it: up to
+/// `n` units, `(granted, new tat, wait for the next unit)`.
+fn gcra(tat: u64, now: u64, interval: u64, period: u64, n: u32) -> (u32, u64, u64) {
+    let tat = tat.max(now);
+    let available = (now + period).saturating_sub(tat) / interval.max(1);
+    let granted = available.min(u64::from(n)) as u32;
+    if granted == 0 {
+        return (0, tat, tat + interval - period - now);
+    }
+    (granted, tat + u64::from(granted) * interval, 0)
 }
 
 const GCRA_SCRIPT: &str = r#"
@@ -108,14 +135,15 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
 local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now)
-local new_tat = tat + interval
-local allow_at = new_tat - period
-if now < allow_at then
-  return allow_at - now
+local granted = math.min(n, math.floor((now + period - tat) / interval))
+if granted <= 0 then
+  return {0, tat + interval - period - now}
 end
+local new_tat = tat + granted * interval
 redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
-return 0
+return {granted, 0}
 "#;
 
 impl RateLimiter {
@@ -137,44 +165,118 @@ impl RateLimiter {
         key: &str,
         quota: Quota,
     ) -> Result<Result<(), RetryAfter>, redis::RedisError> {
-        match self {
-            RateLimiter::Memory(limiters) => Ok(limiters.check(key, quota)),
+        let grant = self.take_up_to(key, quota, 1).await?;
+        Ok(match grant.retry_after {
+            Some(retry) if grant.granted == 0 => Err(retry),
+            _ => Ok(()),
+        })
+    }
+
+    /// Takes as many of `n` units as the budget has (a batch of messages
+    /// takes one per message).
+    pub async fn take_up_to(
+        &self,
+        key: &str,
+        quota: Quota,
+        n: u32,
+    ) -> Result<Grant, redis::RedisError> {
+        let (interval, period) = micros(quota);
+        let (granted, wait_us) = match self {
+            RateLimiter::Memory(limiters) => {
+                limiters.take(&format!("{key}:{quota}"), interval, period, n)
+            }
             RateLimiter::Redis { conn, prefix } => {
                 static SCRIPT: std::sync::LazyLock<redis::Script> =
                     std::sync::LazyLock::new(|| redis::Script::new(GCRA_SCRIPT));
-                let wait_us: u64 = SCRIPT
+                SCRIPT
                     .key(format!("{prefix}:ratelimit:{key}:{quota}"))
-                    .arg(quota.emission_interval().as_micros() as u64)
-                    .arg(quota.period.as_micros() as u64)
+                    .arg(interval)
+                    .arg(period)
+                    .arg(n)
                     .invoke_async(&mut conn.clone())
-                    .await?;
-                Ok(if wait_us == 0 {
-                    Ok(())
-                } else {
-                    Err(RetryAfter(Duration::from_micros(wait_us)))
-                })
+                    .await?
             }
-        }
+        };
+        Ok(Grant {
+            granted,
+            retry_after: (granted < n).then(|| {
+                // Past the granted units the next frees up one interval on.
+                let wait = if granted == 0 { wait_us } else { interval };
+                RetryAfter(Duration::from_micros(wait))
+            }),
+        })
     }
 }
 
 impl MemoryLimiters {
-    fn check(&self, key: &str, quota: Quota) -> Result<(), RetryAfter> {
-        let limiter = {
-            let mut map = self.by_quota.lock().expect("rate limiter lock poisoned");
-            map.entry(quota)
-                .or_insert_with(|| {
-                    let q = governor::Quota::with_period(quota.emission_interval())
-                        .expect("non-zero interval")
-                        .allow_burst(quota.count);
-                    Arc::new(Governor::keyed(q))
-                })
-                .clone()
-        };
-        limiter.check_key(&key.to_owned()).map_err(|not_until| {
-            RetryAfter(not_until.wait_time_from(DefaultClock::default().now()))
-        })
+    fn take(&self, key: &str, interval: u64, period: u64, n: u32) -> (u32, u64) {
+        let now = now_micros();
+        let mut tats = self.tats.lock().expect("rate limiter lock poisoned");
+        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            tats.retain(|_, tat| *tat > now);
+        }
+        let tat = tats.get(key).copied().unwrap_or(now);
+        let (granted, new_tat, wait) = gcra(tat, now, interval, period, n);
+        if granted > 0 {
+            tats.insert(key.to_owned(), new_tat);
+        }
+        (granted, wait)
     }
+
+    /// Takes one unit of `key`'s budget, or says when one frees up.
+    pub fn check(&self, key: &str, quota: Quota) -> Result<(), RetryAfter> {
+        let (interval, period) = micros(quota);
+        match self.take(&format!("{key}:{quota}"), interval, period, 1) {
+            (0, wait) => Err(RetryAfter(Duration::from_micros(wait))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `key` has a unit left, without taking it.
+    pub fn peek(&self, key: &str, quota: Quota) -> Result<(), RetryAfter> {
+        let (interval, period) = micros(quota);
+        let now = now_micros();
+        let tat = self
+            .tats
+            .lock()
+            .expect("rate limiter lock poisoned")
+            .get(&format!("{key}:{quota}"))
+            .copied()
+            .unwrap_or(now);
+        match gcra(tat, now, interval, period, 1) {
+            (0, _, wait) => Err(RetryAfter(Duration::from_micros(wait))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Forgets every key as good as new now; [`MemoryLimiters::take`] does
+    /// it every few thousand checks.
+    pub fn forget_idle(&self) {
+        let now = now_micros();
+        self.tats
+            .lock()
+            .expect("rate limiter lock poisoned")
+            .retain(|_, tat| *tat > now);
+    }
+
+    /// Keys currently remembered.
+    pub fn tracked(&self) -> usize {
+        self.tats.lock().expect("rate limiter lock poisoned").len()
+    }
+}
+
+/// A quota's emission interval and period in microseconds.
+fn micros(quota: Quota) -> (u64, u64) {
+    (
+        quota.emission_interval().as_micros() as u64,
+        quota.period.as_micros() as u64,
+    )
+}
+
+/// Microseconds on a monotonic clock (from the first call).
+fn now_micros() -> u64 {
+    static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+    START.elapsed().as_micros() as u64
 }
 
 #[cfg(test)]
@@ -197,19 +299,64 @@ mod tests {
         assert_eq!(Quota::per_minute(10).to_string(), "10/minute");
     }
 
-    #[test]
-    fn memory_limiter_allows_the_burst_then_says_when() {
-        let limiter = MemoryLimiters::default();
+    #[tokio::test]
+    async fn memory_limiter_allows_the_burst_then_says_when() {
+        let limiter = RateLimiter::memory();
         let quota = Quota::per_minute(3);
         for _ in 0..3 {
-            assert!(limiter.check("a", quota).is_ok());
+            assert!(limiter.check("a", quota).await.unwrap().is_ok());
         }
-        let wait = limiter.check("a", quota).unwrap_err();
+        let wait = limiter.check("a", quota).await.unwrap().unwrap_err();
         assert!(wait.0 <= Duration::from_secs(20) && wait.seconds() >= 1);
         assert!(
-            limiter.check("b", quota).is_ok(),
+            limiter.check("b", quota).await.unwrap().is_ok(),
             "keys have their own budget"
         );
+    }
+
+    #[tokio::test]
+    async fn a_request_for_many_units_gets_what_is_left() {
+        let limiter = RateLimiter::memory();
+        let quota = Quota::per_minute(10);
+        let first = limiter.take_up_to("batch", quota, 7).await.unwrap();
+        assert_eq!(
+            first,
+            Grant {
+                granted: 7,
+                retry_after: None
+            }
+        );
+        let second = limiter.take_up_to("batch", quota, 7).await.unwrap();
+        assert_eq!(second.granted, 3);
+        assert!(second.retry_after.is_some_and(|r| r.seconds() <= 6));
+        let none = limiter.take_up_to("batch", quota, 1).await.unwrap();
+        assert_eq!(none.granted, 0);
+        assert!(none.retry_after.is_some_and(|r| r.seconds() >= 1));
+    }
+
+    #[test]
+    fn gcra_grants_the_burst_then_one_per_interval() {
+        let (interval, period) = (6, 60); // 10 per 60
+        let (granted, tat, _) = gcra(0, 100, interval, period, 100);
+        assert_eq!((granted, tat), (10, 160));
+        let (granted, _, wait) = gcra(tat, 100, interval, period, 1);
+        assert_eq!((granted, wait), (0, 6));
+        let (granted, tat, _) = gcra(tat, 106, interval, period, 5);
+        assert_eq!((granted, tat), (1, 166));
+    }
+
+    #[test]
+    fn idle_keys_are_forgotten() {
+        let limiters = MemoryLimiters::default();
+        // 1000 a second: a key used once is as good as new a millisecond later.
+        for i in 0..5000 {
+            limiters.take(&format!("ip:{i}"), 1000, 1_000_000, 1);
+        }
+        // The sweep every few thousand checks may already have run.
+        assert!(limiters.tracked() > 0);
+        std::thread::sleep(Duration::from_millis(5));
+        limiters.forget_idle();
+        assert_eq!(limiters.tracked(), 0);
     }
 }
 

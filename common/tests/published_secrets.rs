@@ -26,7 +26,10 @@ fn tracked_files(root: &Path) -> Vec<String> {
     String::from_utf8(output.stdout)
         .unwrap()
         .split('\0')
-        .filter(|f| !f.is_empty() && *f != "Cargo.lock")
+        // This file's own strings are the scanner's fixtures.
+        .filter(|f| {
+            !f.is_empty() && *f != "Cargo.lock" && *f != "common/tests/published_secrets.rs"
+        })
         .map(str::to_owned)
         .collect()
 }
@@ -114,7 +117,8 @@ fn the_scan_finds_each_form() {
         assert!(found.contains(expected), "{expected} in {found:?}");
     }
     assert_eq!(found.len(), 4, "{found:?}");
-    let rust = r#"vars.insert(("API_KEYS", "tester:rust-key-0123456789")); ("API_KEYS", &format!("x"))"#;
+    let rust =
+        r#"vars.insert(("API_KEYS", "tester:rust-key-0123456789")); ("API_KEYS", &format!("x"))"#;
     assert_eq!(
         secrets_in(rust, true),
         BTreeSet::from(["rust-key-0123456789".to_owned()])

@@ -23,7 +23,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::accept::Accepter;
-use crate::auth::{self, Access, KeyRing};
+use crate::auth::{self, Access, FailedAuth, KeyRing};
 use crate::error::status_body;
 use crate::inbox_writer::InboxWriter;
 use crate::openapi;
@@ -39,6 +39,8 @@ pub struct AppState {
     pub accepter: Accepter,
     pub keys: Arc<KeyRing>,
     pub limiter: Option<RateLimiter>,
+    /// Failed authentications per client address; `None` without rate limits.
+    pub auth_failures: Option<Arc<FailedAuth>>,
     /// Inbound webhook verifiers, one per configured provider.
     pub webhooks: Arc<webhooks::Verifiers>,
     /// Group-committing writer of the webhook inbox.
@@ -54,7 +56,10 @@ impl AppState {
         redis: ConnectionManager,
     ) -> anyhow::Result<AppState> {
         let queue = SendQueue::new(redis.clone(), &config.redis_prefix);
-        let limiter = match (&config.gateway.rate_limit.enabled, &config.gateway.rate_limit.redis_url) {
+        let limiter = match (
+            &config.gateway.rate_limit.enabled,
+            &config.gateway.rate_limit.redis_url,
+        ) {
             (false, _) => None,
             (true, None) => Some(RateLimiter::memory()),
             (true, Some(url)) => {
@@ -63,9 +68,14 @@ impl AppState {
             }
         };
         let webhooks = Arc::new(webhooks::Verifiers::from_config(&config.gateway.webhooks)?);
+        let rate_limit = &config.gateway.rate_limit;
+        let auth_failures = rate_limit
+            .enabled
+            .then(|| Arc::new(FailedAuth::new(rate_limit.auth_failures)));
         common::metrics::install();
         Ok(AppState {
             webhooks,
+            auth_failures,
             inbox: InboxWriter::start(store.clone()),
             accepter: Accepter::start(store.clone(), queue.clone(), config.gateway.idempotency_ttl),
             keys: Arc::new(KeyRing::new(&config.api_keys, store.clone())),

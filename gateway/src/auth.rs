@@ -10,12 +10,13 @@ use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use common::config::Secret;
-use common::rate::Quota;
+use common::rate::{MemoryLimiters, Quota, RetryAfter};
 use common::store::Store;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
+use crate::client_ip::client_address;
 use crate::error::ApiError;
 
 /// Who may call a group of routes.
@@ -40,11 +41,25 @@ type KeyHash = [u8; 32];
 
 /// How long a lookup of a managed key is trusted; revocation takes effect within it.
 const CACHE_TTL: Duration = Duration::from_secs(10);
+/// Most keys each cache holds. Unknown keys have a cache of their own, so a
+/// flood of random keys empties only theirs, never the valid keys'.
+const CACHE_MAX: usize = 10_000;
 
 pub struct KeyRing {
     bootstrap: Vec<(KeyHash, String)>,
     store: Store,
-    cache: Mutex<HashMap<KeyHash, (Option<Client>, Instant)>>,
+    known: Mutex<HashMap<KeyHash, (Client, Instant)>>,
+    unknown: Mutex<HashMap<KeyHash, Instant>>,
+}
+
+/// Remembers `value` under `hash`, emptying a full cache first (a recent
+/// entry is worth more than an old one, and emptying is O(1) amortized).
+fn remember<V>(cache: &Mutex<HashMap<KeyHash, V>>, hash: KeyHash, value: V) {
+    let mut cache = cache.lock().unwrap();
+    if cache.len() >= CACHE_MAX {
+        cache.clear();
+    }
+    cache.insert(hash, value);
 }
 
 pub fn hash_key(key: &str) -> KeyHash {
@@ -59,7 +74,8 @@ impl KeyRing {
                 .map(|(name, key)| (hash_key(key.expose()), name.clone()))
                 .collect(),
             store,
-            cache: Mutex::default(),
+            known: Mutex::default(),
+            unknown: Mutex::default(),
         }
     }
 
@@ -79,25 +95,59 @@ impl KeyRing {
                 rate_limit: None,
             });
         }
-        if let Some((client, at)) = self.cache.lock().unwrap().get(&hash)
+        if let Some((client, at)) = self.known.lock().unwrap().get(&hash)
             && at.elapsed() < CACHE_TTL
         {
-            return client.clone().ok_or(ApiError::Unauthorized);
+            return Ok(client.clone());
         }
-        let client = self
-            .store
-            .api_key_by_hash(&hash)
-            .await?
-            .map(|record| Client {
-                name: record.name,
-                rate_limit: record.rate_limit.and_then(|q| q.parse().ok()),
-            });
-        let mut cache = self.cache.lock().unwrap();
-        if cache.len() > 10_000 {
-            cache.clear();
+        if let Some(at) = self.unknown.lock().unwrap().get(&hash)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Err(ApiError::Unauthorized);
         }
-        cache.insert(hash, (client.clone(), Instant::now()));
-        client.ok_or(ApiError::Unauthorized)
+        let record = self.store.api_key_by_hash(&hash).await?;
+        let Some(record) = record else {
+            remember(&self.unknown, hash, Instant::now());
+            return Err(ApiError::Unauthorized);
+        };
+        let client = Client {
+            name: record.name,
+            rate_limit: record.rate_limit.and_then(|q| q.parse().ok()),
+        };
+        remember(&self.known, hash, (client.clone(), Instant::now()));
+        Ok(client)
+    }
+
+    /// Unknown keys remembered (for tests).
+    pub fn unknown_cached(&self) -> usize {
+        self.unknown.lock().unwrap().len()
+    }
+}
+
+/// Failed authentications per client address (its /64 for IPv6), counted in
+/// this gateway: past `RATELIMIT_AUTH_FAILURES`, the client gets `429` before
+/// its key is even looked up, so guessing keys costs neither Postgres nor
+/// the caches anything. Memory is bounded by the clients that failed within
+/// one period.
+pub struct FailedAuth {
+    limiters: MemoryLimiters,
+    quota: Quota,
+}
+
+impl FailedAuth {
+    pub fn new(quota: Quota) -> FailedAuth {
+        FailedAuth {
+            limiters: MemoryLimiters::default(),
+            quota,
+        }
+    }
+
+    fn refused(&self, client: &str) -> Option<RetryAfter> {
+        self.limiters.peek(client, self.quota).err()
+    }
+
+    fn failed(&self, client: &str) {
+        let _ = self.limiters.check(client, self.quota);
     }
 }
 
@@ -121,8 +171,25 @@ pub async fn require_api_key(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let key = presented_key(request.headers()).ok_or(ApiError::Unauthorized)?;
-    let client = state.keys.authenticate(key).await?;
+    let address = client_address(&request, &state.config.gateway.trusted_proxies);
+    if let (Some(failures), Some(address)) = (&state.auth_failures, &address)
+        && let Some(retry) = failures.refused(address)
+    {
+        metrics::counter!(common::metrics::RATE_LIMITED, "class" => "auth_failures").increment(1);
+        return Err(ApiError::RateLimited {
+            retry_after: retry.seconds(),
+        });
+    }
+    let authenticated = match presented_key(request.headers()) {
+        Some(key) => state.keys.authenticate(key).await,
+        None => Err(ApiError::Unauthorized),
+    };
+    if let (Err(ApiError::Unauthorized), Some(failures), Some(address)) =
+        (&authenticated, &state.auth_failures, &address)
+    {
+        failures.failed(address);
+    }
+    let client = authenticated?;
     tracing::Span::current().record("client", client.name.as_str());
     request.extensions_mut().insert(client);
     Ok(next.run(request).await)

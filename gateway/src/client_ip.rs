@@ -32,11 +32,47 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     client
 }
 
+/// The address a per-address limit counts for this request (see
+/// [`limited_as`]), when the connection's peer is known.
+pub fn client_address(request: &axum::extract::Request, trusted: &[IpNet]) -> Option<String> {
+    let axum::extract::ConnectInfo(peer) = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?;
+    Some(limited_as(client_ip(peer.ip(), request.headers(), trusted)))
+}
+
+/// The client a per-address limit counts. An IPv6 client usually holds a
+/// whole /64 (and can pick any address in it), so it is its /64; an
+/// IPv4-mapped address is its IPv4 address.
+pub fn limited_as(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => ipnet::Ipv6Net::new(v6, 64)
+                .map(|net| net.trunc().to_string())
+                .unwrap_or_else(|_| v6.to_string()),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_64() {
+        let a = limited_as("2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = limited_as("2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap());
+        let other = limited_as("2001:db8:1:3::1".parse().unwrap());
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_eq!(a, b);
+        assert_ne!(a, other);
+        assert_eq!(limited_as("::ffff:192.0.2.7".parse().unwrap()), "192.0.2.7");
+        assert_eq!(limited_as("192.0.2.7".parse().unwrap()), "192.0.2.7");
+    }
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()

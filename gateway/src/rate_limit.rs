@@ -1,9 +1,7 @@
 //! Per-client rate limits by route class, as in the original integration:
 //! sending routes, webhooks, everything else.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -11,7 +9,7 @@ use common::rate::Quota;
 
 use crate::app::AppState;
 use crate::auth::Client;
-use crate::client_ip::client_ip;
+use crate::client_ip::client_address;
 use crate::error::ApiError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,13 +65,10 @@ pub async fn limit(
     };
     let who = match client {
         Some(c) => format!("key:{}", c.name),
-        None => match request.extensions().get::<ConnectInfo<SocketAddr>>() {
-            Some(ConnectInfo(peer)) => {
-                let trusted = &state.config.gateway.trusted_proxies;
-                format!("ip:{}", client_ip(peer.ip(), request.headers(), trusted))
-            }
-            None => "ip:unknown".to_owned(),
-        },
+        None => {
+            let address = client_address(&request, &state.config.gateway.trusted_proxies);
+            format!("ip:{}", address.as_deref().unwrap_or("unknown"))
+        }
     };
     match limiter
         .check(&format!("{}:{who}", class.name()), quota)

@@ -6,6 +6,10 @@
 macro_rules! text_enum {
     ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
         $(#[$meta])*
+        // utoipa reads no per-variant rename that a macro wrote, so the
+        // schema takes this one; every text is its variant in lowercase
+        // (`gateway/src/openapi.rs` tests that the two agree).
+        #[serde(rename_all = "lowercase")]
         pub enum $name {
             $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
         }
