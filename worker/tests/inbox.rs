@@ -270,7 +270,10 @@ async fn other_events_are_kept_as_not_applicable() {
     };
     stack
         .store()
-        .insert_inbox(&[other(Provider::Stripe, "evt_1"), other(Provider::Telegram, "42")])
+        .insert_inbox(&[
+            other(Provider::Stripe, "evt_1"),
+            other(Provider::Telegram, "42"),
+        ])
         .await
         .unwrap();
     stack.start_inbox();
