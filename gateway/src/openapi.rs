@@ -41,9 +41,12 @@ and timeline, which `GET /api/messages/{id}` returns.
 (`404 not_found`) and wrong methods (`405 method_not_allowed`). Switch on \
 `code`, never on `error`. A 5xx never carries internals.
 
-**Rate limits** per client (API key, else IP): `POST /api/messages/...` 10 per \
-minute, `/webhooks/*` 100, everything else 100 (configurable; off in the \
-testing profile). A limited request gets `429` with `Retry-After`.
+**Rate limits** per client (API key, else IP; an IPv6 client by its /64): \
+`POST /api/messages/...` 10 messages per minute (a batch counts each of its \
+messages: the items past what is left get `rate_limited` results), \
+`/webhooks/*` 100, everything else 100 (configurable; off in the testing \
+profile). A limited request gets `429` with `Retry-After`; so does a client \
+whose API keys failed too often.
 
 Every response carries `X-Request-Id` (the caller's, or a new one) and the \
 security headers (`Strict-Transport-Security`, `Content-Security-Policy`, \

@@ -5,7 +5,7 @@ use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
-use common::rate::Quota;
+use common::rate::{Grant, Quota};
 
 use crate::app::AppState;
 use crate::auth::Client;
@@ -86,6 +86,39 @@ pub async fn limit(
         Err(error) => {
             tracing::warn!(%error, "rate limit store unavailable; request allowed");
             Ok(next.run(request).await)
+        }
+    }
+}
+
+/// Takes up to `n` more units of the client's sending budget, one per
+/// message of a batch past the first (which the request itself took, here
+/// above): what is left of it, and when more frees up. All of them when
+/// rate limits are off, or when the limiter's store is unreachable (as for
+/// any request).
+pub async fn take_messages(state: &AppState, client: &Client, n: u32) -> Grant {
+    let all = Grant {
+        granted: n,
+        retry_after: None,
+    };
+    let Some(limiter) = &state.limiter else {
+        return all;
+    };
+    let quota = client
+        .rate_limit
+        .unwrap_or(state.config.gateway.rate_limit.messages);
+    let key = format!("{}:key:{}", RouteClass::Messages.name(), client.name);
+    match limiter.take_up_to(&key, quota, n).await {
+        Ok(grant) => {
+            if grant.granted < n {
+                tracing::info!(client = %client.name, asked = n, granted = grant.granted, "batch rate limited");
+                metrics::counter!(common::metrics::RATE_LIMITED, "class" => RouteClass::Messages.name())
+                    .increment(u64::from(n - grant.granted));
+            }
+            grant
+        }
+        Err(error) => {
+            tracing::warn!(%error, "rate limit store unavailable; batch allowed");
+            all
         }
     }
 }

@@ -407,6 +407,64 @@ async fn batch_accepts_good_items_and_reports_bad_ones_in_order() {
 }
 
 #[tokio::test]
+async fn a_batch_counts_each_message_against_the_rate_limit() {
+    let app = TestApp::spawn(&[
+        ("RATELIMIT_ENABLED", "true"),
+        ("RATELIMIT_MESSAGES", "5/minute"),
+    ])
+    .await;
+    let batch = |n: usize| json!({"messages": (0..n).map(|_| send_body()).collect::<Vec<_>>()});
+    let (status, _, body) = app.post_json("/api/messages/batch", &batch(3)).await;
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "queued")
+    );
+
+    // Two of five left: the first two valid items are queued, the others
+    // refused one by one; an invalid item takes nothing.
+    let mut items: Vec<Value> = (0..4).map(|_| send_body()).collect();
+    items.insert(1, json!({"phone_number": "0123", "template_name": "x"}));
+    let (status, _, body) = app
+        .post_json("/api/messages/batch", &json!({"messages": items}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let codes: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().or(r["code"].as_str()).unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "queued",
+            "validation_error",
+            "queued",
+            "rate_limited",
+            "rate_limited"
+        ]
+    );
+    assert!(body["results"][3]["retry_after"].as_u64().unwrap() >= 1);
+    assert_eq!(app.queued_jobs().await.len(), 5);
+
+    // No room at all: the whole batch is 429, and so is a single send.
+    let response = app
+        .post("/api/messages/batch")
+        .json(&batch(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    let (status, _, _) = app.post_json("/api/messages/send", &send_body()).await;
+    assert_eq!(status, 429);
+}
+
+#[tokio::test]
 async fn batch_with_idempotency_key_replays_the_whole_answer() {
     let app = TestApp::spawn(&[]).await;
     let batch = json!({"messages": [send_body(), send_body()]});

@@ -21,6 +21,7 @@ use crate::auth::Client;
 use crate::error::{ApiError, FieldErrors};
 use crate::json::JsonObject;
 use crate::openapi::{InvalidQuery, MessageNotFound, NotCancellable, ReadErrors, SubmitErrors};
+use crate::rate_limit;
 use crate::validation::{
     self, BATCH_MAX, Fields, IDEMPOTENCY_KEY_MAX, SHORTCUT_FIELD_MAX, SendRequest, SendRules,
 };
@@ -122,7 +123,10 @@ pub async fn order_confirmation(
 /// Send up to 1000 messages.
 ///
 /// All valid items are stored in one transaction; each item gets its own
-/// result, in order, so one bad item does not sink the others.
+/// result, in order, so one bad item does not sink the others. Each message
+/// counts against the key's sending rate limit: the items past what is left
+/// of it get a `rate_limited` result with `retry_after`, and a batch with no
+/// room at all gets `429`.
 #[utoipa::path(post, path = "/api/messages/batch", tag = "messages", operation_id = "sendBatch",
     params(IdempotencyKey),
     request_body(content = BatchBody, example = json!({"messages": [
@@ -173,11 +177,23 @@ pub async fn batch(
         })
         .collect();
 
+    // One unit of the sending budget per valid message: the request took
+    // the first (the rate-limit layer, which answers 429 when there is none);
+    // the valid items past what is left are refused one by one.
+    let valid = checked.iter().filter(|r| r.is_ok()).count() as u32;
+    let extra = valid.saturating_sub(1);
+    let grant = rate_limit::take_messages(&state, &client, extra).await;
+    let limited = ApiError::RateLimited {
+        retry_after: grant.retry_after.map_or(1, |r| r.seconds()),
+    };
+    let mut room = 1 + grant.granted;
     let mut messages = Vec::new();
     let results: Vec<BatchResult> = checked
         .iter()
         .map(|result| match result {
+            Ok(_) if room == 0 => BatchResult::Invalid(limited.body()),
             Ok(request) => {
+                room -= 1;
                 let message = new_message(request);
                 let message_id = message.id;
                 messages.push(message);
