@@ -374,7 +374,7 @@ async fn tolerance_is_configurable() {
 #[tokio::test]
 async fn rotation_accepts_both_secrets() {
     let app = App::start(&[]).await;
-    let body = delivered("m-rot");
+    let (body, other) = (delivered("m-rot"), delivered("m-rot-2"));
     let new = app
         .post(
             "/webhooks/sent",
@@ -386,8 +386,8 @@ async fn rotation_accepts_both_secrets() {
     let old = app
         .post(
             "/webhooks/sent",
-            sent_headers(OLD_SECRET, &body, now(), Some("evt_old")),
-            body.clone(),
+            sent_headers(OLD_SECRET, &other, now(), Some("evt_old")),
+            other.clone(),
         )
         .await;
     assert_received(&old);
@@ -497,6 +497,39 @@ async fn duplicate_delivery_is_stored_once() {
 }
 
 #[tokio::test]
+async fn a_replayed_body_under_a_fresh_event_id_is_a_duplicate() {
+    let app = App::start(&[]).await;
+    let body = delivered("m-replay");
+    for event_id in ["evt_original", "evt_fresh_1", "evt_fresh_2"] {
+        let headers = sent_headers(SENT_SECRET, &body, now(), Some(event_id));
+        assert_received(&app.post("/webhooks/sent", headers, body.clone()).await);
+    }
+    let rows = app.inbox("sent").await;
+    assert_eq!(rows.len(), 1, "the same signed body is one event");
+    assert_eq!(rows[0].event_id, "evt_original");
+    assert!(!rows[0].event_id_reused);
+}
+
+#[tokio::test]
+async fn an_event_id_seen_with_another_body_is_stored_and_flagged() {
+    let app = App::start(&[]).await;
+    // A guess of the real event's id arrives first, with another body.
+    let (guess, real) = (delivered("m-guess"), delivered("m-real"));
+    for body in [&guess, &real] {
+        let headers = sent_headers(SENT_SECRET, body, now(), Some("evt_same"));
+        assert_received(&app.post("/webhooks/sent", headers, body.clone()).await);
+    }
+    let rows = app.inbox("sent").await;
+    assert_eq!(rows.len(), 2, "the real event is not pre-empted");
+    let flags: Vec<(&[u8], bool)> = rows
+        .iter()
+        .map(|r| (r.body.as_slice(), r.event_id_reused))
+        .collect();
+    assert!(flags.contains(&(guess.as_slice(), false)));
+    assert!(flags.contains(&(real.as_slice(), true)));
+}
+
+#[tokio::test]
 async fn duplicate_without_event_id_header_is_stored_once() {
     let app = App::start(&[]).await;
     let body = delivered("m-noid");
@@ -574,7 +607,6 @@ async fn unfamiliar_families_are_stored() {
 #[tokio::test]
 async fn content_type_is_not_required_but_json_is() {
     let app = App::start(&[]).await;
-    let body = delivered("m-ct");
     for (i, content_type) in [
         None,
         Some("text/plain"),
@@ -583,6 +615,7 @@ async fn content_type_is_not_required_but_json_is() {
     .into_iter()
     .enumerate()
     {
+        let body = delivered(&format!("m-ct{i}"));
         let mut signed = sent_headers(SENT_SECRET, &body, now(), Some(&format!("evt_ct{i}")));
         signed.remove("content-type");
         if let Some(ct) = content_type {

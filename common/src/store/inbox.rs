@@ -7,11 +7,12 @@
 //! with a later `next_attempt_at` (retry), or `parked` (poison, or waited too
 //! long for its message).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use sqlx::types::Json;
 
 use super::Store;
@@ -30,6 +31,9 @@ pub struct InboxInsert {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InboxInsertOutcome {
     Stored,
+    /// Stored, and flagged: its event id was already stored with another body.
+    StoredReusedEventId,
+    /// Its body is already stored: the same event again.
     Duplicate,
 }
 
@@ -63,6 +67,8 @@ pub struct InboxRecord {
     pub processed_at: Option<DateTime<Utc>>,
     pub subject_id: Option<String>,
     pub message_id: Option<String>,
+    /// The event id was already stored with another body.
+    pub event_id_reused: bool,
 }
 
 /// How processing of a claimed event ended.
@@ -90,11 +96,12 @@ pub struct InboxFinish {
 
 const RECORD_COLUMNS: &str =
     "id, provider, event_id, event_type, headers, body, received_at, state, attempts,
-    next_attempt_at, last_error, processed_at, subject_id, message_id";
+    next_attempt_at, last_error, processed_at, subject_id, message_id, event_id_reused";
 
 impl Store {
-    /// Stores a batch of events in one transaction; an event id already in the
-    /// inbox is a duplicate delivery and is not stored again. Workers are
+    /// Stores a batch of events in one transaction; a body already in the
+    /// inbox (for the provider) is a duplicate delivery and is not stored
+    /// again, whatever its event id. Workers are
     /// woken by the `webhook_inbox` notification the table's trigger sends
     /// when this commits.
     pub async fn insert_inbox(
@@ -111,18 +118,15 @@ impl Store {
         executor: impl sqlx::PgExecutor<'e>,
         events: &[InboxInsert],
     ) -> Result<Vec<InboxInsertOutcome>, sqlx::Error> {
-        let stored: Vec<(String, String)> = sqlx::query_as(
-            "INSERT INTO webhook_inbox (provider, event_id, event_type, headers, body)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::bytea[])
-             ON CONFLICT (provider, event_id) DO NOTHING
-             RETURNING provider, event_id",
+        let stored: Vec<(Provider, Vec<u8>, bool)> = sqlx::query_as(
+            "INSERT INTO webhook_inbox (provider, event_id, event_type, headers, body, event_id_reused)
+             SELECT p, e, t, h, b,
+                    EXISTS (SELECT 1 FROM webhook_inbox w WHERE w.provider = p AND w.event_id = e)
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::bytea[]) AS u(p, e, t, h, b)
+             ON CONFLICT (provider, body_sha256) DO NOTHING
+             RETURNING provider, body_sha256, event_id_reused",
         )
-        .bind(
-            events
-                .iter()
-                .map(|e| e.provider.as_str())
-                .collect::<Vec<_>>(),
-        )
+        .bind(events.iter().map(|e| e.provider).collect::<Vec<_>>())
         .bind(
             events
                 .iter()
@@ -139,18 +143,19 @@ impl Store {
         .bind(events.iter().map(|e| e.body.as_slice()).collect::<Vec<_>>())
         .fetch_all(executor)
         .await?;
-        // The same event twice in one batch is stored once: the first counts.
-        let mut fresh: HashSet<(&str, &str)> = stored
-            .iter()
-            .map(|(p, e)| (p.as_str(), e.as_str()))
+        // The same body twice in one batch is stored once: the first counts.
+        let mut fresh: HashMap<(Provider, Vec<u8>), bool> = stored
+            .into_iter()
+            .map(|(provider, hash, reused)| ((provider, hash), reused))
             .collect();
         Ok(events
             .iter()
             .map(|e| {
-                if fresh.remove(&(e.provider.as_str(), e.event_id.as_str())) {
-                    InboxInsertOutcome::Stored
-                } else {
-                    InboxInsertOutcome::Duplicate
+                let key = (e.provider, Sha256::digest(&e.body).to_vec());
+                match fresh.remove(&key) {
+                    Some(false) => InboxInsertOutcome::Stored,
+                    Some(true) => InboxInsertOutcome::StoredReusedEventId,
+                    None => InboxInsertOutcome::Duplicate,
                 }
             })
             .collect())

@@ -206,7 +206,7 @@ impl IntoParams for SentSignature {
             header_param(
                 "X-Webhook-Event-Id",
                 false,
-                "The event's id, the deduplication key: the same event twice is stored once.",
+                "The event's id, stored with it. The same body twice is stored once, whatever its id; an id seen before with another body is stored and flagged.",
                 text(),
                 json!("evt_01JDX4W1Q2"),
             ),
@@ -333,10 +333,19 @@ async fn receive(
         tracing::warn!(%error, provider = provider.as_str(), "could not store a webhook event");
         ApiError::Unavailable("postgres")
     })?;
-    let outcome_label = if outcome == InboxInsertOutcome::Duplicate {
-        "duplicate"
-    } else {
-        "stored"
+    let outcome_label = match outcome {
+        InboxInsertOutcome::Stored => "stored",
+        InboxInsertOutcome::Duplicate => "duplicate",
+        InboxInsertOutcome::StoredReusedEventId => {
+            // Stored anyway: the body is signed, the id may not be, and a
+            // guessed id must not pre-empt the real event.
+            tracing::warn!(
+                provider = provider.as_str(),
+                event_id,
+                "webhook event id already stored with another body; stored and flagged"
+            );
+            "reused_event_id"
+        }
     };
     metrics::counter!(common::metrics::WEBHOOKS, "provider" => provider.as_str(), "outcome" => outcome_label,
         "reason" => "")
@@ -351,7 +360,7 @@ async fn receive(
     Ok((StatusCode::OK, Json(Received { received: true })).into_response())
 }
 
-/// The event's id (the deduplication key) and type.
+/// The event's id (stored, and flagged when it comes with another body) and type.
 pub fn describe(
     provider: Provider,
     headers: &HeaderMap,
