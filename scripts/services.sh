@@ -8,7 +8,7 @@
 # with password-less sudo), it is installed; a PostgreSQL this script
 # installed gets a cluster that trusts local TCP connections (development
 # only). Where that is not possible, it stops with one message naming
-# everything to install, and `docker compose up` as the other way.
+# everything to install, and `docker compose --env-file deploy/demo.env up` as the other way.
 set -euo pipefail
 
 missing=()
@@ -69,7 +69,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   {
     echo "This machine is missing what the project needs, and cannot install it here:"
     printf '  - %s\n' "${missing[@]}"
-    echo "Install those and run the command again, or run the whole stack with 'docker compose up'."
+    echo "Install those and run the command again, or run the whole stack with 'docker compose --env-file deploy/demo.env up'."
   } >&2
   exit 1
 fi

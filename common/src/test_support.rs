@@ -265,3 +265,53 @@ pub fn assert_no_secret(what: &str, logs: &str, secrets: &[String]) {
         .collect();
     assert!(leaks.is_empty(), "secrets in {what}:\n{}", leaks.join("\n"));
 }
+
+/// A name no other test uses at the same time (roles are cluster-wide).
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        ulid::Ulid::generate().to_string().to_lowercase()
+    )
+}
+
+/// Roles and databases a test made, dropped when it ends (databases first:
+/// a role that owns one cannot be dropped).
+#[derive(Default)]
+pub struct Cleanup {
+    pub databases: Vec<String>,
+    pub roles: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let databases = std::mem::take(&mut self.databases);
+        let roles = std::mem::take(&mut self.roles);
+        // Its own thread and runtime: a drop cannot await, and the test's
+        // runtime may be shutting down.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let Ok(mut admin) = PgConnection::connect(&admin_url()).await else {
+                    return;
+                };
+                for db in databases {
+                    let _ = admin
+                        .execute(format!(r#"DROP DATABASE IF EXISTS "{db}" WITH (FORCE)"#).as_str())
+                        .await;
+                }
+                for role in roles {
+                    let _ = admin
+                        .execute(format!(r#"DROP ROLE IF EXISTS "{role}""#).as_str())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}

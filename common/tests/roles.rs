@@ -11,12 +11,11 @@
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::store::MIGRATOR;
-use common::test_support::{TestDatabase, admin_url};
+use common::test_support::{Cleanup, TestDatabase, admin_url, unique};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgConnectOptions;
@@ -49,16 +48,6 @@ fn read(path: &str) -> String {
 }
 
 /// A name no other test, process or run uses.
-fn unique(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{prefix}_{}_{}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        ulid::Ulid::generate().to_string().to_lowercase()
-    )
-}
-
 fn admin_options() -> PgConnectOptions {
     admin_url().parse().expect("admin url")
 }
@@ -67,43 +56,6 @@ async fn admin() -> PgConnection {
     PgConnection::connect(&admin_url())
         .await
         .expect("connect to Postgres for tests")
-}
-
-/// Roles and databases this test made, dropped when it ends (databases first:
-/// a role that owns one cannot be dropped).
-#[derive(Default)]
-struct Cleanup {
-    databases: Vec<String>,
-    roles: Vec<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let databases = std::mem::take(&mut self.databases);
-        let roles = std::mem::take(&mut self.roles);
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let Ok(mut admin) = PgConnection::connect(&admin_url()).await else {
-                    return;
-                };
-                for db in databases {
-                    let _ = admin
-                        .execute(format!(r#"DROP DATABASE IF EXISTS "{db}" WITH (FORCE)"#).as_str())
-                        .await;
-                }
-                for role in roles {
-                    let _ = admin
-                        .execute(format!(r#"DROP ROLE IF EXISTS "{role}""#).as_str())
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
 }
 
 /// `dashboard_reader` exists (the compose init script creates it before the

@@ -1,6 +1,6 @@
 //! `scripts/services.sh` on machines that lack what the project needs, made
 //! by hiding binaries behind a PATH of the test's own: with nothing and no
-//! apt, one message names everything to install and `docker compose up`;
+//! apt, one message names everything to install and `docker compose --env-file deploy/demo.env up`;
 //! with apt (a stand-in that records what it is asked and "installs" by
 //! linking the real binary), the missing piece is installed and the script
 //! goes on to a running Postgres and Redis.
@@ -77,7 +77,7 @@ fn without_tools_or_apt_one_message_names_all_that_is_missing() {
         "Redis 7 or newer",
         "redis-cli",
         "Python 3 with venv",
-        "docker compose up",
+        "docker compose --env-file deploy/demo.env up",
     ] {
         assert!(output.contains(what), "{what} in: {output}");
     }

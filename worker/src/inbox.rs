@@ -26,13 +26,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use common::config::Config;
-use common::domain::{EventSource, MessageId, MessageStatus, Provider, api_time};
-use common::sent::wire::MessageEventPayload;
+use common::domain::{MessageId, MessageStatus, Provider, api_time};
+use common::sent::webhook::{self, Parsed, StatusUpdate};
 use common::store::{InboxEvent, InboxFinish, InboxResult, StatusChange, Store};
 use common::telemetry::TraceContext;
-use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -391,72 +390,16 @@ fn understand(event: &InboxEvent) -> Result<Parsed, String> {
         // Stored for the record; nothing in this service consumes them yet.
         return Ok(Parsed::NotApplicable("not a Sent event"));
     }
-    let mut body: Value =
-        serde_json::from_slice(&event.body).map_err(|e| format!("body is not JSON: {e}"))?;
-    // Postgres text and jsonb hold no U+0000: one in any field read from the
-    // event would fail the update of the whole batch, not just this event.
-    strip_nul(&mut body);
-    parse_sent(&body, event.received_at)
+    webhook::read(&event.body, event.received_at)
 }
 
-fn strip_nul(value: &mut Value) {
-    match value {
-        Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
-        Value::Array(items) => items.iter_mut().for_each(strip_nul),
-        Value::Object(map) => map.values_mut().for_each(strip_nul),
-        _ => {}
-    }
+/// What the inbox logs and traces of an update it applied.
+trait Report {
+    fn trace(&self, trace: &TraceContext, message_id: &MessageId, event_id: &str, applied: bool);
+    fn log(&self, message_id: &MessageId, event_id: &str, applied: bool);
 }
 
-/// A Sent event, understood.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Parsed {
-    /// Inbound messages, other families, events without a status we know.
-    NotApplicable(&'static str),
-    Status(StatusUpdate),
-}
-
-/// A status change Sent reports for one of its messages.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StatusUpdate {
-    /// Event name as Sent sent it (`message.delivered`), or made from the status.
-    pub event: String,
-    pub sent_message_id: String,
-    pub status: MessageStatus,
-    pub sent_status: Option<String>,
-    pub channel: Option<String>,
-    pub reason_code: Option<String>,
-    pub reason: Option<String>,
-    /// When the change happened at Sent (`updated_at`, else the envelope's
-    /// `timestamp`, else when we received it).
-    pub at: DateTime<Utc>,
-}
-
-impl StatusUpdate {
-    fn change(&self, event_id: &str) -> StatusChange {
-        let mut detail = Map::new();
-        detail.insert("event".into(), json!(self.event));
-        detail.insert("event_id".into(), json!(event_id));
-        detail.insert("sent_message_id".into(), json!(self.sent_message_id));
-        for (key, value) in [
-            ("sent_status", &self.sent_status),
-            ("channel", &self.channel),
-            ("reason_code", &self.reason_code),
-            ("reason", &self.reason),
-        ] {
-            if let Some(value) = value {
-                detail.insert(key.into(), json!(value));
-            }
-        }
-        StatusChange {
-            detail: Some(Value::Object(detail)),
-            error_code: self.reason_code.clone(),
-            error: self.reason.clone(),
-            at: self.at,
-            ..StatusChange::new(self.status, EventSource::Sent)
-        }
-    }
-
+impl Report for StatusUpdate {
     /// A span in the message's own trace (that of the request that accepted
     /// it), so that the trace shows what Sent reported after the send.
     fn trace(&self, trace: &TraceContext, message_id: &MessageId, event_id: &str, applied: bool) {
@@ -486,213 +429,6 @@ impl StatusUpdate {
             _ => tracing::debug!(
                 %message_id, event_id, status = %self.status, channel, applied, "message status from Sent"
             ),
-        }
-    }
-}
-
-/// Reads every envelope variant SENT_API.md lists (`event` / `sub_type`,
-/// `payload` / `value`, `field: "messages"`), plus the original Flask
-/// integration's `{"type", "data": {"id", "status", "error"}}`.
-pub fn parse_sent(body: &Value, received_at: DateTime<Utc>) -> Result<Parsed, String> {
-    let envelope = body.as_object().ok_or("body is not a JSON object")?;
-    let text = |map: &Map<String, Value>, key: &str| {
-        map.get(key)
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-    };
-    let name = text(envelope, "event")
-        .or_else(|| text(envelope, "sub_type"))
-        .or_else(|| text(envelope, "type"));
-    let field = text(envelope, "field");
-    let family = field.clone().or_else(|| {
-        name.as_deref()
-            .and_then(|n| n.split('.').next())
-            .map(str::to_owned)
-    });
-    if !matches!(family.as_deref(), Some("message" | "messages")) {
-        return Ok(Parsed::NotApplicable("not a message event"));
-    }
-    if name.as_deref() == Some("message.received") {
-        return Ok(Parsed::NotApplicable("inbound message"));
-    }
-    let payload = ["payload", "value", "data"]
-        .iter()
-        .find_map(|key| envelope.get(*key).and_then(Value::as_object))
-        .ok_or("message event without a payload object")?;
-    let mut payload = payload.clone();
-    // The Flask-era shape: `id` for the message id, `status`, `error: {code, message}`.
-    if !payload.contains_key("message_id")
-        && let Some(id) = payload.get("id").cloned()
-    {
-        payload.insert("message_id".into(), id);
-    }
-    if !payload.contains_key("message_status")
-        && let Some(status) = payload.get("status").cloned()
-    {
-        payload.insert("message_status".into(), status);
-    }
-    if let Some(error) = payload.get("error").and_then(Value::as_object).cloned() {
-        if !payload.contains_key("reason") && error.get("message").is_some() {
-            payload.insert("reason".into(), error["message"].clone());
-        }
-        if !payload.contains_key("reason_code") && error.get("code").is_some() {
-            payload.insert("reason_code".into(), error["code"].clone());
-        }
-    }
-    if payload.get("direction").and_then(Value::as_str) == Some("inbound") {
-        return Ok(Parsed::NotApplicable("inbound message"));
-    }
-    let p: MessageEventPayload = serde_json::from_value(Value::Object(payload))
-        .map_err(|e| format!("message event payload: {e}"))?;
-    let sent_message_id = p.message_id.as_deref().unwrap_or("").trim().to_owned();
-    if sent_message_id.is_empty() {
-        return Err("message event payload: no message_id".into());
-    }
-    let from_name = name
-        .as_deref()
-        .and_then(|n| n.strip_prefix("message."))
-        .and_then(MessageStatus::from_sent);
-    let Some(status) = from_name.or_else(|| {
-        p.message_status
-            .as_deref()
-            .and_then(MessageStatus::from_sent)
-    }) else {
-        return Ok(Parsed::NotApplicable("no status we know"));
-    };
-    let at = p
-        .updated_at
-        .as_deref()
-        .and_then(parse_time)
-        .or_else(|| text(envelope, "timestamp").as_deref().and_then(parse_time))
-        .unwrap_or(received_at);
-    Ok(Parsed::Status(StatusUpdate {
-        event: name.unwrap_or_else(|| format!("message.{status}")),
-        sent_message_id,
-        status,
-        sent_status: p.message_status,
-        channel: p.channel,
-        reason_code: p.reason_code,
-        reason: p.reason,
-        at,
-    }))
-}
-
-fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text.trim())
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn received() -> DateTime<Utc> {
-        "2026-01-01T12:00:00Z".parse().unwrap()
-    }
-
-    fn status(body: Value) -> StatusUpdate {
-        match parse_sent(&body, received()).unwrap() {
-            Parsed::Status(update) => update,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn current_envelope() {
-        let u = status(
-            json!({"field": "message", "event": "message.delivered", "timestamp": "2026-01-15T10:35:00Z",
-            "payload": {"message_id": "m1", "message_status": "DELIVERED", "channel": "sms",
-                        "updated_at": "2026-01-15T10:34:59+00:00"}}),
-        );
-        assert_eq!(u.status, MessageStatus::Delivered);
-        assert_eq!(u.sent_message_id, "m1");
-        assert_eq!(u.event, "message.delivered");
-        assert_eq!(u.channel.as_deref(), Some("sms"));
-        assert_eq!(
-            u.at,
-            "2026-01-15T10:34:59Z".parse::<DateTime<Utc>>().unwrap()
-        );
-    }
-
-    #[test]
-    fn variant_envelopes() {
-        let u = status(
-            json!({"field": "messages", "sub_type": "message.read", "value": {"message_id": "m2"}}),
-        );
-        assert_eq!((u.status, u.at), (MessageStatus::Read, received()));
-        let u = status(
-            json!({"field": "messages", "value": {"message_id": "m3", "message_status": "SENT"},
-            "timestamp": "2026-02-01T00:00:00+02:00"}),
-        );
-        assert_eq!(u.status, MessageStatus::Sent);
-        assert_eq!(u.event, "message.sent");
-        assert_eq!(
-            u.at,
-            "2026-01-31T22:00:00Z".parse::<DateTime<Utc>>().unwrap()
-        );
-        let u = status(json!({"event": "message.routed", "payload": {"message_id": "m4"}}));
-        assert_eq!(u.status, MessageStatus::Accepted);
-    }
-
-    #[test]
-    fn failures_carry_their_reason() {
-        let u = status(
-            json!({"field": "message", "event": "message.failed", "payload": {"message_id": "m",
-            "message_status": "FAILED", "reason_code": "DELIVERY_007", "reason": "Handset unreachable"}}),
-        );
-        assert_eq!(u.status, MessageStatus::Failed);
-        assert_eq!(u.reason_code.as_deref(), Some("DELIVERY_007"));
-        let change = u.change("evt");
-        assert_eq!(change.error_code.as_deref(), Some("DELIVERY_007"));
-        assert_eq!(change.source, EventSource::Sent);
-        assert_eq!(change.detail.unwrap()["event_id"], "evt");
-    }
-
-    #[test]
-    fn flask_era_shape() {
-        let u = status(
-            json!({"type": "message.failed", "data": {"id": "msg_123", "error": {"message": "Invalid"}}}),
-        );
-        assert_eq!(
-            (u.status, u.sent_message_id.as_str()),
-            (MessageStatus::Failed, "msg_123")
-        );
-        assert_eq!(u.reason.as_deref(), Some("Invalid"));
-        let u = status(
-            json!({"type": "message.status.updated", "data": {"id": "m", "status": "delivered"}}),
-        );
-        assert_eq!(u.status, MessageStatus::Delivered);
-    }
-
-    #[test]
-    fn not_applicable() {
-        for body in [
-            json!({"field": "message", "event": "message.received", "payload": {"message_id": "m", "text": "hi"}}),
-            json!({"field": "templates", "value": {"id": "t"}}),
-            json!({"field": "contact", "event": "contact.updated", "payload": {}}),
-            json!({"event": "call.started", "payload": {}}),
-            json!({"field": "message", "event": "message.something_new", "payload": {"message_id": "m"}}),
-        ] {
-            assert!(
-                matches!(parse_sent(&body, received()), Ok(Parsed::NotApplicable(_))),
-                "{body}"
-            );
-        }
-    }
-
-    #[test]
-    fn poison() {
-        for body in [
-            json!([1, 2]),
-            json!({"field": "message", "event": "message.delivered"}),
-            json!({"field": "message", "event": "message.delivered", "payload": {"message_status": "DELIVERED"}}),
-            json!({"field": "message", "event": "message.delivered", "payload": {"message_id": 7}}),
-            json!({"field": "message", "event": "message.delivered", "payload": {"message_id": " "}}),
-        ] {
-            assert!(parse_sent(&body, received()).is_err(), "{body}");
         }
     }
 }

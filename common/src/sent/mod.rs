@@ -1,3 +1,4 @@
 pub mod classify;
 pub mod client;
+pub mod webhook;
 pub mod wire;
