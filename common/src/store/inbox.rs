@@ -260,8 +260,7 @@ impl Store {
     ///
     /// One GIN probe per Sent id (a lateral join), not one `&&` over them
     /// all: the planner estimates an overlap with a couple of hundred
-    /// elements to match most of the table and scans all of it (2.5 s a
-    /// batch with 400,000 messages).
+    /// elements to match most of the table and scans all of it.
     pub async fn messages_by_provider_ids(
         &self,
         provider_ids: &[&str],

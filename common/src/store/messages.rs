@@ -176,8 +176,7 @@ impl Store {
     /// duplicate job. Rows are locked in id order, so concurrent batches
     /// cannot deadlock. The lock is taken by id alone: with a status condition
     /// the planner may scan `messages_status_created`, whose `queued` and
-    /// `sending` entries include every dead row version (5 ms per batch on a
-    /// table of 55,000 messages).
+    /// `sending` entries include every dead row version.
     pub async fn begin_attempts(
         &self,
         ids: &[MessageId],
