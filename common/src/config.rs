@@ -11,13 +11,18 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::backoff::Backoff;
-use crate::domain::TemplateRef;
+use crate::domain::{Role, TemplateRef};
 use crate::outbound::OutboundPolicy;
+use crate::queue::RedisTls;
 use crate::rate::Quota;
 
 /// The testing profile's Sent webhook secret when none is set: the original
 /// integration's, for its legacy signatures.
 pub const TESTING_WEBHOOK_SECRET: &str = "test-webhook-secret";
+
+/// `CALLBACK_SIGNING_KEY` outside production when none is set (published, so
+/// production requires one of its own).
+pub const DEVELOPMENT_CALLBACK_SIGNING_KEY: &str = "development-only-callback-signing-key";
 
 /// Secrets this repository publishes (README, compose, `.env.example`,
 /// scripts, docs, tests), which the production profile refuses: anyone can
@@ -54,6 +59,12 @@ pub const PUBLISHED_SECRETS: &[&str] = &[
     // placeholders in the README and the runbook
     "whsec_new",
     "whsec_old",
+    // CALLBACK_SIGNING_KEY: the development default, the demo's, the tests'
+    DEVELOPMENT_CALLBACK_SIGNING_KEY,
+    "local-demo-callback-signing-key-0123456789",
+    "tests-callback-signing-key-0123456789abcdef",
+    "tests-previous-callback-signing-key-0123456789",
+    "whsec_qFlI2q+Wn6TSvH1odBCtVp2mCeEr7IkkrAxvsXSu9y0=",
 ];
 
 /// Deployment profile, as in the original integration (`APP_ENV` or `FLASK_CONFIG`).
@@ -189,6 +200,35 @@ pub struct CallbackConfig {
     /// How long finished callbacks and their attempts are kept; `None`
     /// keeps them forever (`CALLBACK_RETENTION_DAYS=0`).
     pub retention: Option<Duration>,
+    /// Most deliveries of one client (API key) in flight at once in one
+    /// worker (`CALLBACK_PER_CLIENT_CONCURRENCY`, default half of
+    /// `concurrency`), so a client whose receiver hangs leaves the rest to
+    /// the others.
+    pub per_client_concurrency: usize,
+}
+
+/// How the status callbacks of bootstrap (`API_KEYS`) keys are signed: with
+/// a secret derived from a server-side key and the key's name
+/// (`common::signature::callback`). Shared: the worker signs, and
+/// `gateway keys secret` prints the secret.
+#[derive(Debug, Clone)]
+pub struct CallbackSigning {
+    /// `CALLBACK_SIGNING_KEY` (required in production).
+    pub key: Secret,
+    /// `CALLBACK_SIGNING_KEY_PREVIOUS`: while set, callbacks are also signed
+    /// with the secrets derived from it (a rotation of the signing key).
+    pub previous_key: Option<Secret>,
+    /// `CALLBACK_LEGACY_SECRET_UNTIL`: until then, callbacks are also signed
+    /// with the secret the previous release derived from the API key itself.
+    pub legacy_until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A bootstrap key of `API_KEYS`: `name:key`, or `name:key:admin`.
+#[derive(Debug, Clone)]
+pub struct BootstrapKey {
+    pub name: String,
+    pub key: Secret,
+    pub role: Role,
 }
 
 /// How long Sent remembers an `Idempotency-Key` (SENT_API.md).
@@ -248,12 +288,19 @@ pub struct Config {
     pub service_name: String,
     pub log: LogConfig,
     pub database_url: Secret,
+    /// `DATABASE_DIRECT_URL`: Postgres itself, for migrations and LISTEN,
+    /// when `DATABASE_URL` goes through a pooler.
+    pub database_direct_url: Option<Secret>,
     pub database_max_connections: u32,
     pub redis_url: Secret,
     /// Prefix of every Redis key this deployment owns (queue, rate limits).
     pub redis_prefix: String,
-    /// `API_KEYS`: bootstrap keys as `(name, key)`.
-    pub api_keys: Vec<(String, Secret)>,
+    /// `REDIS_TLS_CA_FILE`: what `rediss://` connections (queue and rate
+    /// limits) trust; the system's roots without it.
+    pub redis_tls: RedisTls,
+    /// `API_KEYS`: bootstrap keys, `name:key` or `name:key:admin`.
+    pub api_keys: Vec<BootstrapKey>,
+    pub callback_signing: CallbackSigning,
     pub sent: SentConfig,
     /// What only the gateway reads.
     pub gateway: GatewayConfig,
@@ -566,7 +613,23 @@ impl Config {
                 worker_env.parse("CALLBACK_POLL_INTERVAL_MS", 1000)?,
             ),
             retention: worker_env.days("CALLBACK_RETENTION_DAYS", 30)?,
+            per_client_concurrency: 0,
         };
+        let callbacks = CallbackConfig {
+            per_client_concurrency: worker_env.parse(
+                "CALLBACK_PER_CLIENT_CONCURRENCY",
+                (callbacks.concurrency / 2).max(1),
+            )?,
+            ..callbacks
+        };
+        if callbacks.per_client_concurrency == 0
+            || callbacks.per_client_concurrency > callbacks.concurrency.max(1)
+        {
+            return Err(worker_env.bad(
+                "CALLBACK_PER_CLIENT_CONCURRENCY",
+                "must be at least 1 and at most CALLBACK_CONCURRENCY".into(),
+            ));
+        }
         if callbacks.max_attempts == 0 || callbacks.concurrency == 0 {
             let var = if callbacks.max_attempts == 0 {
                 "CALLBACK_MAX_ATTEMPTS"
@@ -590,18 +653,53 @@ impl Config {
             OutboundPolicy::new(env.networks("CALLBACK_ALLOW_PRIVATE_NETWORKS")?)
         };
 
+        // `name:key` or `name:key:role`; a key holding a colon is refused
+        // rather than read as a role.
         let api_keys = env
             .list("API_KEYS")
-            .map(|pair| match pair.split_once(':') {
-                Some((name, key)) if !name.trim().is_empty() && key.trim().len() >= 8 => {
-                    Ok((name.trim().to_owned(), Secret(key.trim().to_owned())))
+            .map(|entry| {
+                let fields: Vec<&str> = entry.split(':').map(str::trim).collect();
+                let role = match fields.get(2) {
+                    None => Ok(Role::Tenant),
+                    Some(role) => role.parse::<Role>().map_err(|_| {
+                        env.bad(
+                            "API_KEYS",
+                            format!(
+                                "'{role}' after the key of '{}' is not a role: name:key or \
+                                 name:key:admin (a key cannot hold ':')",
+                                fields[0]
+                            ),
+                        )
+                    }),
+                }?;
+                match fields[..] {
+                    [name, key, ..] if fields.len() <= 3 && !name.is_empty() && key.len() >= 8 => {
+                        Ok(BootstrapKey {
+                            name: name.to_owned(),
+                            key: Secret(key.to_owned()),
+                            role,
+                        })
+                    }
+                    _ => Err(env.bad(
+                        "API_KEYS",
+                        "expected comma-separated name:key or name:key:admin entries, keys of 8 \
+                         characters or more"
+                            .into(),
+                    )),
                 }
-                _ => Err(env.bad(
-                    "API_KEYS",
-                    "expected comma-separated name:key pairs, keys of 8 characters or more".into(),
-                )),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // One name may have several keys (to rotate a key), of one role.
+        if let Some(key) = api_keys.iter().find(|k| {
+            api_keys
+                .iter()
+                .any(|other| other.name == k.name && other.role != k.role)
+        }) {
+            return Err(env.bad(
+                "API_KEYS",
+                format!("'{}' has keys of different roles", key.name),
+            ));
+        }
 
         let gateway = GatewayConfig {
             bind: gateway_env.parse("GATEWAY_BIND", "0.0.0.0:8000".parse().unwrap())?,
@@ -618,10 +716,52 @@ impl Config {
             templates,
         };
 
+        // Required in production, and named, before the signing key is.
+        let database_url = Secret(env.required_or(
+            "DATABASE_URL",
+            dev_default("postgres://postgres@127.0.0.1:5432/sent_gateway"),
+        )?);
+        let redis_url =
+            Secret(env.required_or("REDIS_URL", dev_default("redis://127.0.0.1:6379"))?);
+        let redis_tls = match env.get("REDIS_TLS_CA_FILE") {
+            None => RedisTls::system_roots(),
+            Some(path) => RedisTls::ca_file(&path)
+                .map_err(|problem| env.bad("REDIS_TLS_CA_FILE", problem))?,
+        };
+        if redis_tls.has_ca_file() && !redis_url.expose().starts_with("rediss://") {
+            return Err(env.bad(
+                "REDIS_URL",
+                "is not rediss:// but REDIS_TLS_CA_FILE is set: use rediss:// for TLS".into(),
+            ));
+        }
+        let callback_signing = CallbackSigning {
+            key: Secret(env.required_or(
+                "CALLBACK_SIGNING_KEY",
+                dev_default(DEVELOPMENT_CALLBACK_SIGNING_KEY),
+            )?),
+            previous_key: env.get("CALLBACK_SIGNING_KEY_PREVIOUS").map(Secret),
+            legacy_until: match env.get("CALLBACK_LEGACY_SECRET_UNTIL") {
+                None => None,
+                Some(raw) => Some(
+                    chrono::DateTime::parse_from_rfc3339(&raw)
+                        .map_err(|e| {
+                            env.bad(
+                                "CALLBACK_LEGACY_SECRET_UNTIL",
+                                format!(
+                                    "'{raw}': {e} (an RFC 3339 time, e.g. 2027-01-31T00:00:00Z)"
+                                ),
+                            )
+                        })?
+                        .to_utc(),
+                ),
+            },
+        };
+
         if profile == Profile::Production {
             refuse_in_production(
                 &env,
                 &api_keys,
+                &callback_signing,
                 (process != Process::Worker).then_some(&gateway),
             )?;
         }
@@ -630,14 +770,14 @@ impl Config {
             profile,
             service_name: env.string("SERVICE_NAME", "sent-gateway"),
             log,
-            database_url: Secret(env.required_or(
-                "DATABASE_URL",
-                dev_default("postgres://postgres@127.0.0.1:5432/sent_gateway"),
-            )?),
+            database_url,
+            database_direct_url: env.get("DATABASE_DIRECT_URL").map(Secret),
             database_max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 16)?,
-            redis_url: Secret(env.required_or("REDIS_URL", dev_default("redis://127.0.0.1:6379"))?),
+            redis_url,
             redis_prefix: env.string("REDIS_PREFIX", "sentgw"),
+            redis_tls,
             api_keys,
+            callback_signing,
             sent,
             gateway,
             worker,
@@ -670,12 +810,38 @@ pub const PRODUCTION_WHSEC_MIN_BYTES: usize = 24;
 /// is checked by the gateway only.
 fn refuse_in_production(
     env: &Env,
-    api_keys: &[(String, Secret)],
+    api_keys: &[BootstrapKey],
+    callback_signing: &CallbackSigning,
     gateway: Option<&GatewayConfig>,
 ) -> Result<(), ConfigError> {
     const GENERATE: &str = "generate one, e.g. `openssl rand -base64 32`";
     let published = |secret: &Secret| PUBLISHED_SECRETS.contains(&secret.expose());
-    for (name, key) in api_keys {
+    for (var, key) in [
+        ("CALLBACK_SIGNING_KEY", Some(&callback_signing.key)),
+        (
+            "CALLBACK_SIGNING_KEY_PREVIOUS",
+            callback_signing.previous_key.as_ref(),
+        ),
+    ] {
+        let Some(key) = key else { continue };
+        if published(key) {
+            return Err(env.bad(
+                var,
+                format!("is published in this project's repository: {GENERATE}"),
+            ));
+        }
+        let chars = key.expose().chars().count();
+        if chars < PRODUCTION_KEY_MIN_CHARS {
+            return Err(env.bad(
+                var,
+                format!(
+                    "has {chars} characters; production needs at least \
+                     {PRODUCTION_KEY_MIN_CHARS}: {GENERATE}"
+                ),
+            ));
+        }
+    }
+    for BootstrapKey { name, key, .. } in api_keys {
         if published(key) {
             return Err(env.bad(
                 "API_KEYS",
@@ -905,6 +1071,43 @@ mod tests {
         assert_eq!(err.var, "REDIS_URL");
     }
 
+    #[test]
+    fn a_redis_ca_file_that_cannot_be_used_is_named() {
+        let dir = std::env::temp_dir().join(format!("redis-ca-{}", ulid::Ulid::generate()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tls = |path: &std::path::Path| {
+            Config::from_map(&vars(&[
+                ("REDIS_URL", "rediss://127.0.0.1:6380"),
+                ("REDIS_TLS_CA_FILE", path.to_str().unwrap()),
+            ]))
+        };
+        let missing = dir.join("missing.pem");
+        let err = tls(&missing).unwrap_err();
+        assert_eq!(err.var, "REDIS_TLS_CA_FILE");
+        assert!(err.problem.contains("missing.pem"), "{err}");
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, "not a certificate\n").unwrap();
+        let err = tls(&not_pem).unwrap_err();
+        assert_eq!(err.var, "REDIS_TLS_CA_FILE");
+        assert!(err.problem.contains("no PEM certificate"), "{err}");
+        let broken = dir.join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let err = tls(&broken).unwrap_err();
+        assert_eq!(err.var, "REDIS_TLS_CA_FILE");
+        // Unreadable: a directory.
+        let err = tls(&dir).unwrap_err();
+        assert_eq!(err.var, "REDIS_TLS_CA_FILE");
+        assert!(err.problem.contains("cannot read"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Without it: the system's roots.
+        let config = Config::from_map(&vars(&[("REDIS_URL", "rediss://127.0.0.1:6380")])).unwrap();
+        assert!(!config.redis_tls.has_ca_file());
+    }
+
     /// A production configuration that passes every check; each case
     /// changes one variable.
     fn production(changes: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -916,9 +1119,108 @@ mod tests {
             ("REDIS_URL", "redis://x"),
             ("API_KEYS", &format!("ops:{key}")),
             ("SENT_DM_WEBHOOK_SECRET", &whsec),
+            (
+                "CALLBACK_SIGNING_KEY",
+                &"s".repeat(PRODUCTION_KEY_MIN_CHARS),
+            ),
         ]);
         all.extend(vars(changes));
         Config::from_map(&all)
+    }
+
+    #[test]
+    fn production_requires_a_callback_signing_key_of_its_own() {
+        assert!(production(&[]).is_ok());
+        let mut missing = vars(&[
+            ("APP_ENV", "production"),
+            ("DATABASE_URL", "postgres://x/y"),
+            ("REDIS_URL", "redis://x"),
+        ]);
+        for process in [Process::Gateway, Process::Worker] {
+            let err = Config::from_map_for(&missing, process).unwrap_err();
+            assert_eq!(err.var, "CALLBACK_SIGNING_KEY", "{err}");
+            assert!(err.to_string().contains("required"), "{err}");
+        }
+        let short = "s".repeat(PRODUCTION_KEY_MIN_CHARS - 1);
+        for (var, value) in [
+            ("CALLBACK_SIGNING_KEY", DEVELOPMENT_CALLBACK_SIGNING_KEY),
+            ("CALLBACK_SIGNING_KEY", short.as_str()),
+            ("CALLBACK_SIGNING_KEY_PREVIOUS", short.as_str()),
+            ("CALLBACK_SIGNING_KEY_PREVIOUS", PUBLISHED_SECRETS[0]),
+        ] {
+            let err = production(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, var, "{var}={value}: {err}");
+        }
+        // Outside production the development key signs.
+        missing.insert("APP_ENV".into(), "development".into());
+        let config = Config::from_map(&missing).unwrap();
+        assert_eq!(
+            config.callback_signing.key.expose(),
+            DEVELOPMENT_CALLBACK_SIGNING_KEY
+        );
+        assert!(config.callback_signing.previous_key.is_none());
+        assert!(config.callback_signing.legacy_until.is_none());
+    }
+
+    #[test]
+    fn the_legacy_secret_transition_takes_an_rfc3339_time() {
+        let config = Config::from_map(&vars(&[(
+            "CALLBACK_LEGACY_SECRET_UNTIL",
+            "2027-01-31T12:00:00+01:00",
+        )]))
+        .unwrap();
+        assert_eq!(
+            config.callback_signing.legacy_until.unwrap().to_rfc3339(),
+            "2027-01-31T11:00:00+00:00"
+        );
+        for bad in ["2027-01-31", "next month"] {
+            let err =
+                Config::from_map(&vars(&[("CALLBACK_LEGACY_SECRET_UNTIL", bad)])).unwrap_err();
+            assert_eq!(err.var, "CALLBACK_LEGACY_SECRET_UNTIL", "{err}");
+        }
+    }
+
+    #[test]
+    fn bootstrap_keys_carry_a_role() {
+        let config = Config::from_map(&vars(&[(
+            "API_KEYS",
+            "a:key-aaaaaaaa:admin, b:key-bbbbbbbb, c:key-cccccccc:tenant",
+        )]))
+        .unwrap();
+        let roles: Vec<(&str, Role)> = config
+            .api_keys
+            .iter()
+            .map(|k| (k.name.as_str(), k.role))
+            .collect();
+        assert_eq!(
+            roles,
+            [("a", Role::Admin), ("b", Role::Tenant), ("c", Role::Tenant)]
+        );
+        assert_eq!(config.api_keys[0].key.expose(), "key-aaaaaaaa");
+        // Two keys of one name (a rotation) are fine; of two roles, not.
+        assert!(Config::from_map(&vars(&[("API_KEYS", "a:key-aaaaaaaa,a:key-bbbbbbbb")])).is_ok());
+        for bad in [
+            "a:key-aaaaaaaa:root",
+            "a:key-aaaaaaaa:admin:x",
+            "a:key-aaaaaaaa:admin,a:key-bbbbbbbb",
+            ":key-aaaaaaaa:admin",
+        ] {
+            let err = Config::from_map(&vars(&[("API_KEYS", bad)])).unwrap_err();
+            assert_eq!(err.var, "API_KEYS", "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn per_client_callback_concurrency_defaults_to_half() {
+        let config = Config::from_map(&vars(&[("CALLBACK_CONCURRENCY", "10")])).unwrap();
+        assert_eq!(config.callbacks.per_client_concurrency, 5);
+        let config = Config::from_map(&vars(&[("CALLBACK_CONCURRENCY", "1")])).unwrap();
+        assert_eq!(config.callbacks.per_client_concurrency, 1);
+        for bad in ["0", "33"] {
+            let err =
+                Config::from_map(&vars(&[("CALLBACK_PER_CLIENT_CONCURRENCY", bad)])).unwrap_err();
+            assert_eq!(err.var, "CALLBACK_PER_CLIENT_CONCURRENCY");
+        }
     }
 
     #[test]
@@ -960,6 +1262,10 @@ mod tests {
             ("DATABASE_URL", "postgres://x/y"),
             ("REDIS_URL", "redis://x"),
         ]));
+        worker.insert(
+            "CALLBACK_SIGNING_KEY".into(),
+            "s".repeat(PRODUCTION_KEY_MIN_CHARS),
+        );
         assert!(Config::from_map_for(&worker, Process::Worker).is_ok());
         assert!(Config::from_map_for(&worker, Process::Gateway).is_err());
         // Development takes the published development defaults.
@@ -1093,7 +1399,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(config.api_keys.len(), 2);
-        assert_eq!(config.api_keys[1].0, "b");
+        assert_eq!(config.api_keys[1].name, "b");
         assert_eq!(config.gateway.webhooks.sent_secrets.len(), 2);
         assert!(!config.gateway.rate_limit.enabled);
     }

@@ -63,8 +63,10 @@ fn secrets_in(text: &str, rust: bool) -> BTreeSet<String> {
             continue; // a variable or a placeholder, not a value
         }
         for item in value.split(',') {
-            // `name:key` pairs of API_KEYS publish the key.
-            let secret = item.split_once(':').map_or(item, |(_, key)| key);
+            // `name:key` and `name:key:admin` entries of API_KEYS publish the key.
+            let secret = item
+                .split_once(':')
+                .map_or(item, |(_, key)| key.split(':').next().unwrap_or(key));
             if secret.len() >= 8 {
                 found.insert(secret.to_owned());
             }
@@ -101,7 +103,7 @@ fn every_published_secret_is_refused_in_production() {
 #[test]
 fn the_scan_finds_each_form() {
     let text = r#"
-        API_KEYS=demo:demo-key-0123456789,other:other-key-0123456789
+        API_KEYS=demo:demo-key-0123456789,other:other-key-0123456789:admin
         SENT_DM_WEBHOOK_SECRET: ${SENT_DM_WEBHOOK_SECRET:-whsec_ZGVtby1zZWNyZXQ=}
         STRIPE_WEBHOOK_SECRET=stripe-secret-value
         API_KEYS=bench:$KEY

@@ -9,7 +9,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use common::config::Secret;
+use common::config::BootstrapKey;
+use common::domain::Role;
 use common::rate::{MemoryLimiters, Quota, RetryAfter};
 use common::store::Store;
 use sha2::{Digest, Sha256};
@@ -30,11 +31,23 @@ pub enum Access {
     Open,
 }
 
-/// Who is calling: the name of their API key, and its own limits.
+/// Who is calling: the name of their API key, its role, and its own limits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Client {
     pub name: String,
+    pub role: Role,
     pub rate_limit: Option<Quota>,
+}
+
+impl Client {
+    /// Whose messages the status page shows this client: its own (a
+    /// tenant), or every client's (`None`, an admin).
+    pub fn dashboard_scope(&self) -> Option<&str> {
+        match self.role {
+            Role::Admin => None,
+            Role::Tenant => Some(&self.name),
+        }
+    }
 }
 
 type KeyHash = [u8; 32];
@@ -46,7 +59,7 @@ const CACHE_TTL: Duration = Duration::from_secs(10);
 const CACHE_MAX: usize = 10_000;
 
 pub struct KeyRing {
-    bootstrap: Vec<(KeyHash, String)>,
+    bootstrap: Vec<(KeyHash, String, Role)>,
     store: Store,
     known: Mutex<HashMap<KeyHash, (Client, Instant)>>,
     unknown: Mutex<HashMap<KeyHash, Instant>>,
@@ -67,11 +80,11 @@ pub fn hash_key(key: &str) -> KeyHash {
 }
 
 impl KeyRing {
-    pub fn new(bootstrap: &[(String, Secret)], store: Store) -> KeyRing {
+    pub fn new(bootstrap: &[BootstrapKey], store: Store) -> KeyRing {
         KeyRing {
             bootstrap: bootstrap
                 .iter()
-                .map(|(name, key)| (hash_key(key.expose()), name.clone()))
+                .map(|key| (hash_key(key.key.expose()), key.name.clone(), key.role))
                 .collect(),
             store,
             known: Mutex::default(),
@@ -84,14 +97,15 @@ impl KeyRing {
     pub async fn authenticate(&self, key: &str) -> Result<Client, ApiError> {
         let hash = hash_key(key);
         let mut found = None;
-        for (candidate, name) in &self.bootstrap {
+        for (candidate, name, role) in &self.bootstrap {
             if bool::from(candidate.ct_eq(&hash)) {
-                found = Some(name);
+                found = Some((name, *role));
             }
         }
-        if let Some(name) = found {
+        if let Some((name, role)) = found {
             return Ok(Client {
                 name: name.clone(),
+                role,
                 rate_limit: None,
             });
         }
@@ -112,6 +126,7 @@ impl KeyRing {
         };
         let client = Client {
             name: record.name,
+            role: record.role,
             rate_limit: record.rate_limit.and_then(|q| q.parse().ok()),
         };
         remember(&self.known, hash, (client.clone(), Instant::now()));
@@ -193,4 +208,26 @@ pub async fn require_api_key(
     tracing::Span::current().record("client", client.name.as_str());
     request.extensions_mut().insert(client);
     Ok(next.run(request).await)
+}
+
+/// Start-up check: no name of `API_KEYS` is also a managed key's (revoked
+/// ones included, as a revoked key's name still owns its messages). A name
+/// is one client: the two keys would see each other's messages, and the
+/// managed key's callbacks would be signed with the bootstrap key's secret.
+pub async fn refuse_shared_key_names(
+    config: &common::config::Config,
+    store: &Store,
+) -> anyhow::Result<()> {
+    let names: Vec<String> = config.api_keys.iter().map(|k| k.name.clone()).collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let taken = store.api_key_names_taken(&names).await?;
+    if let Some(name) = taken.first() {
+        anyhow::bail!(
+            "configuration error: API_KEYS: '{name}' is also the name of a managed key in the \
+             api_keys table (`gateway keys list`); rename the API_KEYS entry"
+        );
+    }
+    Ok(())
 }

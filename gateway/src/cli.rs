@@ -1,8 +1,15 @@
-//! `gateway keys create|list|revoke`: managed API keys.
+//! The operator's commands: `gateway keys create|list|revoke|secret|rotate-secret`
+//! (managed API keys and callback secrets) and `gateway tenants purge`.
+
+use std::time::Duration;
 
 use base64::Engine;
+use chrono::Utc;
+use common::config::Config;
+use common::domain::Role;
+use common::signature::callback::CallbackSecrets;
 use common::signature::standard::WebhookSecret;
-use common::store::{NewApiKey, Store};
+use common::store::{NewApiKey, Store, TenantPurge};
 use rand::RngCore;
 
 use crate::auth::hash_key;
@@ -17,7 +24,26 @@ pub fn generate_key() -> String {
     )
 }
 
-pub async fn create(store: &Store, name: &str, rate_limit: Option<String>) -> anyhow::Result<()> {
+/// Whether `API_KEYS` has a key of this name.
+fn is_bootstrap(config: &Config, name: &str) -> bool {
+    config.api_keys.iter().any(|key| key.name == name)
+}
+
+pub async fn create(
+    store: &Store,
+    config: &Config,
+    name: &str,
+    rate_limit: Option<String>,
+    role: Role,
+) -> anyhow::Result<()> {
+    // One name, one client: a managed key named like a bootstrap one would
+    // see its messages and sign its callbacks with its secret.
+    if is_bootstrap(config, name) {
+        anyhow::bail!(
+            "'{name}' is the name of a key in API_KEYS: choose another name (a name is one \
+             client, whose messages and callbacks its keys share)"
+        );
+    }
     if let Some(quota) = &rate_limit {
         quota
             .parse::<common::rate::Quota>()
@@ -26,13 +52,16 @@ pub async fn create(store: &Store, name: &str, rate_limit: Option<String>) -> an
     let key = generate_key();
     let callback_secret = WebhookSecret::generate().to_whsec_string();
     let record = store
-        .create_api_key(&NewApiKey {
-            name: name.to_owned(),
-            key_hash: hash_key(&key).to_vec(),
-            key_prefix: key[..8].to_owned(),
-            callback_secret: callback_secret.clone(),
-            rate_limit,
-        })
+        .create_api_key_with_role(
+            &NewApiKey {
+                name: name.to_owned(),
+                key_hash: hash_key(&key).to_vec(),
+                key_prefix: key[..8].to_owned(),
+                callback_secret: callback_secret.clone(),
+                rate_limit,
+            },
+            role,
+        )
         .await
         .map_err(|e| match e {
             sqlx::Error::Database(d) if d.is_unique_violation() => {
@@ -41,6 +70,7 @@ pub async fn create(store: &Store, name: &str, rate_limit: Option<String>) -> an
             other => other.into(),
         })?;
     println!("name:            {}", record.name);
+    println!("role:            {}", record.role);
     println!("api key:         {key}");
     println!("callback secret: {callback_secret}");
     println!("Store the key now: only its hash is kept.");
@@ -49,13 +79,14 @@ pub async fn create(store: &Store, name: &str, rate_limit: Option<String>) -> an
 
 pub async fn list(store: &Store) -> anyhow::Result<()> {
     println!(
-        "{:<24} {:<10} {:<14} {:<26} revoked",
-        "name", "prefix", "rate limit", "created"
+        "{:<24} {:<7} {:<10} {:<14} {:<26} revoked",
+        "name", "role", "prefix", "rate limit", "created"
     );
     for key in store.api_keys().await? {
         println!(
-            "{:<24} {:<10} {:<14} {:<26} {}",
+            "{:<24} {:<7} {:<10} {:<14} {:<26} {}",
             key.name,
+            key.role,
             key.key_prefix,
             key.rate_limit.unwrap_or_else(|| "default".into()),
             key.created_at.to_rfc3339(),
@@ -74,4 +105,121 @@ pub async fn revoke(store: &Store, name: &str) -> anyhow::Result<()> {
     } else {
         anyhow::bail!("no active key named '{name}'")
     }
+}
+
+/// The callback secrets of a key, bootstrap or managed.
+async fn callback_secrets(
+    store: &Store,
+    config: &Config,
+    name: &str,
+) -> anyhow::Result<CallbackSecrets> {
+    if is_bootstrap(config, name) {
+        let keys = config.api_keys.iter().filter(|k| k.name == name);
+        return Ok(CallbackSecrets::bootstrap(
+            &config.callback_signing,
+            name,
+            keys.map(|k| &k.key),
+        ));
+    }
+    let Some(stored) = store.callback_secrets(name).await? else {
+        anyhow::bail!("no key named '{name}' (in API_KEYS or `gateway keys list`)");
+    };
+    CallbackSecrets::managed(
+        &stored.callback_secret,
+        stored.previous_callback_secret.as_deref(),
+        stored.previous_callback_secret_until,
+    )
+    .map_err(|e| anyhow::anyhow!("the stored callback secret of '{name}': {e}"))
+}
+
+/// Says on stderr which other secrets sign too, and until when (never the
+/// secrets themselves: the receiver needs only the current one).
+fn describe_transitions(secrets: &CallbackSecrets) {
+    for also in secrets.also_at(Utc::now()) {
+        let until = also
+            .until
+            .map_or("until the operator ends it".to_owned(), |t| {
+                format!("until {}", t.to_rfc3339())
+            });
+        eprintln!("also signing, {until}: {}", also.why.describe());
+    }
+}
+
+/// `gateway keys secret NAME`: prints the key's current callback secret
+/// (the one its receiver should verify with) on stdout, alone.
+pub async fn secret(store: &Store, config: &Config, name: &str) -> anyhow::Result<()> {
+    let secrets = callback_secrets(store, config, name).await?;
+    println!("{}", secrets.current.to_whsec_string());
+    describe_transitions(&secrets);
+    Ok(())
+}
+
+/// `gateway keys rotate-secret NAME`: a new callback secret for a managed
+/// key; the old one signs too for `transition`.
+pub async fn rotate_secret(
+    store: &Store,
+    config: &Config,
+    name: &str,
+    transition: Duration,
+) -> anyhow::Result<()> {
+    if is_bootstrap(config, name) {
+        anyhow::bail!(
+            "'{name}' is a key of API_KEYS, whose callback secret is derived from \
+             CALLBACK_SIGNING_KEY: rotate that (with CALLBACK_SIGNING_KEY_PREVIOUS, see the README)"
+        );
+    }
+    let new_secret = WebhookSecret::generate().to_whsec_string();
+    let Some(stored) = store
+        .rotate_callback_secret(name, &new_secret, transition)
+        .await?
+    else {
+        anyhow::bail!("no managed key named '{name}'");
+    };
+    println!("callback secret: {}", stored.callback_secret);
+    match stored.previous_callback_secret_until {
+        Some(until) => println!(
+            "The previous secret also signs until {} (workers pick the change up within a \
+             minute).",
+            until.to_rfc3339()
+        ),
+        None => println!("The previous secret signs no more (within a minute)."),
+    }
+    Ok(())
+}
+
+/// `gateway tenants purge NAME`: deletes the client's data, printing how
+/// many rows of each kind.
+pub async fn purge_tenant(
+    store: &Store,
+    config: &Config,
+    name: &str,
+    dry_run: bool,
+) -> anyhow::Result<TenantPurge> {
+    let managed_active = store
+        .api_keys()
+        .await?
+        .iter()
+        .any(|k| k.name == name && k.revoked_at.is_none());
+    if is_bootstrap(config, name) || managed_active {
+        eprintln!(
+            "note: '{name}' still has an active key, so messages it sends from now on are kept: \
+             revoke it (gateway keys revoke, or remove it from API_KEYS) to stop that"
+        );
+    }
+    let purged = store.purge_tenant(name, dry_run).await?;
+    println!(
+        "{} of tenant '{name}', in one transaction:",
+        if dry_run { "would delete" } else { "deleted" }
+    );
+    for (what, count) in [
+        ("messages", purged.messages),
+        ("message events (timelines)", purged.message_events),
+        ("status callbacks", purged.status_callbacks),
+        ("callback attempts", purged.callback_attempts),
+        ("idempotency records", purged.idempotency_records),
+        ("webhook events", purged.webhook_events),
+    ] {
+        println!("  {what:<28} {count}");
+    }
+    Ok(purged)
 }

@@ -1,5 +1,8 @@
 use clap::{Parser, Subcommand};
+use std::time::Duration;
+
 use common::config::{Config, Process};
+use common::domain::Role;
 use gateway::{app::AppState, cli};
 
 #[derive(Parser)]
@@ -24,6 +27,25 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// A client's data.
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantsCommand {
+    /// Delete a client's messages, timelines, status callbacks and their
+    /// attempts, the webhook events applied to them, and its idempotency
+    /// records, in one transaction (a privacy request); prints how many.
+    Purge {
+        /// The client: its API key's name.
+        name: String,
+        /// Count what would be deleted, and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -34,10 +56,27 @@ enum KeysCommand {
         /// Own limit for the sending routes, e.g. 1000/minute.
         #[arg(long)]
         rate_limit: Option<String>,
+        /// An operator's key: the status page shows it every client's
+        /// messages (a tenant key sees its own).
+        #[arg(long)]
+        admin: bool,
     },
     List,
     Revoke {
         name: String,
+    },
+    /// Print a key's current callback signing secret (API_KEYS keys: derived
+    /// from CALLBACK_SIGNING_KEY; managed keys: stored).
+    Secret {
+        name: String,
+    },
+    /// Give a managed key a new callback secret; the old one keeps signing
+    /// beside it for the transition.
+    RotateSecret {
+        name: String,
+        /// Days the old secret keeps signing (0: stops at once).
+        #[arg(long, default_value_t = 7)]
+        transition_days: u64,
     },
 }
 
@@ -63,6 +102,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let (store, redis) = gateway::connect(&config).await?;
     match args.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            gateway::auth::refuse_shared_key_names(&config, &store).await?;
             let listener = tokio::net::TcpListener::bind(config.gateway.bind)
                 .await
                 .map_err(|e| anyhow::anyhow!("GATEWAY_BIND {}: {e}", config.gateway.bind))?;
@@ -76,11 +116,29 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { command } => match command {
-            KeysCommand::Create { name, rate_limit } => {
-                cli::create(&store, &name, rate_limit).await
+            KeysCommand::Create {
+                name,
+                rate_limit,
+                admin,
+            } => {
+                let role = if admin { Role::Admin } else { Role::Tenant };
+                cli::create(&store, &config, &name, rate_limit, role).await
             }
             KeysCommand::List => cli::list(&store).await,
             KeysCommand::Revoke { name } => cli::revoke(&store, &name).await,
+            KeysCommand::Secret { name } => cli::secret(&store, &config, &name).await,
+            KeysCommand::RotateSecret {
+                name,
+                transition_days,
+            } => {
+                let transition = Duration::from_secs(transition_days.saturating_mul(86_400));
+                cli::rotate_secret(&store, &config, &name, transition).await
+            }
         },
+        Command::Tenants {
+            command: TenantsCommand::Purge { name, dry_run },
+        } => cli::purge_tenant(&store, &config, &name, dry_run)
+            .await
+            .map(|_| ()),
     }
 }

@@ -195,6 +195,7 @@ async fn the_status_page_shows_the_numbers_in_a_real_browser() {
     assert!(!tag_of(dom, "content").contains("hidden"), "{dom}");
     assert!(tag_of(dom, "key-form").contains("hidden"));
     assert!(tag_of(dom, "error").contains("hidden"), "{dom}");
+    assert_eq!(text_of(dom, "scope"), "All clients");
     assert_eq!(text_of(dom, "total"), "6");
     for (status, count) in [
         ("queued", "1"),
@@ -302,7 +303,7 @@ async fn the_page_takes_a_key_and_keeps_it_for_the_tab() {
         $("key-form").requestSubmit();
         if (!await until(() => !$("content").hidden)) return {step: "no numbers", text: document.body.innerText};
         return {
-            step: "done", refused, total: $("total").textContent,
+            step: "done", refused, total: $("total").textContent, scope: $("scope").textContent,
             queued: document.querySelector('[data-status="queued"] .count').textContent,
             stored: sessionStorage.getItem("sent-gateway.api-key"), forget: !$("forget").hidden,
             prompt: !$("key-form").hidden,
@@ -313,7 +314,8 @@ async fn the_page_takes_a_key_and_keeps_it_for_the_tab() {
     assert_eq!(
         result,
         json!({"step": "done", "refused": "That key was refused.", "total": "2", "queued": "2",
-               "stored": support::API_KEY, "forget": true, "prompt": false}),
+               "scope": "Messages of tester", "stored": support::API_KEY, "forget": true,
+               "prompt": false}),
     );
     // "Forget key" drops it and asks again.
     let result = browser
@@ -354,7 +356,8 @@ async fn the_data_needs_a_key_unless_public() {
     )
     .await;
     assert_eq!(status, 401);
-    // Any valid key sees every client's messages (an operator view).
+    // A tenant key sees its own messages: none for "other", whose key
+    // sent nothing (tests/tenants.rs has the admin's view).
     let (status, headers, body) = split(
         app.http
             .get(app.url("/dashboard/data"))
@@ -366,7 +369,15 @@ async fn the_data_needs_a_key_unless_public() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(headers["cache-control"], "no-store");
-    assert_eq!(body["total"], 1);
+    assert_eq!(
+        (&body["client"], &body["total"]),
+        (&json!("other"), &json!(0))
+    );
+    let (_, _, body) = split(app.get("/dashboard/data").send().await.unwrap()).await;
+    assert_eq!(
+        (&body["client"], &body["total"]),
+        (&json!("tester"), &json!(1))
+    );
     assert_eq!(body["throughput"].as_array().unwrap().len(), 60);
     assert_eq!(body["statuses"].as_array().unwrap().len(), 11);
     assert_eq!(body["latency"]["p50_seconds"], Value::Null);
@@ -382,6 +393,11 @@ async fn the_data_needs_a_key_unless_public() {
     )
     .await;
     assert_eq!((status, &body["total"]), (200, &json!(0)));
+    assert_eq!(
+        body["client"],
+        Value::Null,
+        "every client's, as the operator chose"
+    );
     // The rest of the API still needs a key.
     let response = public
         .http

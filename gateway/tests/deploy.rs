@@ -26,8 +26,9 @@ const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 /// Every secret of the stack: compose requires each, with no default. (One
 /// string: common/tests/published_secrets.rs reads `"VAR", "value"` in Rust
 /// as a published secret.)
-const REQUIRED_NAMES: &str = "API_KEYS SENT_DM_API_KEY SENT_DM_WEBHOOK_SECRET POSTGRES_PASSWORD \
-                              GATEWAY_DB_PASSWORD DASHBOARD_PASSWORD GRAFANA_ADMIN_PASSWORD";
+const REQUIRED_NAMES: &str = "API_KEYS SENT_DM_API_KEY SENT_DM_WEBHOOK_SECRET CALLBACK_SIGNING_KEY \
+                              POSTGRES_PASSWORD GATEWAY_DB_PASSWORD DASHBOARD_PASSWORD \
+                              GRAFANA_ADMIN_PASSWORD";
 
 fn required() -> Vec<&'static str> {
     REQUIRED_NAMES.split_whitespace().collect()

@@ -10,6 +10,15 @@
 //! delivered in order. Woken by the `status_callbacks` notification, with
 //! polling as a fallback.
 //!
+//! # Fairness between clients
+//!
+//! Claims go round-robin across clients (API keys), and a client has at
+//! most `CALLBACK_PER_CLIENT_CONCURRENCY` deliveries in flight in one worker
+//! (default half of `CALLBACK_CONCURRENCY`; `Store::claim_callbacks`). So a
+//! client whose receiver hangs, with any backlog, holds at most that share
+//! of a worker's deliveries for up to `CALLBACK_TIMEOUT_SECS` each, and the
+//! other clients' callbacks go out beside it with the rest.
+//!
 //! # The request
 //!
 //! `POST <callback_url>`, `Content-Type: application/json`, body:
@@ -24,7 +33,8 @@
 //! `channel` appear when known.) Signed by the Standard Webhooks scheme:
 //! `webhook-id` (the delivery's id, the same on every retry: deduplicate on
 //! it), `webhook-timestamp` (Unix seconds of this attempt) and
-//! `webhook-signature: v1,<base64 HMAC-SHA256(key, id + "." + timestamp + "." + body)>`.
+//! `webhook-signature: v1,<base64 HMAC-SHA256(key, id + "." + timestamp + "." + body)>`,
+//! with one such entry per secret (space-separated) during a transition.
 //! Any 2xx within `CALLBACK_TIMEOUT_SECS` is success; redirects are not followed.
 //!
 //! # Where callbacks may go
@@ -45,13 +55,15 @@
 //!
 //! # The signing secret
 //!
-//! Per API key. A managed key (`gateway keys create`) has its own random
-//! `whsec_` secret, printed at creation (`api_keys.callback_secret`). A
-//! bootstrap key from `API_KEYS` has a secret derived from the key itself,
-//! so nothing extra needs configuring or storing: the key bytes are
-//! `HMAC-SHA256(key = <the API key>, message = "callback-signing")`, i.e.
-//! `whsec_` + base64 of
-//! `printf %s callback-signing | openssl dgst -sha256 -hmac "$API_KEY" -binary`.
+//! Per API key (`common::signature::callback`). A managed key (`gateway
+//! keys create`) has its own random `whsec_` secret, printed at creation
+//! (`api_keys.callback_secret`), and after `gateway keys rotate-secret` its
+//! previous one signs too until the end of the transition. A bootstrap key
+//! from `API_KEYS` has a secret derived from `CALLBACK_SIGNING_KEY` and its
+//! name (not from the key itself); the secrets derived from
+//! `CALLBACK_SIGNING_KEY_PREVIOUS`, and until `CALLBACK_LEGACY_SECRET_UNTIL`
+//! the previous releases' secret derived from the API key, sign too.
+//! `gateway keys secret NAME` prints a key's current secret.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -62,11 +74,10 @@ use chrono::Utc;
 use common::config::Config;
 use common::domain::api_time;
 use common::outbound::{self, OutboundPolicy};
-use common::signature::{WebhookSecret, headers, sign};
+use common::signature::callback::CallbackSecrets;
+use common::signature::headers;
 use common::store::{CallbackAttempt, CallbackDelivery, CallbackNext, Store};
-use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
-use sha2::Sha256;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -76,22 +87,11 @@ use crate::listen::listen;
 /// Notification channel the outbox's insert trigger uses.
 pub const CHANNEL: &str = "status_callbacks";
 
-/// The message signed to derive a bootstrap key's callback secret.
-pub const BOOTSTRAP_DERIVATION: &[u8] = b"callback-signing";
-
 /// How long a managed key's secret is cached.
 const SECRET_CACHE_TTL: Duration = Duration::from_secs(60);
 
 /// Longest error text stored per attempt.
 const MAX_ERROR_LEN: usize = 500;
-
-/// The callback secret of a bootstrap (`API_KEYS`) key: see the module docs.
-pub fn bootstrap_callback_secret(api_key: &str) -> WebhookSecret {
-    let mut mac = Hmac::<Sha256>::new_from_slice(api_key.as_bytes())
-        .expect("HMAC accepts keys of any length");
-    mac.update(BOOTSTRAP_DERIVATION);
-    WebhookSecret::from_bytes(mac.finalize().into_bytes().to_vec()).expect("32 bytes")
-}
 
 /// Delivers due callbacks until `shutdown` is cancelled, then finishes the
 /// deliveries in flight (each bounded by the timeout).
@@ -113,14 +113,36 @@ pub async fn run(
         shutdown.clone(),
     ));
     let mut in_flight = JoinSet::new();
+    let by_client = InFlight::default();
     tracing::info!("callback sender started");
+    let signing = &config.callback_signing;
+    if signing.previous_key.is_some() {
+        tracing::info!(
+            "callbacks of API_KEYS keys are signed under CALLBACK_SIGNING_KEY_PREVIOUS too, \
+             until it is removed"
+        );
+    }
+    if let Some(until) = signing.legacy_until.filter(|until| *until > Utc::now()) {
+        tracing::info!(
+            until = %until.to_rfc3339(),
+            "callbacks of API_KEYS keys are signed with the secret derived from the API key too \
+             (CALLBACK_LEGACY_SECRET_UNTIL)"
+        );
+    }
     loop {
         if shutdown.is_cancelled() {
             break;
         }
         let room = settings.concurrency.saturating_sub(in_flight.len());
         if room > 0 {
-            match store.claim_callbacks(room as i64, lease).await {
+            let in_flight_now = by_client.counts();
+            let claim = store.claim_callbacks(
+                room as i64,
+                lease,
+                settings.per_client_concurrency as i64,
+                &in_flight_now,
+            );
+            match claim.await {
                 Ok(claimed) => {
                     for delivery in claimed {
                         let (store, client, secrets, config) = (
@@ -129,8 +151,10 @@ pub async fn run(
                             secrets.clone(),
                             config.clone(),
                         );
+                        let slot = by_client.take(&delivery.client);
                         in_flight.spawn(async move {
-                            deliver(&store, &client, &secrets, &config, delivery).await
+                            deliver(&store, &client, &secrets, &config, delivery).await;
+                            drop(slot);
                         });
                     }
                 }
@@ -150,6 +174,43 @@ pub async fn run(
     listener.abort();
     tracing::info!("callback sender stopped");
     Ok(())
+}
+
+/// This worker's deliveries in flight, by client, for fair claims.
+#[derive(Clone, Default)]
+struct InFlight(Arc<Mutex<HashMap<String, usize>>>);
+
+/// One delivery of a client in flight; counted until dropped (even by a
+/// panicking delivery).
+struct Slot {
+    in_flight: InFlight,
+    client: String,
+}
+
+impl InFlight {
+    fn counts(&self) -> HashMap<String, usize> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn take(&self, client: &str) -> Slot {
+        *self.0.lock().unwrap().entry(client.to_owned()).or_default() += 1;
+        Slot {
+            in_flight: self.clone(),
+            client: client.to_owned(),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.in_flight.0.lock().unwrap();
+        if let Some(count) = counts.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.client);
+            }
+        }
+    }
 }
 
 /// The HTTP client of callbacks: names resolved by [`CheckedResolver`], no
@@ -293,7 +354,7 @@ async fn deliver(
     let result = match refused_literal(&config.callback_policy, &delivery.url) {
         Some(refused) => Outcome::Refused(refused),
         None => match secrets.for_client(&delivery.client).await {
-            Ok(Some(secret)) => post(client, &secret, &delivery).await,
+            Ok(Some(secrets)) => post(client, &secrets, &delivery).await,
             Ok(None) => Outcome::Failed(
                 None,
                 format!(
@@ -382,15 +443,16 @@ async fn deliver(
 /// The POST itself.
 async fn post(
     client: &reqwest::Client,
-    secret: &WebhookSecret,
+    secrets: &CallbackSecrets,
     delivery: &CallbackDelivery,
 ) -> Outcome {
     let body = match serde_json::to_vec(&payload(delivery)) {
         Ok(body) => body,
         Err(e) => return Outcome::Failed(None, format!("could not encode the body: {e}")),
     };
-    let timestamp = Utc::now().timestamp().to_string();
-    let signature = sign(secret, &delivery.webhook_id, &timestamp, &body);
+    let now = Utc::now();
+    let timestamp = now.timestamp().to_string();
+    let signature = secrets.sign(&delivery.webhook_id, &timestamp, &body, now);
     let sent = client
         .post(&delivery.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -458,11 +520,12 @@ fn truncate(mut text: String) -> String {
 }
 
 /// Signing secrets by API key name: bootstrap keys' derived ones, and managed
-/// keys' from the database (cached briefly).
+/// keys' from the database (cached briefly: a rotation is signed with
+/// within [`SECRET_CACHE_TTL`]).
 struct Secrets {
-    bootstrap: HashMap<String, WebhookSecret>,
+    bootstrap: HashMap<String, CallbackSecrets>,
     store: Store,
-    cache: Mutex<HashMap<String, (Option<WebhookSecret>, Instant)>>,
+    cache: Mutex<HashMap<String, (Option<CallbackSecrets>, Instant)>>,
 }
 
 impl Secrets {
@@ -470,7 +533,16 @@ impl Secrets {
         let bootstrap = config
             .api_keys
             .iter()
-            .map(|(name, key)| (name.clone(), bootstrap_callback_secret(key.expose())))
+            .map(|key| {
+                // One name may have several keys (a key being rotated).
+                let keys = config.api_keys.iter().filter(|k| k.name == key.name);
+                let secrets = CallbackSecrets::bootstrap(
+                    &config.callback_signing,
+                    &key.name,
+                    keys.map(|k| &k.key),
+                );
+                (key.name.clone(), secrets)
+            })
             .collect();
         Secrets {
             bootstrap,
@@ -479,22 +551,26 @@ impl Secrets {
         }
     }
 
-    async fn for_client(&self, client: &str) -> Result<Option<WebhookSecret>, sqlx::Error> {
-        if let Some(secret) = self.bootstrap.get(client) {
-            return Ok(Some(secret.clone()));
+    async fn for_client(&self, client: &str) -> Result<Option<CallbackSecrets>, sqlx::Error> {
+        if let Some(secrets) = self.bootstrap.get(client) {
+            return Ok(Some(secrets.clone()));
         }
-        if let Some((secret, at)) = self.cache.lock().unwrap().get(client)
+        if let Some((secrets, at)) = self.cache.lock().unwrap().get(client)
             && at.elapsed() < SECRET_CACHE_TTL
         {
-            return Ok(secret.clone());
+            return Ok(secrets.clone());
         }
-        let secret = match self.store.callback_secret(client).await? {
-            Some(text) => match WebhookSecret::parse(&text) {
-                Ok(secret) => Some(secret),
+        let secrets = match self.store.callback_secrets(client).await? {
+            Some(stored) => match CallbackSecrets::managed(
+                &stored.callback_secret,
+                stored.previous_callback_secret.as_deref(),
+                stored.previous_callback_secret_until,
+            ) {
+                Ok(secrets) => Some(secrets),
                 Err(_) => {
                     tracing::error!(
                         client,
-                        "api_keys.callback_secret is not a valid whsec_ secret"
+                        "api_keys.callback_secret (or its previous) is not a valid whsec_ secret"
                     );
                     None
                 }
@@ -504,8 +580,8 @@ impl Secrets {
         self.cache
             .lock()
             .unwrap()
-            .insert(client.to_owned(), (secret.clone(), Instant::now()));
-        Ok(secret)
+            .insert(client.to_owned(), (secrets.clone(), Instant::now()));
+        Ok(secrets)
     }
 }
 
@@ -514,13 +590,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bootstrap_secret_matches_openssl() {
-        // printf %s callback-signing | openssl dgst -sha256 -hmac 'key-aaaaaaaa' -binary | base64
-        let secret = bootstrap_callback_secret("key-aaaaaaaa");
+    fn in_flight_deliveries_are_counted_until_dropped() {
+        let in_flight = InFlight::default();
+        let a = in_flight.take("a");
+        let a2 = in_flight.take("a");
+        let b = in_flight.take("b");
         assert_eq!(
-            secret.to_whsec_string(),
-            "whsec_Xj9ewGkiVNnH+XXqBTTychKVCHtaU0UHbyVfbS9cJRQ="
+            in_flight.counts(),
+            HashMap::from([("a".into(), 2), ("b".into(), 1)])
         );
+        drop((a, b));
+        assert_eq!(in_flight.counts(), HashMap::from([("a".into(), 1)]));
+        drop(a2);
+        assert!(in_flight.counts().is_empty());
     }
 
     #[test]

@@ -105,10 +105,13 @@ fn verify_standard_webhooks(key: &[u8], headers: &HeaderMap, body: &[u8]) -> Res
     }
 }
 
-/// The documented derivation for bootstrap (`API_KEYS`) keys, recomputed.
-fn bootstrap_key(api_key: &str) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(api_key.as_bytes()).unwrap();
-    mac.update(b"callback-signing");
+/// The documented derivation for bootstrap (`API_KEYS`) keys, recomputed:
+/// `HMAC-SHA256(CALLBACK_SIGNING_KEY, "callback-secret:" + name)`, with the
+/// development key the testing profile signs with when none is set.
+fn bootstrap_key(name: &str) -> Vec<u8> {
+    let signing_key = common::config::DEVELOPMENT_CALLBACK_SIGNING_KEY;
+    let mut mac = Hmac::<Sha256>::new_from_slice(signing_key.as_bytes()).unwrap();
+    mac.update(format!("callback-secret:{name}").as_bytes());
     mac.finalize().into_bytes().to_vec()
 }
 
@@ -127,7 +130,7 @@ async fn callbacks_are_signed_and_carry_each_change() {
     assert_eq!(stack.post_sent(&failed, "cb-failed").await, 200);
 
     let requests = receiver.wait_for(2).await;
-    let key = bootstrap_key(API_KEY);
+    let key = bootstrap_key(CLIENT);
     for (headers, body) in receiver.raw() {
         verify_standard_webhooks(&key, &headers, &body).unwrap();
         assert_eq!(headers["content-type"], "application/json");
@@ -171,7 +174,7 @@ async fn callbacks_are_signed_and_carry_each_change() {
     );
     // Another secret does not verify.
     let (headers, body) = &receiver.raw()[0];
-    assert!(verify_standard_webhooks(&bootstrap_key("key-someone-else"), headers, body).is_err());
+    assert!(verify_standard_webhooks(&bootstrap_key("someone-else"), headers, body).is_err());
 }
 
 #[tokio::test]
@@ -198,7 +201,7 @@ async fn managed_keys_sign_with_their_own_secret() {
     receiver.wait_for(1).await;
     let (headers, body) = &receiver.raw()[0];
     verify_standard_webhooks(&key_bytes, headers, body).unwrap();
-    assert!(verify_standard_webhooks(&bootstrap_key(api_key), headers, body).is_err());
+    assert!(verify_standard_webhooks(&bootstrap_key("managed"), headers, body).is_err());
 }
 
 #[tokio::test]
@@ -219,7 +222,7 @@ async fn failed_deliveries_are_retried_with_the_same_id() {
         bodies.iter().all(|b| *b == bodies[0]),
         "the body is the same on every attempt"
     );
-    let key = bootstrap_key(API_KEY);
+    let key = bootstrap_key(CLIENT);
     for (headers, body) in receiver.raw() {
         verify_standard_webhooks(&key, &headers, &body).unwrap();
     }

@@ -37,11 +37,15 @@ const LEGACY_SECRET: &str = "logs-legacy-webhook-secret-2b6f";
 const STRIPE_SECRET: &str = "whsec_logs_stripe_secret_91c3e7";
 const TELEGRAM_TOKEN: &str = "logs-telegram-token-6d2a8f";
 const MANAGED_CALLBACK_SECRET: &str = "whsec_bG9ncy1tYW5hZ2VkLWNhbGxiYWNrLXNlY3JldC0wMQ==";
+const CALLBACK_SIGNING_KEY: &str = "logs-callback-signing-key-3e7a1c9b5d2f4860";
 
 /// Every secret of the run, and the other forms it could leak in.
 fn secrets() -> Vec<String> {
+    use common::config::Secret;
+    use common::signature::callback::{derived_secret, legacy_secret};
     let bootstrap_callback =
-        worker::callbacks::bootstrap_callback_secret(API_KEY).to_whsec_string();
+        derived_secret(&Secret::new(CALLBACK_SIGNING_KEY), "logs").to_whsec_string();
+    let legacy_callback = legacy_secret(&Secret::new(API_KEY)).to_whsec_string();
     leakable_forms(&[
         API_KEY,
         MANAGED_KEY,
@@ -53,7 +57,9 @@ fn secrets() -> Vec<String> {
         STRIPE_SECRET,
         TELEGRAM_TOKEN,
         MANAGED_CALLBACK_SECRET,
+        CALLBACK_SIGNING_KEY,
         &bootstrap_callback,
+        &legacy_callback,
     ])
 }
 
@@ -144,6 +150,12 @@ impl Stack {
         let mut h = Harness::with_sim(sim).await;
         for (var, value) in [
             ("API_KEYS", format!("logs:{API_KEY}")),
+            ("CALLBACK_SIGNING_KEY", CALLBACK_SIGNING_KEY.to_owned()),
+            // The previous releases' secret signs too.
+            (
+                "CALLBACK_LEGACY_SECRET_UNTIL",
+                "2999-01-01T00:00:00Z".to_owned(),
+            ),
             ("SENT_DM_API_KEY", SENT_KEY.to_owned()),
             (
                 "SENT_DM_WEBHOOK_SECRET",

@@ -184,6 +184,8 @@ async fn a_missing_setting_stops_the_worker_naming_it() {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"));
     let mut vars = h.vars.clone();
     vars.insert("APP_ENV".into(), "production".into());
+    let signing_key = common::signature::WebhookSecret::generate().to_whsec_string();
+    vars.insert("CALLBACK_SIGNING_KEY".into(), signing_key);
     vars.remove("SENT_DM_API_KEY");
     command
         .env_clear()

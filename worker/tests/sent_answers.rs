@@ -80,7 +80,7 @@ async fn a_2xx_without_any_id_is_accepted_but_shown_as_an_anomaly() {
         common::metrics::render().contains(common::metrics::SENT_UNREADABLE_ANSWERS),
         "counted"
     );
-    let snapshot = h.store.dashboard().await.unwrap();
+    let snapshot = h.store.dashboard(None).await.unwrap();
     assert!(
         snapshot
             .failure_reasons
@@ -179,7 +179,7 @@ async fn silence_is_marked_stale_after_the_last_poll() {
     assert_eq!(record.status, MessageStatus::Accepted);
     assert_eq!(record.last_error_code.as_deref(), Some(CODE_STALE));
     // The status page lists it with the failures.
-    let snapshot = h.store.dashboard().await.unwrap();
+    let snapshot = h.store.dashboard(None).await.unwrap();
     assert!(
         snapshot
             .recent_failures

@@ -6,7 +6,7 @@ use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo, PgValueRef};
 use sqlx::{Decode, Encode, Postgres, Type};
 
-use super::{Channel, EventSource, MessageId, MessageStatus, PhoneNumber, Provider};
+use super::{Channel, EventSource, MessageId, MessageStatus, PhoneNumber, Provider, Role};
 
 macro_rules! text {
     ($($ty:ty => $parse:expr),+ $(,)?) => {$(
@@ -48,5 +48,6 @@ text! {
     Channel => |s| s.parse(),
     Provider => |s| s.parse(),
     EventSource => |s| s.parse(),
+    Role => |s| s.parse(),
     PhoneNumber => |s| PhoneNumber::parse(s).map_err(|e| e.to_owned()),
 }

@@ -4,6 +4,7 @@
 //! Each inbound provider is one file implementing [`WebhookVerifier`]; the
 //! gateway only sees the trait.
 
+pub mod callback;
 pub mod legacy;
 pub mod standard;
 pub mod stripe;

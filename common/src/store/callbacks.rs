@@ -4,8 +4,11 @@
 //! Claims are leases, as for the inbox: a claimed row stays `pending` with
 //! `next_attempt_at` pushed past the lease and `attempts` bumped, and the
 //! transaction ends before any HTTP call. Callbacks of one message go out in
-//! order: only its oldest pending callback is ever claimable.
+//! order: only its oldest pending callback is ever claimable. Clients
+//! (API keys) are served round-robin, each within its share of a worker's
+//! deliveries ([`Store::claim_callbacks`]).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -91,21 +94,57 @@ const RECORD_COLUMNS: &str =
 
 impl Store {
     /// Claims up to `limit` due callbacks (each the oldest pending one of its
-    /// message), leased for `lease`.
+    /// message), leased for `lease`, fairly across clients: round-robin (each
+    /// client's oldest due callback, then each one's second, ...), and none
+    /// for a client past `per_client` deliveries in flight (`in_flight`, this
+    /// worker's, by client). So a client whose receiver hangs holds at most
+    /// `per_client` of a worker's deliveries, and its backlog does not queue
+    /// the other clients' callbacks behind it.
+    ///
+    /// The clients with pending callbacks are found by skipping through
+    /// `status_callbacks_client_due`, one probe each, and each client's due
+    /// callbacks are read from it in order, at most `per_client`: the cost
+    /// grows with the clients, not with the backlog.
     pub async fn claim_callbacks(
         &self,
         limit: i64,
         lease: Duration,
+        per_client: i64,
+        in_flight: &HashMap<String, usize>,
     ) -> Result<Vec<CallbackDelivery>, sqlx::Error> {
+        let (busy, counts): (Vec<&str>, Vec<i64>) = in_flight
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(client, n)| (client.as_str(), *n as i64))
+            .unzip();
         sqlx::query_as(
-            "WITH claimed AS (
+            "WITH RECURSIVE clients (client) AS (
+               (SELECT client FROM status_callbacks WHERE state = 'pending' ORDER BY client LIMIT 1)
+               UNION ALL
+               SELECT (SELECT s.client FROM status_callbacks s
+                        WHERE s.state = 'pending' AND s.client > c.client ORDER BY s.client LIMIT 1)
+                 FROM clients c WHERE c.client IS NOT NULL
+             ),
+             room AS (
+               SELECT c.client, $3 - coalesce(f.n, 0) AS room
+                 FROM clients c LEFT JOIN unnest($4::text[], $5::bigint[]) AS f (client, n) ON f.client = c.client
+                WHERE c.client IS NOT NULL AND $3 - coalesce(f.n, 0) > 0
+             ),
+             candidates AS (
+               SELECT d.id, d.next_attempt_at, r.room,
+                      row_number() OVER (PARTITION BY r.client ORDER BY d.next_attempt_at, d.id) AS turn
+                 FROM room r CROSS JOIN LATERAL (
+                        SELECT s.id, s.next_attempt_at FROM status_callbacks s
+                         WHERE s.client = r.client AND s.state = 'pending' AND s.next_attempt_at <= now()
+                           AND NOT EXISTS (SELECT 1 FROM status_callbacks e
+                                            WHERE e.message_id = s.message_id AND e.state = 'pending' AND e.id < s.id)
+                         ORDER BY s.next_attempt_at, s.id
+                         LIMIT $3 FOR UPDATE SKIP LOCKED) d
+             ),
+             claimed AS (
                UPDATE status_callbacks SET attempts = attempts + 1, next_attempt_at = now() + $2::interval
-                WHERE id IN (SELECT c.id FROM status_callbacks c
-                              WHERE c.state = 'pending' AND c.next_attempt_at <= now()
-                                AND NOT EXISTS (SELECT 1 FROM status_callbacks e
-                                                 WHERE e.message_id = c.message_id AND e.state = 'pending' AND e.id < c.id)
-                              ORDER BY c.next_attempt_at, c.id
-                              LIMIT $1 FOR UPDATE SKIP LOCKED)
+                WHERE id IN (SELECT id FROM candidates WHERE turn <= room
+                              ORDER BY turn, next_attempt_at, id LIMIT $1)
                RETURNING *
              )
              SELECT c.id, c.webhook_id, c.message_id, c.client, c.url, c.status, c.previous_status, c.at,
@@ -115,6 +154,9 @@ impl Store {
         )
         .bind(limit)
         .bind(interval(lease))
+        .bind(per_client)
+        .bind(busy)
+        .bind(counts)
         .fetch_all(&self.pool)
         .await
     }

@@ -6,12 +6,13 @@ mod dashboard;
 mod inbox;
 mod keys;
 mod messages;
+mod tenants;
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 pub use accept::{IdempotencyClaim, NewMessage, Submission, SubmitOutcome};
 pub use callbacks::{
@@ -24,11 +25,12 @@ pub use dashboard::{
 pub use inbox::{
     InboxEvent, InboxFinish, InboxInsert, InboxInsertOutcome, InboxRecord, InboxResult,
 };
-pub use keys::{ApiKeyRecord, NewApiKey};
+pub use keys::{ApiKeyRecord, NewApiKey, StoredCallbackSecrets};
 pub use messages::{
     Acceptance, CODE_STALE, DEAD_LETTERED, EventRecord, MessageFilter, MessageRecord, PollTarget,
     STATUS_POLLS, StatusChange, Unsent,
 };
+pub use tenants::TenantPurge;
 
 /// The schema's migrations. A database may hold migrations newer than this
 /// binary's (`ignore_missing`): during a rolling deploy the new release has
@@ -46,6 +48,8 @@ pub static MIGRATOR: LazyLock<sqlx::migrate::Migrator> = LazyLock::new(|| {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    /// `DATABASE_DIRECT_URL`, for migrations and LISTEN.
+    direct: Option<String>,
 }
 
 impl Store {
@@ -53,29 +57,33 @@ impl Store {
     /// requests answer 503 until it is back. `acquire_timeout` bounds how long a
     /// request waits for a connection, so an outage never hangs a client.
     ///
-    /// Every statement is planned for its parameters and the tables as they
-    /// are now (`plan_cache_mode`). Postgres' default keeps a prepared
-    /// statement's generic plan once it looks no worse, and a plan made
-    /// while `messages` was nearly empty scans the whole table for every
-    /// event of a batch: on a fresh database under steady load, the
-    /// webhook lookups by Sent id went from milliseconds to seconds. The
-    /// price is planning every statement: at saturation, about 20% of the
-    /// gateway's batch throughput and 12% of its single sends (README,
-    /// Benchmarks). Predictable latency is worth more than that headroom.
+    /// Nothing session-level is asked of the connection (the planner setting
+    /// the store needs is the database's, set by a migration), so `url` may
+    /// point at a pooler such as PgBouncer.
     pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Store, sqlx::Error> {
         let options: PgConnectOptions = url
             .parse::<PgConnectOptions>()?
-            .options([("plan_cache_mode", "force_custom_plan")])
             .disable_statement_logging();
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(3))
             .connect_lazy_with(options);
-        Ok(Store { pool })
+        Ok(Store { pool, direct: None })
+    }
+
+    /// What needs a session of its own, the migrations (their advisory lock)
+    /// and LISTEN, connects to `url` (`DATABASE_DIRECT_URL`) instead of the
+    /// pool's: Postgres itself when the pool's goes through a pooler that
+    /// shares server sessions between clients (transaction pooling).
+    pub fn with_direct_url(self, url: Option<&str>) -> Store {
+        Store {
+            direct: url.map(str::to_owned),
+            ..self
+        }
     }
 
     pub fn from_pool(pool: PgPool) -> Store {
-        Store { pool }
+        Store { pool, direct: None }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -99,7 +107,23 @@ impl Store {
     }
 
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        MIGRATOR.run(&self.pool).await
+        match &self.direct {
+            Some(url) => {
+                let mut conn = PgConnection::connect(url).await?;
+                let migrated = MIGRATOR.run(&mut conn).await;
+                let _ = conn.close().await;
+                migrated
+            }
+            None => MIGRATOR.run(&self.pool).await,
+        }
+    }
+
+    /// A LISTEN connection, on a session of its own.
+    pub async fn listener(&self) -> Result<PgListener, sqlx::Error> {
+        match &self.direct {
+            Some(url) => PgListener::connect(url).await,
+            None => PgListener::connect_with(&self.pool).await,
+        }
     }
 
     /// Webhook events waiting to be processed and callbacks waiting to be

@@ -1,15 +1,16 @@
 //! The built-in status page: `GET /dashboard` (HTML, with its script and
 //! stylesheet as separate files for the CSP) and `GET /dashboard/data`, the
-//! numbers it shows, read from the dashboard views. The data is an operator
-//! view of all messages, so it needs an API key (any) unless
-//! `DASHBOARD_PUBLIC=true`; the page asks for the key and keeps it in the
-//! tab's `sessionStorage`.
+//! numbers it shows, as the dashboard views count them. It needs an API key
+//! unless `DASHBOARD_PUBLIC=true`: an admin key sees every client's
+//! messages, a tenant key only its own; the page asks for the key and keeps
+//! it in the tab's `sessionStorage`. With `DASHBOARD_PUBLIC=true` (no key)
+//! it shows every client's, as the operator chose.
 
-use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use common::domain::MessageStatus;
 use common::store::{DashboardSnapshot, FailureReason, RecentFailure, ThroughputMinute};
@@ -17,7 +18,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::auth;
+use crate::auth::{self, Client};
 use crate::error::ApiError;
 use crate::openapi::{RateLimitedErrors, ReadErrors};
 
@@ -62,22 +63,28 @@ pub async fn stylesheet() -> Response {
 
 /// The status page's numbers.
 ///
-/// Across all clients: messages by status, throughput per minute over the
-/// last hour, delivery latency percentiles over the last 24 hours, failure
-/// reasons over the last 7 days, and the newest failures.
+/// Messages by status, throughput per minute over the last hour, delivery
+/// latency percentiles over the last 24 hours, failure reasons over the last
+/// 7 days, and the newest failures: of the calling key's client (a tenant
+/// key), or of every client (an admin key, or no key with
+/// `DASHBOARD_PUBLIC=true`). `client` says which.
 #[utoipa::path(get, path = "/dashboard/data", tag = "dashboard", operation_id = "dashboardData",
     responses((status = 200, description = "The dashboard's numbers", body = DashboardData), ReadErrors))]
-pub async fn data(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let snapshot = state.store.dashboard().await?;
-    Ok((
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(DashboardData::from(snapshot)),
-    )
-        .into_response())
+pub async fn data(
+    State(state): State<AppState>,
+    caller: Option<Extension<Client>>,
+) -> Result<Response, ApiError> {
+    let scope = caller
+        .as_ref()
+        .and_then(|Extension(client)| client.dashboard_scope());
+    let snapshot = state.store.dashboard(scope).await?;
+    let mut data = DashboardData::from(snapshot);
+    data.client = scope.map(str::to_owned);
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(data)).into_response())
 }
 
-/// Middleware of `/dashboard/data`: any valid API key, or none when
-/// `DASHBOARD_PUBLIC=true`.
+/// Middleware of `/dashboard/data`: a valid API key (whose role decides
+/// what it sees), or none when `DASHBOARD_PUBLIC=true`.
 pub async fn require_key_unless_public(
     state: State<AppState>,
     request: Request,
@@ -92,6 +99,9 @@ pub async fn require_key_unless_public(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DashboardData {
     pub generated_at: DateTime<Utc>,
+    /// Whose messages these are: the calling key's name (a tenant key), or
+    /// null for every client's (an admin key, or `DASHBOARD_PUBLIC=true`).
+    pub client: Option<String>,
     /// Messages of all time.
     pub total: i64,
     /// Every status, in progress order, with its messages (zero included).
@@ -143,6 +153,7 @@ impl From<DashboardSnapshot> for DashboardData {
             .collect();
         DashboardData {
             generated_at: s.generated_at,
+            client: None,
             total: s.status_counts.iter().map(|c| c.messages).sum(),
             statuses,
             throughput: s.throughput,

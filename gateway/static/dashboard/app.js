@@ -110,6 +110,10 @@ function renderLatency(latency) {
 }
 
 function render(data) {
+  // Whose messages: one client's (a tenant key) or every client's.
+  $("scope").textContent = data.client ? `Messages of ${data.client}` : "All clients";
+  $("scope").dataset.client = data.client || "";
+  show("scope", true);
   renderStatuses(data);
   renderThroughput(data.throughput);
   renderLatency(data.latency);
@@ -136,6 +140,7 @@ function render(data) {
 function askForKey(problem) {
   clearTimeout(timer);
   show("content", false);
+  show("scope", false);
   show("forget", false);
   $("updated").textContent = "An API key is needed.";
   $("key-error").textContent = problem || "";

@@ -18,6 +18,14 @@ pub static API_KEY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 });
 pub const CLIENT: &str = "suite";
 const SIM_KEY: &str = "sim_suite_key";
+/// Derives the callback secrets of the bootstrap key (production requires it).
+pub static CALLBACK_SIGNING_KEY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "suite-signing-{}{}",
+        ulid::Ulid::generate(),
+        ulid::Ulid::generate()
+    )
+});
 /// The sim's signing secret, which the gateway checks.
 pub static WEBHOOK_SECRET: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| common::signature::WebhookSecret::generate().to_whsec_string());
@@ -206,6 +214,7 @@ impl Stack {
             ("REDIS_PREFIX", prefix.as_str()),
             ("GATEWAY_BIND", &format!("127.0.0.1:{gateway_port}")),
             ("API_KEYS", &format!("{CLIENT}:{}", *API_KEY)),
+            ("CALLBACK_SIGNING_KEY", CALLBACK_SIGNING_KEY.as_str()),
             ("RATELIMIT_ENABLED", "false"),
             ("SENT_BASE_URL", sim_url.as_str()),
             ("SENT_DM_API_KEY", SIM_KEY),
@@ -356,7 +365,7 @@ impl Stack {
 
     /// Send jobs in Redis: due, and scheduled for later.
     pub async fn jobs_in_redis(&self) -> anyhow::Result<u64> {
-        let conn = common::queue::connect(&self.redis_url).await?;
+        let conn = common::queue::connect(&self.redis_url, &common::queue::RedisTls::system_roots()).await?;
         let (due, later) = common::queue::SendQueue::new(conn, &self.prefix)
             .depth()
             .await?;
