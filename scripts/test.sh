@@ -11,6 +11,13 @@ if ! command -v chromium >/dev/null 2>&1; then
   $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ||
     { echo "cannot install chromium here: install it (apt-get install chromium) or set CHROMIUM" >&2; exit 1; }
 fi
+# The PgBouncer test runs the gateway behind Debian's pgbouncer.
+if ! [ -x /usr/sbin/pgbouncer ] && ! command -v pgbouncer >/dev/null 2>&1; then
+  echo "installing pgbouncer for the pooler test (first run only)" >&2
+  sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null ||
+    { echo "cannot install pgbouncer here: install it (apt-get install pgbouncer)" >&2; exit 1; }
+fi
 if [ ! -x target/debug/gateway ]; then
   echo "first run: building the workspace and its tests (several minutes on two cores)" >&2
 fi

@@ -13,13 +13,16 @@ pub const STARTUP_WAIT: Duration = Duration::from_secs(30);
 /// Connects to Postgres (migrating it) and Redis, retrying each for up to
 /// [`STARTUP_WAIT`]. The error names the variable to check.
 pub async fn connect(config: &Config) -> anyhow::Result<(Store, redis::aio::ConnectionManager)> {
+    let direct = config.database_direct_url.as_ref().map(|url| url.expose());
     let store = Store::connect_lazy(
         config.database_url.expose(),
         config.database_max_connections,
     )
-    .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+    .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?
+    .with_direct_url(direct);
     retry("postgres (DATABASE_URL)", || async {
-        Store::ensure_database(config.database_url.expose()).await?;
+        // A pooler may know only the databases it serves: create through Postgres.
+        Store::ensure_database(direct.unwrap_or(config.database_url.expose())).await?;
         store.ping().await
     })
     .await?;

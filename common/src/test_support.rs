@@ -72,6 +72,23 @@ impl TestDatabase {
                 Err(e) => panic!("create test database: {e}"),
             }
         }
+        // CREATE DATABASE ... TEMPLATE copies the tables, not the database's
+        // settings (ALTER DATABASE ... SET, which migrations make).
+        let settings: Option<Vec<String>> = sqlx::query_scalar(
+            "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
+              WHERE d.datname = $1 AND s.setrole = 0",
+        )
+        .bind(&template)
+        .fetch_optional(&mut admin)
+        .await
+        .expect("read the template's settings");
+        for setting in settings.into_iter().flatten() {
+            let (key, value) = setting.split_once('=').expect("name=value");
+            admin
+                .execute(format!(r#"ALTER DATABASE "{name}" SET {key} = '{value}'"#).as_str())
+                .await
+                .expect("copy a database setting");
+        }
         let url = database_url(&name);
         let store = Store::connect_lazy(&url, 10).expect("test database url");
         TestDatabase { name, url, store }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::store::Store;
-use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +19,7 @@ pub async fn listen(
 ) {
     let pause = Duration::from_secs(1);
     while !shutdown.is_cancelled() {
-        let mut listener = match PgListener::connect_with(store.pool()).await {
+        let mut listener = match store.listener().await {
             Ok(listener) => listener,
             Err(error) => {
                 tracing::debug!(%error, channel, "LISTEN connection failed; polling meanwhile");
