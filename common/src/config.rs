@@ -725,8 +725,9 @@ impl Config {
             Secret(env.required_or("REDIS_URL", dev_default("redis://127.0.0.1:6379"))?);
         let redis_tls = match env.get("REDIS_TLS_CA_FILE") {
             None => RedisTls::system_roots(),
-            Some(path) => RedisTls::ca_file(&path)
-                .map_err(|problem| env.bad("REDIS_TLS_CA_FILE", problem))?,
+            Some(path) => {
+                RedisTls::ca_file(&path).map_err(|problem| env.bad("REDIS_TLS_CA_FILE", problem))?
+            }
         };
         if redis_tls.has_ca_file() && !redis_url.expose().starts_with("rediss://") {
             return Err(env.bad(

@@ -6,10 +6,15 @@
 //! (a reconciler pass) is a no-op.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use apalis::prelude::{TaskBuilder, TaskId};
 use apalis_redis::{Config as QueueConfig, ConnectionManager, RedisTask};
+use redis::{ConnectionAddr, ErrorKind, RedisError};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
@@ -72,15 +77,160 @@ pub fn queue_config(prefix: &str) -> QueueConfig {
         .emit_events(false)
 }
 
+/// Every Redis connection of the gateway and the workers is made here: the
+/// queue (apalis-redis' storage and our own scripts), the rate limiter's
+/// `RATELIMIT_STORAGE_URI`, the status polls' budget. So `tls` (from
+/// `REDIS_TLS_CA_FILE`) applies to each `rediss://` URL alike.
+///
 /// Connects without waiting for Redis to be up: commands fail fast while it
-/// is down and the connection manager reconnects in the background.
-pub async fn connect(url: &str) -> Result<ConnectionManager, redis::RedisError> {
-    let client = redis::Client::open(url)?;
+/// is down and the connection manager reconnects in the background. A
+/// `rediss://` server whose certificate does not verify is an error naming
+/// the roots it was checked against; there is no fallback to plaintext nor
+/// to an unverified connection.
+pub async fn connect(url: &str, tls: &RedisTls) -> Result<ConnectionManager, RedisError> {
+    let client = tls.client(url)?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(3)))
         .set_number_of_retries(1);
-    client.get_connection_manager_with_config(config).await
+    client
+        .get_connection_manager_with_config(config)
+        .await
+        .map_err(|e| tls.explain(e))
+}
+
+/// How a `rediss://` connection verifies the server's certificate: against
+/// the CA certificates of `REDIS_TLS_CA_FILE` only, or, without it, the
+/// system's root certificates (rustls-native-certs: the OS trust store, e.g.
+/// Debian's `ca-certificates`). `redis://` URLs do not use it.
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    ca_file: Option<CaFile>,
+}
+
+#[derive(Clone)]
+struct CaFile {
+    path: PathBuf,
+    pem: Arc<[u8]>,
+    certificates: usize,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.ca_file {
+            None => f.write_str("RedisTls(system roots)"),
+            Some(ca) => write!(
+                f,
+                "RedisTls({}, {} certificates)",
+                ca.path.display(),
+                ca.certificates
+            ),
+        }
+    }
+}
+
+impl RedisTls {
+    /// The system's root certificates.
+    pub fn system_roots() -> RedisTls {
+        RedisTls::default()
+    }
+
+    /// The CA certificates of a PEM file, which must hold at least one, each
+    /// usable as a trust anchor. The error says what is wrong with the file.
+    pub fn ca_file(path: impl AsRef<Path>) -> Result<RedisTls, String> {
+        let path = path.as_ref();
+        let shown = path.display();
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read '{shown}': {e}"))?;
+        let certificates = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("'{shown}' is not a PEM file of certificates: {e}"))?;
+        if certificates.is_empty() {
+            return Err(format!(
+                "'{shown}' holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+            ));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for (n, certificate) in certificates.iter().enumerate() {
+            roots.add(certificate.clone()).map_err(|e| {
+                format!(
+                    "'{shown}': certificate {} of {} is not a usable CA certificate: {e}",
+                    n + 1,
+                    certificates.len()
+                )
+            })?;
+        }
+        Ok(RedisTls {
+            ca_file: Some(CaFile {
+                path: path.to_owned(),
+                pem: pem.into(),
+                certificates: certificates.len(),
+            }),
+        })
+    }
+
+    pub fn has_ca_file(&self) -> bool {
+        self.ca_file.is_some()
+    }
+
+    /// A client for `url`: a `rediss://` one trusts the CA file's
+    /// certificates when there is one (and then only those), else the
+    /// system's roots. A URL asking to skip verification (`#insecure`) is
+    /// refused.
+    pub fn client(&self, url: &str) -> Result<redis::Client, RedisError> {
+        let client = redis::Client::open(url)?;
+        let ConnectionAddr::TcpTls { insecure, .. } = client.get_connection_info().addr() else {
+            return Ok(client);
+        };
+        if *insecure {
+            return Err(RedisError::from((
+                ErrorKind::InvalidClientConfig,
+                "a rediss:// URL with #insecure would skip verifying the server's certificate",
+                "remove #insecure; for a private CA, set REDIS_TLS_CA_FILE".to_owned(),
+            )));
+        }
+        match &self.ca_file {
+            None => Ok(client),
+            Some(ca) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.pem.to_vec()),
+                },
+            ),
+        }
+    }
+
+    /// Says which roots a TLS handshake that failed was checked against.
+    fn explain(&self, error: RedisError) -> RedisError {
+        let Some(tls) = tls_error(&error) else {
+            return error;
+        };
+        let roots = match &self.ca_file {
+            Some(ca) => format!("REDIS_TLS_CA_FILE ('{}')", ca.path.display()),
+            None => "the system's root certificates (REDIS_TLS_CA_FILE is not set: set it \
+                     to the CA certificate of a server with a private CA)"
+                .to_owned(),
+        };
+        let what = match tls {
+            rustls::Error::InvalidCertificate(_) => {
+                "TLS: the Redis server's certificate does not verify"
+            }
+            _ => "TLS: the handshake with the Redis server failed",
+        };
+        RedisError::from((ErrorKind::Io, what, format!("{tls}; trusted: {roots}")))
+    }
+}
+
+/// The rustls error under a failed connection, if that is why it failed:
+/// the redis crate keeps the `io::Error` from tokio-rustls behind an `Arc`.
+fn tls_error(error: &RedisError) -> Option<&rustls::Error> {
+    type Shared = Arc<dyn std::error::Error + Send + Sync>;
+    let source = std::error::Error::source(error)?;
+    let io = match source.downcast_ref::<Shared>() {
+        Some(shared) => shared.downcast_ref::<std::io::Error>()?,
+        None => source.downcast_ref::<std::io::Error>()?,
+    };
+    io.get_ref()?.downcast_ref::<rustls::Error>()
 }
 
 impl SendQueue {

@@ -32,7 +32,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<(Store, redis::aio::Conn
         .await
         .map_err(|e| anyhow::anyhow!("migrating the database (DATABASE_URL): {e}"))?;
     let redis = retry("redis (REDIS_URL)", || {
-        crate::queue::connect(config.redis_url.expose())
+        crate::queue::connect(config.redis_url.expose(), &config.redis_tls)
     })
     .await?;
     Ok((store, redis))

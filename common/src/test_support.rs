@@ -332,3 +332,194 @@ impl Drop for Cleanup {
         .join();
     }
 }
+
+/// A `redis-server` of the test's own that speaks TLS only (`--port 0`), on
+/// a free loopback port, with a CA and a server certificate for `127.0.0.1`
+/// and `localhost` made here with the `openssl` command. Killed, and its
+/// files removed, on drop.
+pub struct TlsRedis {
+    /// `rediss://127.0.0.1:<port>`.
+    pub url: String,
+    pub port: u16,
+    /// The CA that signed the server's certificate (PEM).
+    pub ca_file: PathBuf,
+    /// A CA of its own that signed nothing this server presents.
+    pub other_ca_file: PathBuf,
+    dir: PathBuf,
+    child: std::process::Child,
+}
+
+impl TlsRedis {
+    pub fn start() -> TlsRedis {
+        let dir = std::env::temp_dir().join(unique("redis-tls"));
+        std::fs::create_dir_all(&dir).expect("a directory for the TLS Redis");
+        let ca_file = dir.join("ca.pem");
+        let other_ca_file = dir.join("other-ca.pem");
+        make_ca(&dir, "ca", "sent-gateway test CA");
+        make_ca(&dir, "other-ca", "another test CA");
+        std::fs::write(
+            dir.join("server.ext"),
+            "basicConstraints = critical, CA:FALSE\n\
+             keyUsage = critical, digitalSignature\n\
+             extendedKeyUsage = serverAuth\n\
+             subjectAltName = IP:127.0.0.1, DNS:localhost\n\
+             authorityKeyIdentifier = keyid\n",
+        )
+        .unwrap();
+        openssl(
+            &dir,
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        );
+        openssl(
+            &dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+            ],
+        );
+        // A free port can be taken before the server binds it: try a few.
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let log = dir.join(format!("redis-{port}.log"));
+            let mut child = std::process::Command::new("redis-server")
+                .current_dir(&dir)
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args([
+                    "--tls-cert-file",
+                    "server.pem",
+                    "--tls-key-file",
+                    "server.key",
+                ])
+                .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--logfile")
+                .arg(&log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("start redis-server (is it installed?): {e}"));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    let mut stderr = String::new();
+                    if let Some(mut pipe) = child.stderr.take() {
+                        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+                    }
+                    let log = std::fs::read_to_string(&log).unwrap_or_default();
+                    failures.push(format!("{status}: {stderr}{log}"));
+                    break;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return TlsRedis {
+                        url: format!("rediss://127.0.0.1:{port}"),
+                        port,
+                        ca_file,
+                        other_ca_file,
+                        dir,
+                        child,
+                    };
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    failures.push("not listening after 10 s".into());
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        panic!(
+            "redis-server with TLS did not start (it needs TLS support: Debian's has it):\n{}",
+            failures.join("\n")
+        );
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `<name>.pem` and `<name>.key` in `dir`: a self-signed CA certificate.
+fn make_ca(dir: &std::path::Path, name: &str, common_name: &str) {
+    let config = format!("{name}.cnf");
+    std::fs::write(
+        dir.join(&config),
+        format!(
+            "[req]\ndistinguished_name = dn\nx509_extensions = ca\nprompt = no\n\
+             [dn]\nCN = {common_name}\n\
+             [ca]\nbasicConstraints = critical, CA:TRUE\n\
+             keyUsage = critical, keyCertSign, cRLSign\nsubjectKeyIdentifier = hash\n"
+        ),
+    )
+    .unwrap();
+    let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-config",
+            &config,
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-days",
+            "2",
+        ],
+    );
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let output = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run openssl (is it installed?): {e}"));
+    assert!(
+        output.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

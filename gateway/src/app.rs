@@ -63,7 +63,7 @@ impl AppState {
             (false, _) => None,
             (true, None) => Some(RateLimiter::memory()),
             (true, Some(url)) => {
-                let conn = common::queue::connect(url).await?;
+                let conn = common::queue::connect(url, &config.redis_tls).await?;
                 Some(RateLimiter::redis(conn, config.redis_prefix.clone()))
             }
         };

@@ -87,7 +87,10 @@ impl TestApp {
     /// Jobs waiting in this test's send queue, decoded. apalis-redis files
     /// every push under its scheduled set (due now) until a worker fetches.
     pub async fn queued_jobs(&self) -> Vec<Value> {
-        let mut conn = common::queue::connect(&self.redis.url).await.unwrap();
+        let mut conn =
+            common::queue::connect(&self.redis.url, &common::queue::RedisTls::system_roots())
+                .await
+                .unwrap();
         let config = self.state.queue.config();
         let (mut ids, active): (Vec<String>, Vec<String>) = redis::pipe()
             .zrange(config.scheduled_jobs_set(), 0, -1)

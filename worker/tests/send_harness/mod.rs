@@ -57,7 +57,7 @@ impl Harness {
         let redis = TestRedis::new();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sim = sent_sim::spawn(sim_config, listener).await.unwrap();
-        let conn = common::queue::connect(&redis.url)
+        let conn = common::queue::connect(&redis.url, &common::queue::RedisTls::system_roots())
             .await
             .expect("redis for tests");
         let queue = SendQueue::new(conn, &redis.prefix);
@@ -116,7 +116,10 @@ impl Harness {
     /// A worker in this process, as `worker run` runs it.
     pub async fn start_worker(&self) -> RunningWorker {
         let config = self.config();
-        let redis = common::queue::connect(&self.redis.url).await.unwrap();
+        let redis =
+            common::queue::connect(&self.redis.url, &common::queue::RedisTls::system_roots())
+                .await
+                .unwrap();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(worker::run_worker(
             config,
@@ -342,7 +345,10 @@ impl Harness {
         url.set_ip_host(proxy.addr.ip()).unwrap();
         url.set_port(Some(proxy.addr.port())).unwrap();
         let store = Store::connect_lazy(url.as_str(), 5).unwrap();
-        let redis = common::queue::connect(&self.redis.url).await.unwrap();
+        let redis =
+            common::queue::connect(&self.redis.url, &common::queue::RedisTls::system_roots())
+                .await
+                .unwrap();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(worker::run_worker(
             self.config(),

@@ -365,7 +365,9 @@ impl Stack {
 
     /// Send jobs in Redis: due, and scheduled for later.
     pub async fn jobs_in_redis(&self) -> anyhow::Result<u64> {
-        let conn = common::queue::connect(&self.redis_url, &common::queue::RedisTls::system_roots()).await?;
+        let conn =
+            common::queue::connect(&self.redis_url, &common::queue::RedisTls::system_roots())
+                .await?;
         let (due, later) = common::queue::SendQueue::new(conn, &self.prefix)
             .depth()
             .await?;
