@@ -61,9 +61,8 @@ impl Store {
     /// the store needs is the database's, set by a migration), so `url` may
     /// point at a pooler such as PgBouncer.
     pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Store, sqlx::Error> {
-        let options: PgConnectOptions = url
-            .parse::<PgConnectOptions>()?
-            .disable_statement_logging();
+        let options: PgConnectOptions =
+            url.parse::<PgConnectOptions>()?.disable_statement_logging();
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(3))
