@@ -12,11 +12,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
 use common::config::{Config, Profile};
+use common::test_support::{Cleanup, unique};
 use serde_json::Value as Json;
 use serde_norway::Value;
 use sqlx::{Connection, Executor, PgConnection};
@@ -557,53 +557,6 @@ fn every_app_service_runs_a_binary_of_this_workspace_with_a_valid_configuration(
         .output()
         .unwrap();
     assert!(help.status.success());
-}
-
-/// Roles and databases made by a test, dropped when it ends.
-#[derive(Default)]
-struct Cleanup {
-    databases: Vec<String>,
-    roles: Vec<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let databases = std::mem::take(&mut self.databases);
-        let roles = std::mem::take(&mut self.roles);
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let Ok(mut admin) = PgConnection::connect(&common::test_support::admin_url()).await
-                else {
-                    return;
-                };
-                for db in databases {
-                    let _ = admin
-                        .execute(format!(r#"DROP DATABASE IF EXISTS "{db}" WITH (FORCE)"#).as_str())
-                        .await;
-                }
-                for role in roles {
-                    let _ = admin
-                        .execute(format!(r#"DROP ROLE IF EXISTS "{role}""#).as_str())
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{prefix}_{}_{}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        ulid::Ulid::generate().to_string().to_lowercase()
-    )
 }
 
 fn output_of(what: &str, output: std::process::Output) -> String {
