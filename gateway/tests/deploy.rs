@@ -451,16 +451,7 @@ fn the_application_connects_as_its_own_role_not_the_superuser() {
 
     // The init scripts that create the roles run at the first start, the
     // application's role before Grafana's.
-    let mounts: Vec<(String, String)> = compose["services"]["postgres"]["volumes"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .filter_map(|v| v.as_str())
-        .filter_map(|v| {
-            let mut parts = v.split(':');
-            Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
-        })
-        .collect();
+    let mounts = volumes(&compose["services"]["postgres"]);
     let init_target = |script: &str| {
         let (_, target) = mounts
             .iter()
@@ -559,6 +550,20 @@ fn every_app_service_runs_a_binary_of_this_workspace_with_a_valid_configuration(
     assert!(help.status.success());
 }
 
+/// A service's short-syntax volumes, as `(source, target)`.
+fn volumes(service: &Value) -> Vec<(String, String)> {
+    service["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .filter_map(|v| {
+            let mut parts = v.split(':');
+            Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
+        })
+        .collect()
+}
+
 fn output_of(what: &str, output: std::process::Output) -> String {
     let text = format!(
         "{}{}",
@@ -596,16 +601,11 @@ async fn the_compose_commands_run_as_plain_processes() {
         .await;
 
     let postgres = environment(&compose["services"]["postgres"]);
-    let mut scripts: Vec<(String, String)> = compose["services"]["postgres"]["volumes"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .filter_map(|v| v.as_str())
-        .filter_map(|v| {
-            let mut parts = v.split(':');
-            let (source, target) = (parts.next()?, parts.next()?);
+    let mut scripts: Vec<(String, String)> = volumes(&compose["services"]["postgres"])
+        .into_iter()
+        .filter_map(|(source, target)| {
             let script = target.strip_prefix("/docker-entrypoint-initdb.d/")?;
-            Some((script.to_owned(), source.to_owned()))
+            Some((script.to_owned(), source))
         })
         .collect();
     scripts.sort();
