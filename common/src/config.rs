@@ -516,10 +516,10 @@ impl Config {
         let worker = WorkerConfig {
             concurrency: worker_env.parse("WORKER_CONCURRENCY", 64)?,
             max_attempts: worker_env.parse("WORKER_MAX_ATTEMPTS", 8)?,
-            backoff: Backoff {
-                base: Duration::from_millis(worker_env.parse("WORKER_BACKOFF_BASE_MS", 1000)?),
-                max: worker_env.seconds("WORKER_BACKOFF_MAX_SECS", 300)?,
-            },
+            backoff: worker_env.backoff(
+                ("WORKER_BACKOFF_BASE_MS", 1000),
+                ("WORKER_BACKOFF_MAX_SECS", 300),
+            )?,
             heartbeat_interval: worker_env.seconds("WORKER_HEARTBEAT_SECS", 5)?,
             missed_heartbeats: worker_env.parse("WORKER_MISSED_HEARTBEATS", 3)?,
             reconcile_interval: worker_env.seconds("RECONCILE_INTERVAL_SECS", 30)?,
@@ -568,10 +568,10 @@ impl Config {
             batch_size: worker_env.parse("INBOX_BATCH_SIZE", 200)?,
             concurrency: worker_env.parse("INBOX_CONCURRENCY", 4)?,
             max_attempts: worker_env.parse("INBOX_MAX_ATTEMPTS", 10)?,
-            backoff: Backoff {
-                base: Duration::from_millis(worker_env.parse("INBOX_BACKOFF_BASE_MS", 1000)?),
-                max: worker_env.seconds("INBOX_BACKOFF_MAX_SECS", 600)?,
-            },
+            backoff: worker_env.backoff(
+                ("INBOX_BACKOFF_BASE_MS", 1000),
+                ("INBOX_BACKOFF_MAX_SECS", 600),
+            )?,
             lease: worker_env.seconds("INBOX_LEASE_SECS", 60)?,
             poll_interval: Duration::from_millis(worker_env.parse("INBOX_POLL_INTERVAL_MS", 1000)?),
             rematch_interval: worker_env.seconds("INBOX_REMATCH_INTERVAL_SECS", 30)?,
@@ -604,10 +604,10 @@ impl Config {
         let callbacks = CallbackConfig {
             timeout: worker_env.positive_seconds("CALLBACK_TIMEOUT_SECS", 10)?,
             max_attempts: worker_env.parse("CALLBACK_MAX_ATTEMPTS", 8)?,
-            backoff: Backoff {
-                base: Duration::from_millis(worker_env.parse("CALLBACK_BACKOFF_BASE_MS", 5000)?),
-                max: worker_env.seconds("CALLBACK_BACKOFF_MAX_SECS", 3600)?,
-            },
+            backoff: worker_env.backoff(
+                ("CALLBACK_BACKOFF_BASE_MS", 5000),
+                ("CALLBACK_BACKOFF_MAX_SECS", 3600),
+            )?,
             concurrency: worker_env.parse("CALLBACK_CONCURRENCY", 32)?,
             poll_interval: Duration::from_millis(
                 worker_env.parse("CALLBACK_POLL_INTERVAL_MS", 1000)?,
@@ -978,6 +978,19 @@ impl Env<'_> {
             None => Ok(default),
             Some(raw) => parse_value(&raw).map_err(|e| self.bad(var, format!("'{raw}': {e}"))),
         }
+    }
+
+    /// A retry schedule: its base in milliseconds and its cap in seconds,
+    /// each `(variable, default)`.
+    fn backoff(
+        &self,
+        (base_var, base_ms): (&'static str, u64),
+        (max_var, max_secs): (&'static str, u64),
+    ) -> Result<Backoff, ConfigError> {
+        Ok(Backoff {
+            base: Duration::from_millis(self.parse(base_var, base_ms)?),
+            max: self.seconds(max_var, max_secs)?,
+        })
     }
 
     fn seconds(&self, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
