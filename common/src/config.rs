@@ -291,7 +291,14 @@ pub struct Config {
     /// `DATABASE_DIRECT_URL`: Postgres itself, for migrations and LISTEN,
     /// when `DATABASE_URL` goes through a pooler.
     pub database_direct_url: Option<Secret>,
+    /// `DATABASE_READ_URL`: a streaming replica for the dashboard and the
+    /// message list, which tolerate its lag; the primary without it.
+    pub database_read_url: Option<Secret>,
     pub database_max_connections: u32,
+    /// `MIGRATE_ON_START` (default true): apply migrations at start-up. Off
+    /// where a separate step migrates (`gateway migrate`, a Kubernetes Job):
+    /// the process then waits for the schema instead, so pods do not race.
+    pub migrate_on_start: bool,
     pub redis_url: Secret,
     /// Prefix of every Redis key this deployment owns (queue, rate limits).
     pub redis_prefix: String,
@@ -773,7 +780,9 @@ impl Config {
             log,
             database_url,
             database_direct_url: env.get("DATABASE_DIRECT_URL").map(Secret),
+            database_read_url: env.get("DATABASE_READ_URL").map(Secret),
             database_max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 16)?,
+            migrate_on_start: env.parse("MIGRATE_ON_START", true)?,
             redis_url,
             redis_prefix: env.string("REDIS_PREFIX", "sentgw"),
             redis_tls,

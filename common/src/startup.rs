@@ -26,11 +26,25 @@ pub async fn connect(config: &Config) -> anyhow::Result<(Store, redis::aio::Conn
         store.ping().await
     })
     .await?;
-    // Once reachable, a failed migration is not worth waiting out.
-    store
-        .migrate()
-        .await
-        .map_err(|e| anyhow::anyhow!("migrating the database (DATABASE_URL): {e}"))?;
+    if config.migrate_on_start {
+        // Once reachable, a failed migration is not worth waiting out.
+        store
+            .migrate()
+            .await
+            .map_err(|e| anyhow::anyhow!("migrating the database (DATABASE_URL): {e}"))?;
+    } else {
+        retry(
+            "the schema (MIGRATE_ON_START=false: run `gateway migrate` first)",
+            || async {
+                match store.schema_is_current().await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err("migrations not applied yet".to_owned()),
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+        )
+        .await?;
+    }
     let redis = retry("redis (REDIS_URL)", || {
         crate::queue::connect(config.redis_url.expose(), &config.redis_tls)
     })

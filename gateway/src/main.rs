@@ -98,9 +98,12 @@ async fn main() {
     }
 }
 
-async fn run(args: Args, config: Config) -> anyhow::Result<()> {
+async fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
+    let command = args.command.unwrap_or(Command::Serve);
+    // `gateway migrate` is the step MIGRATE_ON_START=false waits for.
+    config.migrate_on_start |= matches!(command, Command::Migrate);
     let (store, redis) = gateway::connect(&config).await?;
-    match args.command.unwrap_or(Command::Serve) {
+    match command {
         Command::Serve => {
             gateway::auth::refuse_shared_key_names(&config, &store).await?;
             let listener = tokio::net::TcpListener::bind(config.gateway.bind)

@@ -117,6 +117,25 @@ impl Store {
         }
     }
 
+    /// Whether every migration this build knows has been applied, for a
+    /// process started with `MIGRATE_ON_START=false` while another step
+    /// migrates. A database newer than this build also counts: migrations
+    /// only add, so an older binary runs on a newer schema.
+    pub async fn schema_is_current(&self) -> Result<bool, sqlx::Error> {
+        let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Option<i64> = sqlx::query_scalar(
+            "SELECT max(version) FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .or_else(|e| match &e {
+            // Not migrated at all yet: no table.
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => Ok(None),
+            _ => Err(e),
+        })?;
+        Ok(applied.is_some_and(|v| v >= latest))
+    }
+
     /// A LISTEN connection, on a session of its own.
     pub async fn listener(&self) -> Result<PgListener, sqlx::Error> {
         match &self.direct {
