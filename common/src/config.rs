@@ -13,8 +13,8 @@ use ipnet::IpNet;
 use crate::backoff::Backoff;
 use crate::domain::{Role, TemplateRef};
 use crate::outbound::OutboundPolicy;
-use crate::queue::RedisTls;
 use crate::rate::Quota;
+use crate::redis_conn::{RedisTarget, RedisTls};
 
 /// The testing profile's Sent webhook secret when none is set: the original
 /// integration's, for its legacy signatures.
@@ -126,8 +126,9 @@ pub struct LogConfig {
 #[derive(Debug, Clone)]
 pub struct RateLimitConfig {
     pub enabled: bool,
-    /// `RATELIMIT_STORAGE_URI`: `None` for `memory://`, else a Redis URL.
-    pub redis_url: Option<String>,
+    /// `RATELIMIT_STORAGE_URI`: `None` for `memory://`, else where in Redis
+    /// the gateways share their limits.
+    pub storage: Option<RedisTarget>,
     pub messages: Quota,
     pub webhooks: Quota,
     pub default: Quota,
@@ -299,9 +300,14 @@ pub struct Config {
     /// where a separate step migrates (`gateway migrate`, a Kubernetes Job):
     /// the process then waits for the schema instead, so pods do not race.
     pub migrate_on_start: bool,
-    pub redis_url: Secret,
+    /// `REDIS_URL`, `REDIS_CLUSTER_NODES` or `REDIS_SENTINELS`.
+    pub redis: RedisTarget,
     /// Prefix of every Redis key this deployment owns (queue, rate limits).
     pub redis_prefix: String,
+    /// `QUEUE_SHARDS` (default 1): apalis queues the send queue is spread
+    /// over, each on its own Redis Cluster slot. Gateways and workers of a
+    /// deployment must agree.
+    pub queue_shards: u16,
     /// `REDIS_TLS_CA_FILE`: what `rediss://` connections (queue and rate
     /// limits) trust; the system's roots without it.
     pub redis_tls: RedisTls,
@@ -439,18 +445,8 @@ impl Config {
         let rate_limit_uri = gateway_env.string("RATELIMIT_STORAGE_URI", "memory://");
         let rate_limit = RateLimitConfig {
             enabled: gateway_env.parse("RATELIMIT_ENABLED", !testing)?,
-            redis_url: match rate_limit_uri.as_str() {
-                "memory://" | "" => None,
-                uri if uri.starts_with("redis://") || uri.starts_with("rediss://") => {
-                    Some(uri.to_owned())
-                }
-                other => {
-                    return Err(gateway_env.bad(
-                        "RATELIMIT_STORAGE_URI",
-                        format!("'{other}' is neither memory:// nor redis://..."),
-                    ));
-                }
-            },
+            storage: rate_limit_storage(&rate_limit_uri)
+                .map_err(|problem| gateway_env.bad("RATELIMIT_STORAGE_URI", problem))?,
             messages: gateway_env.parse("RATELIMIT_MESSAGES", Quota::per_minute(10))?,
             webhooks: gateway_env.parse("RATELIMIT_WEBHOOKS", Quota::per_minute(100))?,
             default: gateway_env.parse("RATELIMIT_DEFAULT", Quota::per_minute(100))?,
@@ -728,17 +724,16 @@ impl Config {
             "DATABASE_URL",
             dev_default("postgres://postgres@127.0.0.1:5432/sent_gateway"),
         )?);
-        let redis_url =
-            Secret(env.required_or("REDIS_URL", dev_default("redis://127.0.0.1:6379"))?);
+        let redis = redis_target(&env, dev_default)?;
         let redis_tls = match env.get("REDIS_TLS_CA_FILE") {
             None => RedisTls::system_roots(),
             Some(path) => {
                 RedisTls::ca_file(&path).map_err(|problem| env.bad("REDIS_TLS_CA_FILE", problem))?
             }
         };
-        if redis_tls.has_ca_file() && !redis_url.expose().starts_with("rediss://") {
+        if redis_tls.has_ca_file() && !redis.is_tls() {
             return Err(env.bad(
-                "REDIS_URL",
+                redis.variable(),
                 "is not rediss:// but REDIS_TLS_CA_FILE is set: use rediss:// for TLS".into(),
             ));
         }
@@ -783,8 +778,12 @@ impl Config {
             database_read_url: env.get("DATABASE_READ_URL").map(Secret),
             database_max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 16)?,
             migrate_on_start: env.parse("MIGRATE_ON_START", true)?,
-            redis_url,
+            redis,
             redis_prefix: env.string("REDIS_PREFIX", "sentgw"),
+            queue_shards: match env.parse("QUEUE_SHARDS", 1u16)? {
+                0 => return Err(env.bad("QUEUE_SHARDS", "must be at least 1".into())),
+                n => n,
+            },
             redis_tls,
             api_keys,
             callback_signing,
@@ -935,6 +934,97 @@ fn refuse_in_production(
         ));
     }
     Ok(())
+}
+
+/// `RATELIMIT_STORAGE_URI` in the forms of the original integration's
+/// limiter (the `limits` library): `memory://`, `redis://` or `rediss://`
+/// (one server), `redis+cluster://host:port,host:port` (seed nodes) and
+/// `redis+sentinel://host:port,host:port/master` (`rediss+…` for TLS).
+fn rate_limit_storage(uri: &str) -> Result<Option<RedisTarget>, String> {
+    let hosts = |scheme: &str, list: &str| -> Vec<Secret> {
+        list.split(',')
+            .map(|host| Secret(format!("{scheme}://{}", host.trim())))
+            .collect()
+    };
+    match uri.split_once("://") {
+        None if uri.is_empty() => Ok(None),
+        Some(("memory", "")) => Ok(None),
+        Some(("redis" | "rediss", _)) => Ok(Some(RedisTarget::Single(Secret(uri.to_owned())))),
+        Some((scheme @ ("redis+cluster" | "rediss+cluster"), list)) if !list.is_empty() => {
+            let scheme = scheme.trim_end_matches("+cluster");
+            Ok(Some(RedisTarget::Cluster(hosts(scheme, list))))
+        }
+        Some((scheme @ ("redis+sentinel" | "rediss+sentinel"), rest)) => match rest.split_once('/')
+        {
+            Some((list, master)) if !list.is_empty() && !master.is_empty() => {
+                Ok(Some(RedisTarget::Sentinel {
+                    sentinels: hosts(scheme.trim_end_matches("+sentinel"), list),
+                    master: master.to_owned(),
+                }))
+            }
+            _ => Err(format!(
+                "'{uri}': a sentinel URI is {scheme}://host:port[,host:port]/master"
+            )),
+        },
+        _ => Err(format!(
+            "'{uri}' is none of memory://, redis://, rediss://, redis+cluster://, \
+             redis+sentinel://"
+        )),
+    }
+}
+
+/// Where Redis is. One of `REDIS_URL` (one server), `REDIS_CLUSTER_NODES`
+/// (seed nodes of a cluster) or `REDIS_SENTINELS` with
+/// `REDIS_SENTINEL_MASTER`; naming two is an error, not a silent choice.
+fn redis_target(
+    env: &Env,
+    dev_default: impl Fn(&str) -> Option<String>,
+) -> Result<RedisTarget, ConfigError> {
+    let urls = |var: &'static str| -> Result<Vec<Secret>, ConfigError> {
+        env.list(var)
+            .map(|url| match url.split_once("://") {
+                Some(("redis" | "rediss", _)) => Ok(Secret(url)),
+                _ => Err(env.bad(var, "each entry must be a redis:// or rediss:// URL".into())),
+            })
+            .collect()
+    };
+    let cluster = urls("REDIS_CLUSTER_NODES")?;
+    let sentinels = urls("REDIS_SENTINELS")?;
+    let single = env.get("REDIS_URL");
+    let named = [
+        (!cluster.is_empty()).then_some("REDIS_CLUSTER_NODES"),
+        (!sentinels.is_empty()).then_some("REDIS_SENTINELS"),
+        single.is_some().then_some("REDIS_URL"),
+    ];
+    if let [first, second, ..] = named.iter().flatten().collect::<Vec<_>>()[..] {
+        return Err(env.bad(
+            first,
+            format!("is set together with {second}: set only the one for your Redis"),
+        ));
+    }
+    let master = env.get("REDIS_SENTINEL_MASTER");
+    if !sentinels.is_empty() {
+        let master = master.ok_or_else(|| {
+            env.bad(
+                "REDIS_SENTINEL_MASTER",
+                "is required with REDIS_SENTINELS (the name the sentinels monitor)".into(),
+            )
+        })?;
+        return Ok(RedisTarget::Sentinel { sentinels, master });
+    }
+    if master.is_some() {
+        return Err(env.bad(
+            "REDIS_SENTINEL_MASTER",
+            "is set but REDIS_SENTINELS is not".into(),
+        ));
+    }
+    if !cluster.is_empty() {
+        return Ok(RedisTarget::Cluster(cluster));
+    }
+    Ok(RedisTarget::Single(Secret(env.required_or(
+        "REDIS_URL",
+        dev_default("redis://127.0.0.1:6379"),
+    )?)))
 }
 
 struct Env<'a> {

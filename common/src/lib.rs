@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod queue;
 pub mod rate;
+pub mod redis_conn;
 pub mod sent;
 pub mod shutdown;
 pub mod signature;

@@ -4,21 +4,24 @@
 //! script); workers consume with apalis. A message's first job uses the
 //! message's own id as task id, so pushing it again while it is still in Redis
 //! (a reconciler pass) is a no-op.
+//!
+//! The queue is `QUEUE_SHARDS` apalis queues (default 1); a message's jobs
+//! all go to the shard its id picks, and every worker serves every shard.
+//! Each shard's name is a Redis Cluster hash tag (`{sentgw:send:0}`), so all
+//! of one shard's keys, and so every script on them, sit in one slot, while
+//! different shards spread over the cluster's nodes.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use apalis::prelude::{TaskBuilder, TaskId};
-use apalis_redis::{Config as QueueConfig, ConnectionManager, RedisTask};
-use redis::{ConnectionAddr, ErrorKind, RedisError};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
+use apalis_redis::{Config as QueueConfig, RedisTask};
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
 use crate::domain::MessageId;
+use crate::redis_conn::Redis;
 
 /// A job on the send queue. Versioned so that a new payload shape can be
 /// deployed while jobs of the old one are still queued.
@@ -53,199 +56,58 @@ impl SendJob {
     }
 }
 
-/// Producer side of the send queue.
+/// The send queue's shards, and the Redis connection they are reached by.
 #[derive(Clone)]
 pub struct SendQueue {
-    conn: ConnectionManager,
-    config: QueueConfig,
+    conn: Redis,
+    shards: Arc<[QueueConfig]>,
 }
 
 impl std::fmt::Debug for SendQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SendQueue")
-            .field("queue", &self.config.queue.as_ref())
+            .field("shards", &self.shards.len())
             .finish()
     }
 }
 
-/// The apalis queue name for a deployment's Redis prefix. Pub/sub events
-/// (a PUBLISH per task pushed and finished) are off: nothing subscribes, and
-/// workers poll.
-pub fn queue_config(prefix: &str) -> QueueConfig {
+/// The apalis queue of shard `shard` under a deployment's Redis prefix: its
+/// name is a hash tag. Pub/sub events (a PUBLISH per task pushed and
+/// finished) are off: nothing subscribes, and workers poll.
+fn shard_config(prefix: &str, shard: u16) -> QueueConfig {
     QueueConfig::default()
-        .queue(format!("{prefix}:send"))
+        .queue(format!("{{{prefix}:send:{shard}}}"))
         .emit_events(false)
 }
 
-/// Every Redis connection of the gateway and the workers is made here: the
-/// queue (apalis-redis' storage and our own scripts), the rate limiter's
-/// `RATELIMIT_STORAGE_URI`, the status polls' budget. So `tls` (from
-/// `REDIS_TLS_CA_FILE`) applies to each `rediss://` URL alike.
-///
-/// Connects without waiting for Redis to be up: commands fail fast while it
-/// is down and the connection manager reconnects in the background. A
-/// `rediss://` server whose certificate does not verify is an error naming
-/// the roots it was checked against; there is no fallback to plaintext nor
-/// to an unverified connection.
-pub async fn connect(url: &str, tls: &RedisTls) -> Result<ConnectionManager, RedisError> {
-    let client = tls.client(url)?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(3)))
-        .set_number_of_retries(1);
-    client
-        .get_connection_manager_with_config(config)
-        .await
-        .map_err(|e| tls.explain(e))
-}
-
-/// How a `rediss://` connection verifies the server's certificate: against
-/// the CA certificates of `REDIS_TLS_CA_FILE` only, or, without it, the
-/// system's root certificates (rustls-native-certs: the OS trust store, e.g.
-/// Debian's `ca-certificates`). `redis://` URLs do not use it.
-#[derive(Clone, Default)]
-pub struct RedisTls {
-    ca_file: Option<CaFile>,
-}
-
-#[derive(Clone)]
-struct CaFile {
-    path: PathBuf,
-    pem: Arc<[u8]>,
-    certificates: usize,
-}
-
-impl std::fmt::Debug for RedisTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.ca_file {
-            None => f.write_str("RedisTls(system roots)"),
-            Some(ca) => write!(
-                f,
-                "RedisTls({}, {} certificates)",
-                ca.path.display(),
-                ca.certificates
-            ),
-        }
-    }
-}
-
-impl RedisTls {
-    /// The system's root certificates.
-    pub fn system_roots() -> RedisTls {
-        RedisTls::default()
-    }
-
-    /// The CA certificates of a PEM file, which must hold at least one, each
-    /// usable as a trust anchor. The error says what is wrong with the file.
-    pub fn ca_file(path: impl AsRef<Path>) -> Result<RedisTls, String> {
-        let path = path.as_ref();
-        let shown = path.display();
-        let pem = std::fs::read(path).map_err(|e| format!("cannot read '{shown}': {e}"))?;
-        let certificates = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("'{shown}' is not a PEM file of certificates: {e}"))?;
-        if certificates.is_empty() {
-            return Err(format!(
-                "'{shown}' holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
-            ));
-        }
-        let mut roots = rustls::RootCertStore::empty();
-        for (n, certificate) in certificates.iter().enumerate() {
-            roots.add(certificate.clone()).map_err(|e| {
-                format!(
-                    "'{shown}': certificate {} of {} is not a usable CA certificate: {e}",
-                    n + 1,
-                    certificates.len()
-                )
-            })?;
-        }
-        Ok(RedisTls {
-            ca_file: Some(CaFile {
-                path: path.to_owned(),
-                pem: pem.into(),
-                certificates: certificates.len(),
-            }),
-        })
-    }
-
-    pub fn has_ca_file(&self) -> bool {
-        self.ca_file.is_some()
-    }
-
-    /// A client for `url`: a `rediss://` one trusts the CA file's
-    /// certificates when there is one (and then only those), else the
-    /// system's roots. A URL asking to skip verification (`#insecure`) is
-    /// refused.
-    pub fn client(&self, url: &str) -> Result<redis::Client, RedisError> {
-        let client = redis::Client::open(url)?;
-        let ConnectionAddr::TcpTls { insecure, .. } = client.get_connection_info().addr() else {
-            return Ok(client);
-        };
-        if *insecure {
-            return Err(RedisError::from((
-                ErrorKind::InvalidClientConfig,
-                "a rediss:// URL with #insecure would skip verifying the server's certificate",
-                "remove #insecure; for a private CA, set REDIS_TLS_CA_FILE".to_owned(),
-            )));
-        }
-        match &self.ca_file {
-            None => Ok(client),
-            Some(ca) => redis::Client::build_with_tls(
-                url,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(ca.pem.to_vec()),
-                },
-            ),
-        }
-    }
-
-    /// Says which roots a TLS handshake that failed was checked against.
-    fn explain(&self, error: RedisError) -> RedisError {
-        let Some(tls) = tls_error(&error) else {
-            return error;
-        };
-        let roots = match &self.ca_file {
-            Some(ca) => format!("REDIS_TLS_CA_FILE ('{}')", ca.path.display()),
-            None => "the system's root certificates (REDIS_TLS_CA_FILE is not set: set it \
-                     to the CA certificate of a server with a private CA)"
-                .to_owned(),
-        };
-        let what = match tls {
-            rustls::Error::InvalidCertificate(_) => {
-                "TLS: the Redis server's certificate does not verify"
-            }
-            _ => "TLS: the handshake with the Redis server failed",
-        };
-        RedisError::from((ErrorKind::Io, what, format!("{tls}; trusted: {roots}")))
-    }
-}
-
-/// The rustls error under a failed connection, if that is why it failed:
-/// the redis crate keeps the `io::Error` from tokio-rustls behind an `Arc`.
-fn tls_error(error: &RedisError) -> Option<&rustls::Error> {
-    type Shared = Arc<dyn std::error::Error + Send + Sync>;
-    let source = std::error::Error::source(error)?;
-    let io = match source.downcast_ref::<Shared>() {
-        Some(shared) => shared.downcast_ref::<std::io::Error>()?,
-        None => source.downcast_ref::<std::io::Error>()?,
-    };
-    io.get_ref()?.downcast_ref::<rustls::Error>()
-}
-
 impl SendQueue {
-    pub fn new(conn: ConnectionManager, prefix: &str) -> SendQueue {
+    /// `shards` is `QUEUE_SHARDS`: the gateways and workers of a deployment
+    /// must agree on it (a job pushed to a shard no worker serves waits for
+    /// the reconciler).
+    pub fn new(conn: Redis, prefix: &str, shards: u16) -> SendQueue {
         SendQueue {
             conn,
-            config: queue_config(prefix),
+            shards: (0..shards.max(1))
+                .map(|shard| shard_config(prefix, shard))
+                .collect(),
         }
     }
 
-    pub fn config(&self) -> &QueueConfig {
-        &self.config
+    /// The apalis configuration of each shard, in shard order.
+    pub fn shards(&self) -> &[QueueConfig] {
+        &self.shards
     }
 
-    pub fn connection(&self) -> ConnectionManager {
+    /// The shard of a message: its id's random bits, so shards fill evenly.
+    pub fn shard_of(&self, id: MessageId) -> &QueueConfig {
+        &self.shards[self.shard_index(id)]
+    }
+
+    fn shard_index(&self, id: MessageId) -> usize {
+        (u128::from(id.ulid()) % self.shards.len() as u128) as usize
+    }
+
+    pub fn connection(&self) -> Redis {
         self.conn.clone()
     }
 
@@ -291,20 +153,27 @@ impl SendQueue {
             .await
     }
 
-    async fn push(&self, tasks: Vec<RedisTask>) -> Result<(), apalis_redis::Error> {
-        if tasks.is_empty() {
-            return Ok(());
+    /// One batch push per shard that has tasks (one round trip with one shard).
+    async fn push(&self, tasks: Vec<(MessageId, RedisTask)>) -> Result<(), apalis_redis::Error> {
+        let mut by_shard: Vec<Vec<RedisTask>> = vec![Vec::new(); self.shards.len()];
+        for (id, task) in tasks {
+            by_shard[self.shard_index(id)].push(task);
         }
-        apalis_redis::queries::push_tasks(&mut self.conn.clone(), &self.config, &tasks).await?;
+        for (shard, tasks) in self.shards.iter().zip(by_shard) {
+            if !tasks.is_empty() {
+                apalis_redis::queries::push_tasks(&mut self.conn.clone(), shard, &tasks).await?;
+            }
+        }
         Ok(())
     }
 
-    /// Moves up to `max` due jobs from the scheduled set to the active list
-    /// and returns how many it moved. apalis-redis pushes every job, due now
-    /// or later, into its scheduled set, and its fetch promotes all due jobs
-    /// in one Lua `unpack`, which fails beyond about 8,000 ids: a backlog that
-    /// large would stop every worker. Workers call this in bounded steps so
-    /// that apalis' own promotion only ever sees a few.
+    /// Moves up to `max` due jobs of each shard from its scheduled set to its
+    /// active list and returns the most it moved in one shard. apalis-redis
+    /// pushes every job, due now or later, into its scheduled set, and its
+    /// fetch promotes all due jobs in one Lua `unpack`, which fails beyond
+    /// about 8,000 ids: a backlog that large would stop every worker. Workers
+    /// call this in bounded steps so that apalis' own promotion only ever sees
+    /// a few.
     pub async fn promote_due(&self, max: usize) -> Result<usize, redis::RedisError> {
         static PROMOTE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
             redis::Script::new(
@@ -320,60 +189,63 @@ impl SendQueue {
                 "#,
             )
         });
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let mut conn = self.conn.clone();
-        PROMOTE
-            .key(self.config.scheduled_jobs_set())
-            .key(self.config.active_jobs_list())
-            .key(self.config.signal_list())
-            .arg(now)
-            .arg(max.clamp(1, 1000))
-            .invoke_async(&mut conn)
-            .await
+        let now = unix_seconds();
+        let mut most = 0;
+        for shard in self.shards.iter() {
+            let moved: usize = PROMOTE
+                .key(shard.scheduled_jobs_set())
+                .key(shard.active_jobs_list())
+                .key(shard.signal_list())
+                .arg(now)
+                .arg(max.clamp(1, 1000))
+                .invoke_async(&mut self.conn.clone())
+                .await?;
+            most = most.max(moved);
+        }
+        Ok(most)
     }
 
-    /// Jobs waiting to run now, and jobs scheduled for later (retries).
+    /// Jobs waiting to run now, and jobs scheduled for later (retries), over
+    /// all shards.
     pub async fn depth(&self) -> Result<(u64, u64), redis::RedisError> {
-        let mut conn = self.conn.clone();
-        redis::pipe()
-            .llen(self.config.active_jobs_list())
-            .zcard(self.config.scheduled_jobs_set())
-            .query_async(&mut conn)
-            .await
+        let mut total = (0, 0);
+        for shard in self.shards.iter() {
+            let (ready, scheduled): (u64, u64) = redis::pipe()
+                .llen(shard.active_jobs_list())
+                .zcard(shard.scheduled_jobs_set())
+                .query_async(&mut self.conn.clone())
+                .await?;
+            total = (total.0 + ready, total.1 + scheduled);
+        }
+        Ok(total)
     }
 
     /// How long the oldest job that is due has been waiting (zero when none).
     /// Every push is filed under the scheduled set with its due time as score.
     pub async fn oldest_due_age(&self) -> Result<Duration, redis::RedisError> {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let mut conn = self.conn.clone();
-        let oldest: Vec<(String, u64)> = redis::cmd("ZRANGEBYSCORE")
-            .arg(self.config.scheduled_jobs_set())
-            .arg("-inf")
-            .arg(now)
-            .arg("WITHSCORES")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(1)
-            .query_async(&mut conn)
-            .await?;
-        Ok(Duration::from_secs(
-            oldest
-                .first()
-                .map(|(_, due)| now.saturating_sub(*due))
-                .unwrap_or(0),
-        ))
+        let now = unix_seconds();
+        let mut oldest = 0;
+        for shard in self.shards.iter() {
+            let first: Vec<(String, u64)> = redis::cmd("ZRANGEBYSCORE")
+                .arg(shard.scheduled_jobs_set())
+                .arg("-inf")
+                .arg(now)
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(1)
+                .query_async(&mut self.conn.clone())
+                .await?;
+            if let Some((_, due)) = first.first() {
+                oldest = oldest.max(now.saturating_sub(*due));
+            }
+        }
+        Ok(Duration::from_secs(oldest))
     }
 
     /// Removes finished tasks' payloads and metadata; apalis keeps them forever otherwise.
     pub async fn prune_done(&self, max: usize) -> Result<usize, redis::RedisError> {
-        self.prune(self.config.done_jobs_set(), max).await
+        self.prune(QueueConfig::done_jobs_set, max).await
     }
 
     /// The same for tasks apalis gave up on (its own retries exhausted, which
@@ -381,10 +253,15 @@ impl SendQueue {
     /// itself is still in Postgres, and the reconciler enqueues it again: that
     /// only works once its task id is free.
     pub async fn prune_dead(&self, max: usize) -> Result<usize, redis::RedisError> {
-        self.prune(self.config.dead_jobs_set(), max).await
+        self.prune(QueueConfig::dead_jobs_set, max).await
     }
 
-    async fn prune(&self, set: String, max: usize) -> Result<usize, redis::RedisError> {
+    /// Up to `max` tasks of `set` in each shard; how many in all.
+    async fn prune(
+        &self,
+        set: fn(&QueueConfig) -> String,
+        max: usize,
+    ) -> Result<usize, redis::RedisError> {
         static PRUNE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
             redis::Script::new(
                 r#"
@@ -397,28 +274,40 @@ impl SendQueue {
                 "#,
             )
         });
-        let mut conn = self.conn.clone();
-        PRUNE
-            .key(set)
-            .key(self.config.job_data_hash())
-            .key(self.config.job_meta_hash())
-            .arg(max)
-            .invoke_async(&mut conn)
-            .await
+        let mut pruned = 0;
+        for shard in self.shards.iter() {
+            let n: usize = PRUNE
+                .key(set(shard))
+                .key(shard.job_data_hash())
+                .key(shard.job_meta_hash())
+                .arg(max)
+                .invoke_async(&mut self.conn.clone())
+                .await?;
+            pruned += n;
+        }
+        Ok(pruned)
     }
 }
 
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// The task of `job`, beside the message id that picks its shard.
 fn task(
     job: &SendJob,
     id: Ulid,
     run_at: Option<SystemTime>,
-) -> Result<RedisTask, apalis_redis::Error> {
+) -> Result<(MessageId, RedisTask), apalis_redis::Error> {
     let bytes = serde_json::to_vec(job).map_err(apalis_redis::Error::Json)?;
     let mut builder = TaskBuilder::new(bytes).task_id(TaskId::from_ulid(id));
     if let Some(at) = run_at {
         builder = builder.run_at_time(whole_second_after(at));
     }
-    Ok(builder.build())
+    Ok((job.message_id(), builder.build()))
 }
 
 /// apalis rounds due times down to the second; rounding up keeps every job at

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
+use crate::redis_conn::Redis;
 
 /// `count` requests per `period`, written `10/minute`, `500/second` or
 /// `100 per hour` as in the original integration's settings.
@@ -100,10 +100,7 @@ pub struct Grant {
 #[derive(Clone)]
 pub enum RateLimiter {
     Memory(Arc<MemoryLimiters>),
-    Redis {
-        conn: ConnectionManager,
-        prefix: String,
-    },
+    Redis { conn: Redis, prefix: String },
 }
 
 /// GCRA with `tat` (the theoretical arrival time of the next unit) per key.
@@ -151,7 +148,7 @@ impl RateLimiter {
         RateLimiter::Memory(Arc::default())
     }
 
-    pub fn redis(conn: ConnectionManager, prefix: impl Into<String>) -> RateLimiter {
+    pub fn redis(conn: Redis, prefix: impl Into<String>) -> RateLimiter {
         RateLimiter::Redis {
             conn,
             prefix: prefix.into(),

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::redis_conn::Redis;
 use crate::store::Store;
 
 /// How long a process waits for its dependencies before giving up.
@@ -12,7 +13,7 @@ pub const STARTUP_WAIT: Duration = Duration::from_secs(30);
 
 /// Connects to Postgres (migrating it) and Redis, retrying each for up to
 /// [`STARTUP_WAIT`]. The error names the variable to check.
-pub async fn connect(config: &Config) -> anyhow::Result<(Store, redis::aio::ConnectionManager)> {
+pub async fn connect(config: &Config) -> anyhow::Result<(Store, Redis)> {
     let direct = config.database_direct_url.as_ref().map(|url| url.expose());
     let store = Store::connect_lazy(
         config.database_url.expose(),
@@ -45,8 +46,8 @@ pub async fn connect(config: &Config) -> anyhow::Result<(Store, redis::aio::Conn
         )
         .await?;
     }
-    let redis = retry("redis (REDIS_URL)", || {
-        crate::queue::connect(config.redis_url.expose(), &config.redis_tls)
+    let redis = retry(&format!("redis ({})", config.redis.variable()), || {
+        crate::redis_conn::open(&config.redis, &config.redis_tls)
     })
     .await?;
     Ok((store, redis))

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::config::Config;
 use common::domain::MessageId;
-use common::queue::{RedisTls, SendJob, SendQueue};
+use common::queue::{SendJob, SendQueue};
 use common::rate::{Quota, RateLimiter};
+use common::redis_conn::RedisTls;
 use common::test_support::{TlsRedis, unique};
 
 fn config(pairs: &[(&str, &str)]) -> Result<Config, common::config::ConfigError> {
@@ -29,18 +30,18 @@ async fn with_the_ca_file_the_queue_and_the_rate_limiter_work_over_tls() {
     ])
     .expect("a rediss:// URL with its CA file");
     assert!(config.redis_tls.has_ca_file());
-    let conn = common::queue::connect(config.redis_url.expose(), &config.redis_tls)
+    let conn = common::redis_conn::open(&config.redis, &config.redis_tls)
         .await
         .expect("connect over TLS");
 
     // A send job in, and back out of, the queue's keys.
     let prefix = unique("tls");
-    let queue = SendQueue::new(conn.clone(), &prefix);
+    let queue = SendQueue::new(conn.clone(), &prefix, 1);
     let job = SendJob::new(MessageId::new(), BTreeMap::new());
     queue.enqueue(std::slice::from_ref(&job)).await.unwrap();
     assert_eq!(queue.depth().await.unwrap(), (0, 1));
     let ids: Vec<String> = redis::cmd("ZRANGE")
-        .arg(queue.config().scheduled_jobs_set())
+        .arg(queue.shards()[0].scheduled_jobs_set())
         .arg(0)
         .arg(-1)
         .query_async(&mut conn.clone())
@@ -48,7 +49,7 @@ async fn with_the_ca_file_the_queue_and_the_rate_limiter_work_over_tls() {
         .unwrap();
     assert_eq!(ids.len(), 1);
     let data: Vec<u8> = redis::cmd("HGET")
-        .arg(queue.config().job_data_hash())
+        .arg(queue.shards()[0].job_data_hash())
         .arg(&ids[0])
         .query_async(&mut conn.clone())
         .await
@@ -64,7 +65,7 @@ async fn with_the_ca_file_the_queue_and_the_rate_limiter_work_over_tls() {
 
     // The certificate names localhost too.
     let by_name = format!("rediss://localhost:{}", redis.port);
-    let mut conn = common::queue::connect(&by_name, &config.redis_tls)
+    let mut conn = common::redis_conn::connect(&by_name, &config.redis_tls)
         .await
         .expect("connect to localhost over TLS");
     let pong: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
@@ -77,7 +78,7 @@ async fn with_the_ca_file_the_queue_and_the_rate_limiter_work_over_tls() {
 async fn without_the_ca_file_the_system_roots_refuse_the_server() {
     let redis = TlsRedis::start();
     let started = Instant::now();
-    let err = common::queue::connect(&redis.url, &RedisTls::system_roots())
+    let err = common::redis_conn::connect(&redis.url, &RedisTls::system_roots())
         .await
         .map(|_| ())
         .expect_err("a certificate of an unknown CA");
@@ -98,7 +99,7 @@ async fn without_the_ca_file_the_system_roots_refuse_the_server() {
 async fn a_wrong_ca_file_is_refused() {
     let redis = TlsRedis::start();
     let wrong = RedisTls::ca_file(&redis.other_ca_file).unwrap();
-    let err = common::queue::connect(&redis.url, &wrong)
+    let err = common::redis_conn::connect(&redis.url, &wrong)
         .await
         .map(|_| ())
         .expect_err("a certificate the other CA did not sign");
@@ -121,7 +122,7 @@ async fn a_url_asking_to_skip_verification_is_refused() {
         RedisTls::system_roots(),
         RedisTls::ca_file(&redis.ca_file).unwrap(),
     ] {
-        let err = common::queue::connect(&insecure, &tls)
+        let err = common::redis_conn::connect(&insecure, &tls)
             .await
             .map(|_| ())
             .expect_err("#insecure");

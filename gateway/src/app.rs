@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use common::config::{Config, Profile};
 use common::queue::SendQueue;
 use common::rate::RateLimiter;
+use common::redis_conn::Redis;
 use common::store::Store;
-use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -35,7 +35,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub queue: SendQueue,
-    pub redis: ConnectionManager,
+    pub redis: Redis,
     pub accepter: Accepter,
     pub keys: Arc<KeyRing>,
     pub limiter: Option<RateLimiter>,
@@ -50,20 +50,18 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub async fn new(
-        config: Config,
-        store: Store,
-        redis: ConnectionManager,
-    ) -> anyhow::Result<AppState> {
-        let queue = SendQueue::new(redis.clone(), &config.redis_prefix);
+    pub async fn new(config: Config, store: Store, redis: Redis) -> anyhow::Result<AppState> {
+        let queue = SendQueue::new(redis.clone(), &config.redis_prefix, config.queue_shards);
         let limiter = match (
             &config.gateway.rate_limit.enabled,
-            &config.gateway.rate_limit.redis_url,
+            &config.gateway.rate_limit.storage,
         ) {
             (false, _) => None,
             (true, None) => Some(RateLimiter::memory()),
-            (true, Some(url)) => {
-                let conn = common::queue::connect(url, &config.redis_tls).await?;
+            (true, Some(target)) => {
+                let conn = common::redis_conn::open(target, &config.redis_tls)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("RATELIMIT_STORAGE_URI: {e}"))?;
                 Some(RateLimiter::redis(conn, config.redis_prefix.clone()))
             }
         };

@@ -27,7 +27,7 @@ impl RunningGateway {
     /// a test can route it through a proxy). It runs until [`Self::shut_down`]
     /// or the drop of this value.
     pub async fn start(config: Config, store: Store) -> RunningGateway {
-        let redis = common::queue::connect(config.redis_url.expose(), &config.redis_tls)
+        let redis = common::redis_conn::open(&config.redis, &config.redis_tls)
             .await
             .expect("test Redis");
         let state = AppState::new(config, store, redis)

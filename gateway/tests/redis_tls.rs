@@ -49,8 +49,8 @@ async fn the_gateway_accepts_a_message_over_tls_redis() {
     let id = body["message_id"].as_str().unwrap().to_owned();
 
     // The job is in the TLS Redis, under this gateway's prefix.
-    let mut conn = common::queue::connect(&redis.url, &tls).await.unwrap();
-    let config = gateway.state.queue.config();
+    let mut conn = common::redis_conn::connect(&redis.url, &tls).await.unwrap();
+    let config = &gateway.state.queue.shards()[0];
     let ids: Vec<String> = redis::cmd("ZRANGE")
         .arg(config.scheduled_jobs_set())
         .arg(0)

@@ -20,7 +20,7 @@ use crate::{callbacks, inbox, poll, reconcile};
 pub async fn run_worker(
     config: Arc<Config>,
     store: Store,
-    redis: redis::aio::ConnectionManager,
+    redis: common::redis_conn::Redis,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     // First: a taken WORKER_METRICS_BIND stops the worker before any work.
@@ -32,7 +32,7 @@ pub async fn run_worker(
         redis.clone(),
         stop.clone(),
     )?);
-    let queue = SendQueue::new(redis.clone(), &config.redis_prefix);
+    let queue = SendQueue::new(redis.clone(), &config.redis_prefix, config.queue_shards);
     let status_client = SentClient::new(&config.sent, config.require_sent_api_key()?, 2)?;
     tracing::info!(
         concurrency = config.worker.concurrency,

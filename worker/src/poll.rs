@@ -57,7 +57,7 @@ impl Polled {
 pub async fn run(
     store: Store,
     client: SentClient,
-    redis: redis::aio::ConnectionManager,
+    redis: common::redis_conn::Redis,
     config: Arc<Config>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {

@@ -87,27 +87,30 @@ impl TestApp {
     /// Jobs waiting in this test's send queue, decoded. apalis-redis files
     /// every push under its scheduled set (due now) until a worker fetches.
     pub async fn queued_jobs(&self) -> Vec<Value> {
-        let mut conn =
-            common::queue::connect(&self.redis.url, &common::queue::RedisTls::system_roots())
-                .await
-                .unwrap();
-        let config = self.state.queue.config();
-        let (mut ids, active): (Vec<String>, Vec<String>) = redis::pipe()
-            .zrange(config.scheduled_jobs_set(), 0, -1)
-            .lrange(config.active_jobs_list(), 0, -1)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        ids.extend(active);
+        let mut conn = common::redis_conn::connect(
+            &self.redis.url,
+            &common::redis_conn::RedisTls::system_roots(),
+        )
+        .await
+        .unwrap();
         let mut jobs = Vec::new();
-        for id in ids {
-            let data: Vec<u8> = redis::cmd("HGET")
-                .arg(config.job_data_hash())
-                .arg(&id)
+        for shard in self.state.queue.shards() {
+            let (mut ids, active): (Vec<String>, Vec<String>) = redis::pipe()
+                .zrange(shard.scheduled_jobs_set(), 0, -1)
+                .lrange(shard.active_jobs_list(), 0, -1)
                 .query_async(&mut conn)
                 .await
                 .unwrap();
-            jobs.push(serde_json::from_slice(&data).unwrap());
+            ids.extend(active);
+            for id in ids {
+                let data: Vec<u8> = redis::cmd("HGET")
+                    .arg(shard.job_data_hash())
+                    .arg(&id)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                jobs.push(serde_json::from_slice(&data).unwrap());
+            }
         }
         jobs
     }

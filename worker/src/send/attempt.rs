@@ -92,7 +92,7 @@ impl Sender {
     pub fn new(
         config: &Config,
         store: Store,
-        redis: redis::aio::ConnectionManager,
+        redis: common::redis_conn::Redis,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Sender> {
         let api_key = config.require_sent_api_key()?;
@@ -128,7 +128,7 @@ impl Sender {
             store,
             begins,
             acceptances,
-            queue: SendQueue::new(redis, &config.redis_prefix),
+            queue: SendQueue::new(redis, &config.redis_prefix, config.queue_shards),
             client,
             budget,
             max_attempts: config.worker.max_attempts,

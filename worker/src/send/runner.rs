@@ -25,7 +25,8 @@ use apalis::prelude::{
 };
 use apalis_redis::RedisStorage;
 use common::config::Config;
-use common::queue::{SendJob, SendQueue, queue_config};
+use common::queue::{SendJob, SendQueue};
+use common::redis_conn::Redis;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -76,24 +77,47 @@ async fn handle(job: SendJob, sender: Data<Arc<Sender>>) -> Result<(), BoxDynErr
     }
 }
 
-/// Runs an apalis worker on the send queue until `shutdown`, then stops
-/// fetching and lets in-flight jobs finish for up to `shutdown_grace`.
-/// A worker that loses Redis (or is declared dead by its peers) is replaced
-/// by a fresh one under a new name.
+/// Runs an apalis worker on each shard of the send queue until `shutdown`,
+/// then stops fetching and lets in-flight jobs finish for up to
+/// `shutdown_grace`. `WORKER_CONCURRENCY` is shared out over the shards. A
+/// worker that loses Redis (or is declared dead by its peers) is replaced by
+/// a fresh one under a new name.
 pub async fn run(
     config: Arc<Config>,
     sender: Arc<Sender>,
-    redis: redis::aio::ConnectionManager,
+    redis: Redis,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let queue = SendQueue::new(redis.clone(), &config.redis_prefix);
+    let queue = SendQueue::new(redis.clone(), &config.redis_prefix, config.queue_shards);
     // A backlog is promoted in bounded steps before apalis' first fetch.
     while let Ok(PROMOTE_BATCH) = queue.promote_due(PROMOTE_BATCH).await {}
-    let promoter = tokio::spawn(promote(queue, shutdown.clone()));
+    let promoter = tokio::spawn(promote(queue.clone(), shutdown.clone()));
+    let concurrency = config
+        .worker
+        .concurrency
+        .div_ceil(queue.shards().len())
+        .max(1);
+    let shards = queue.shards().iter().map(|shard| {
+        let storage = storage_config(&config, shard.clone(), concurrency);
+        supervise(&config, &sender, &redis, (storage, concurrency), &shutdown)
+    });
+    futures::future::join_all(shards).await;
+    let _ = promoter.await;
+    Ok(())
+}
+
+/// Keeps an apalis worker running on one shard until `shutdown`.
+async fn supervise(
+    config: &Config,
+    sender: &Arc<Sender>,
+    redis: &Redis,
+    shard: (apalis_redis::Config, usize),
+    shutdown: &CancellationToken,
+) {
     let mut failures = 0u32;
     while !shutdown.is_cancelled() {
         let started = tokio::time::Instant::now();
-        match run_once(&config, &sender, &redis, &shutdown).await {
+        match run_once(config, sender, redis, &shard, shutdown).await {
             Ok(()) if shutdown.is_cancelled() => break,
             Ok(()) => tracing::warn!("send worker stopped unexpectedly; starting a new one"),
             Err(error) => tracing::warn!(%error, "send worker failed; starting a new one"),
@@ -108,8 +132,6 @@ pub async fn run(
             _ = tokio::time::sleep(pause) => {}
         }
     }
-    let _ = promoter.await;
-    Ok(())
 }
 
 /// Keeps due jobs moving from apalis' scheduled set to its active list (see
@@ -142,9 +164,14 @@ async fn promote(queue: SendQueue, shutdown: CancellationToken) {
     }
 }
 
-/// The apalis-redis configuration of this deployment's send queue.
-pub fn storage_config(config: &Config) -> apalis_redis::Config {
-    queue_config(&config.redis_prefix)
+/// The apalis-redis configuration of a shard of the send queue, for a
+/// worker taking up to `concurrency` of its jobs at once.
+pub fn storage_config(
+    config: &Config,
+    shard: apalis_redis::Config,
+    concurrency: usize,
+) -> apalis_redis::Config {
+    shard
         // apalis' task leases only mark a task `Running` in its metadata, at
         // the cost of an LREM over the whole active list per task (quadratic
         // in a backlog). Crash recovery does not need them: a fetch puts the
@@ -153,25 +180,28 @@ pub fn storage_config(config: &Config) -> apalis_redis::Config {
         .lock_tasks(false)
         .heartbeat_interval(config.worker.heartbeat_interval)
         .missed_heartbeats(config.worker.missed_heartbeats)
-        .batch_size(config.worker.concurrency.clamp(1, MAX_BATCH))
+        .batch_size(concurrency.clamp(1, MAX_BATCH))
 }
 
 async fn run_once(
     config: &Config,
     sender: &Arc<Sender>,
-    redis: &redis::aio::ConnectionManager,
+    redis: &Redis,
+    (storage, concurrency): &(apalis_redis::Config, usize),
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let name = format!("worker-{}-{}", std::process::id(), ulid::Ulid::generate());
-    let storage = RedisStorage::<SendJob>::new(redis.clone()).with_config(storage_config(config));
+    let workers_set = storage.workers_set();
+    let concurrency = *concurrency;
+    let storage = RedisStorage::<SendJob, Redis>::new(redis.clone()).with_config(storage.clone());
     let backend = PollWith::new(storage, IdleTicks::new());
     let context = WorkerContext::new(&name);
     let worker = WorkerBuilder::new(context.clone())
         .backend(backend)
-        .concurrency(config.worker.concurrency)
+        .concurrency(concurrency)
         .data(Arc::clone(sender))
         .build(handle);
-    tracing::info!(worker = %name, concurrency = config.worker.concurrency, "send worker started");
+    tracing::info!(worker = %name, concurrency, "send worker started");
 
     let mut events = pin!(worker.stream());
     let mut drain_deadline: Option<tokio::time::Instant> = None;
@@ -183,7 +213,6 @@ async fn run_once(
             .heartbeat_interval
             .max(Duration::from_millis(100)),
     );
-    let workers_set = storage_config(config).workers_set();
     loop {
         tokio::select! {
             _ = drain_heartbeat.tick(), if drain_deadline.is_some() => {

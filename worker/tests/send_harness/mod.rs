@@ -57,10 +57,11 @@ impl Harness {
         let redis = TestRedis::new();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sim = sent_sim::spawn(sim_config, listener).await.unwrap();
-        let conn = common::queue::connect(&redis.url, &common::queue::RedisTls::system_roots())
-            .await
-            .expect("redis for tests");
-        let queue = SendQueue::new(conn, &redis.prefix);
+        let conn =
+            common::redis_conn::connect(&redis.url, &common::redis_conn::RedisTls::system_roots())
+                .await
+                .expect("redis for tests");
+        let queue = SendQueue::new(conn, &redis.prefix, 1);
         let vars = [
             ("APP_ENV", "testing"),
             ("LOG_LEVEL", "warn"),
@@ -113,13 +114,26 @@ impl Harness {
             .detach()
     }
 
+    /// Points the gateway, the worker and `self.queue` at another Redis (a
+    /// cluster, a sentinel): `vars` replace `REDIS_URL`.
+    pub async fn use_redis(&mut self, vars: &[(&str, &str)]) {
+        self.vars.remove("REDIS_URL");
+        for (var, value) in vars {
+            self.set(var, value);
+        }
+        let config = self.config();
+        let conn = common::redis_conn::open(&config.redis, &config.redis_tls)
+            .await
+            .expect("the test's Redis");
+        self.queue = SendQueue::new(conn, &config.redis_prefix, config.queue_shards);
+    }
+
     /// A worker in this process, as `worker run` runs it.
     pub async fn start_worker(&self) -> RunningWorker {
         let config = self.config();
-        let redis =
-            common::queue::connect(&self.redis.url, &common::queue::RedisTls::system_roots())
-                .await
-                .unwrap();
+        let redis = common::redis_conn::open(&config.redis, &config.redis_tls)
+            .await
+            .unwrap();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(worker::run_worker(
             config,
@@ -345,10 +359,12 @@ impl Harness {
         url.set_ip_host(proxy.addr.ip()).unwrap();
         url.set_port(Some(proxy.addr.port())).unwrap();
         let store = Store::connect_lazy(url.as_str(), 5).unwrap();
-        let redis =
-            common::queue::connect(&self.redis.url, &common::queue::RedisTls::system_roots())
-                .await
-                .unwrap();
+        let redis = common::redis_conn::connect(
+            &self.redis.url,
+            &common::redis_conn::RedisTls::system_roots(),
+        )
+        .await
+        .unwrap();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(worker::run_worker(
             self.config(),

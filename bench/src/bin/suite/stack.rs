@@ -365,10 +365,12 @@ impl Stack {
 
     /// Send jobs in Redis: due, and scheduled for later.
     pub async fn jobs_in_redis(&self) -> anyhow::Result<u64> {
-        let conn =
-            common::queue::connect(&self.redis_url, &common::queue::RedisTls::system_roots())
-                .await?;
-        let (due, later) = common::queue::SendQueue::new(conn, &self.prefix)
+        let conn = common::redis_conn::connect(
+            &self.redis_url,
+            &common::redis_conn::RedisTls::system_roots(),
+        )
+        .await?;
+        let (due, later) = common::queue::SendQueue::new(conn, &self.prefix, 1)
             .depth()
             .await?;
         Ok(due + later)
