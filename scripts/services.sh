@@ -96,11 +96,55 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   echo "starting Redis"
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
 fi
+up=
 for _ in $(seq 1 60); do
   if pg_isready -h 127.0.0.1 -p 5432 -q && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
-    exit 0
+    up=1
+    break
   fi
   sleep 0.5
 done
-echo "Postgres or Redis did not come up" >&2
-exit 1
+if [ -z "$up" ]; then
+  echo "Postgres or Redis did not come up" >&2
+  exit 1
+fi
+
+# The read replica test (gateway/tests/read_replica.rs) takes a base backup
+# of the local server and streams from it, which needs a replication entry
+# in pg_hba.conf (`all` does not cover replication). Added only where the
+# server already trusts the superuser from 127.0.0.1, as a development
+# cluster does: there it gives nothing that trust does not already give.
+# A reload is enough; nothing is restarted.
+replication_ok() {
+  psql "host=127.0.0.1 port=5432 user=postgres dbname=postgres replication=true" \
+    -Atc 'IDENTIFY_SYSTEM' >/dev/null 2>&1
+}
+if ! replication_ok; then
+  line='host replication all 127.0.0.1/32 trust'
+  hba=$(psql -h 127.0.0.1 -U postgres -d postgres -Atc 'SHOW hba_file' 2>/dev/null || true)
+  trusted=$(psql -h 127.0.0.1 -U postgres -d postgres -Atc \
+    "SELECT 1 FROM pg_hba_file_rules WHERE type = 'host' AND 'all' = ANY(database)
+        AND 'all' = ANY(user_name) AND address = '127.0.0.1' AND auth_method = 'trust' LIMIT 1" \
+    2>/dev/null || true)
+  as_root=
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then as_root=sudo; else as_root=none; fi
+  fi
+  if [ "$trusted" = 1 ] && [ -n "$hba" ] && [ "$as_root" != none ]; then
+    if ! $as_root grep -qxF "$line" "$hba"; then
+      echo "allowing replication from 127.0.0.1 in $hba (development cluster; for the read replica test)" >&2
+      $as_root sed -i "1i $line" "$hba"
+    fi
+    psql -h 127.0.0.1 -U postgres -d postgres -Atc 'SELECT pg_reload_conf()' >/dev/null
+    sleep 0.5
+  fi
+  if ! replication_ok; then
+    echo "note: the local Postgres refuses replication connections from 127.0.0.1, so" \
+      "gateway/tests/read_replica.rs will fail: add '$line' to its pg_hba.conf and reload" >&2
+  fi
+fi
+if [ "$(psql -h 127.0.0.1 -U postgres -d postgres -Atc 'SHOW wal_level' 2>/dev/null)" = minimal ]; then
+  echo "note: the local Postgres has wal_level=minimal, so gateway/tests/read_replica.rs" \
+    "will fail: set wal_level=replica and restart it" >&2
+fi
+exit 0

@@ -25,7 +25,8 @@ pub const QUEUE_OLDEST_AGE: &str = "worker_queue_oldest_job_age_seconds";
 pub const INBOX_BACKLOG: &str = "worker_inbox_backlog";
 pub const INBOX_EVENTS: &str = "worker_inbox_events_total";
 pub const CALLBACKS: &str = "worker_callbacks_total";
-/// The process's Postgres pool, `{state="in_use|idle|max"}`.
+/// The process's Postgres pool, `{state="in_use|idle|max"}`; the read
+/// replica's pool (`DATABASE_READ_URL`) also has `pool="replica"`.
 pub const GATEWAY_POSTGRES_POOL: &str = "gateway_postgres_pool_connections";
 pub const WORKER_POSTGRES_POOL: &str = "worker_postgres_pool_connections";
 /// The Redis server's clients as it counts them, `{state="connected|blocked|max"}`.
@@ -133,7 +134,7 @@ fn describe() {
     describe_gauge!(
         GATEWAY_POSTGRES_POOL,
         Unit::Count,
-        "Connections of this gateway's Postgres pool (count), by state: in_use, idle, and max (the configured maximum)."
+        "Connections of this gateway's Postgres pool (count), by state: in_use, idle, and max (the configured maximum); pool=\"replica\" for its read replica's pool (DATABASE_READ_URL)."
     );
     describe_gauge!(
         WORKER_POSTGRES_POOL,
@@ -149,12 +150,28 @@ fn describe() {
 
 /// Sets `name{state="in_use|idle|max"}` from a Postgres pool.
 pub fn record_pool(name: &'static str, pool: &sqlx::PgPool) {
+    for (state, value) in pool_states(pool) {
+        metrics::gauge!(name, "state" => state).set(value);
+    }
+}
+
+/// Sets `name{pool="replica",state="in_use|idle|max"}` from the read
+/// replica's pool, beside [`record_pool`]'s series of the primary's.
+pub fn record_replica_pool(name: &'static str, pool: &sqlx::PgPool) {
+    for (state, value) in pool_states(pool) {
+        metrics::gauge!(name, "pool" => "replica", "state" => state).set(value);
+    }
+}
+
+fn pool_states(pool: &sqlx::PgPool) -> [(&'static str, f64); 3] {
     let size = pool.size() as f64;
     let idle = pool.num_idle() as f64;
     let max = pool.options().get_max_connections() as f64;
-    metrics::gauge!(name, "state" => "in_use").set((size - idle).max(0.0));
-    metrics::gauge!(name, "state" => "idle").set(idle);
-    metrics::gauge!(name, "state" => "max").set(max);
+    [
+        ("in_use", (size - idle).max(0.0)),
+        ("idle", idle),
+        ("max", max),
+    ]
 }
 
 /// The Prometheus text exposition of every metric recorded so far.

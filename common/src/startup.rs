@@ -20,7 +20,10 @@ pub async fn connect(config: &Config) -> anyhow::Result<(Store, Redis)> {
         config.database_max_connections,
     )
     .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?
-    .with_direct_url(direct);
+    .with_direct_url(direct)
+    // Not waited for: a replica that is down fails only its readers (503).
+    .with_read_url(config.database_read_url.as_ref().map(|url| url.expose()))
+    .map_err(|e| anyhow::anyhow!("DATABASE_READ_URL: {e}"))?;
     retry("postgres (DATABASE_URL)", || async {
         // A pooler may know only the databases it serves: create through Postgres.
         Store::ensure_database(direct.unwrap_or(config.database_url.expose())).await?;

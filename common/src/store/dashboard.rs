@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::Store;
+use super::{Reader, Store};
 
 /// Minutes of throughput shown, the current one included.
 pub const THROUGHPUT_MINUTES: i32 = 60;
@@ -97,8 +97,17 @@ pub struct DashboardSnapshot {
 const OF_CLIENT: &str = "($1::text IS NULL OR client = $1)";
 
 impl Store {
+    /// [`Reader::dashboard`], as the status page reads it: from the replica
+    /// when there is one.
+    pub async fn dashboard(&self, client: Option<&str>) -> Result<DashboardSnapshot, sqlx::Error> {
+        self.reader().dashboard(client).await
+    }
+}
+
+impl Reader<'_> {
     /// Everything the status page shows: of every client (`None`, an
-    /// operator's view) or of one (`Some(name)`, a tenant's).
+    /// operator's view) or of one (`Some(name)`, a tenant's). From the
+    /// replica when there is one, so it may lag the primary.
     ///
     /// The queries are the dashboard views' definitions
     /// (migrations/20261125000003_dashboard_views.sql and their later
@@ -108,7 +117,7 @@ impl Store {
     /// each number is bounded by the same time window or read through an
     /// index on `client`.
     pub async fn dashboard(&self, client: Option<&str>) -> Result<DashboardSnapshot, sqlx::Error> {
-        let pool = &self.pool;
+        let pool = self.pool;
         let status_counts_sql = format!(
             "SELECT status, count(*) AS messages FROM messages WHERE {OF_CLIENT}
               GROUP BY status ORDER BY status_rank(status), status"

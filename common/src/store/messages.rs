@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
 
-use super::Store;
+use super::{Reader, Store};
 use crate::domain::{Channel, EventSource, MessageId, MessageStatus, PhoneNumber};
 use crate::telemetry::TraceContext;
 
@@ -135,29 +135,6 @@ impl Store {
             "SELECT status, applied, source, attempt, detail, at FROM message_events WHERE message_id = $1 ORDER BY id",
         )
         .bind(id)
-        .fetch_all(&self.pool)
-        .await
-    }
-
-    /// The client's messages, newest first.
-    pub async fn messages(
-        &self,
-        client: &str,
-        filter: &MessageFilter,
-    ) -> Result<Vec<MessageRecord>, sqlx::Error> {
-        sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM messages
-              WHERE client = $1
-                AND ($2::text IS NULL OR status = $2)
-                AND ($3::timestamptz IS NULL OR created_at >= $3)
-                AND ($4::text IS NULL OR id < $4)
-              ORDER BY id DESC LIMIT $5"
-        ))
-        .bind(client)
-        .bind(filter.status.map(|s| s.as_str()))
-        .bind(filter.since)
-        .bind(filter.before)
-        .bind(filter.limit)
         .fetch_all(&self.pool)
         .await
     }
@@ -597,6 +574,32 @@ impl Store {
                 .await?
                 .rows_affected(),
         )
+    }
+}
+
+impl Reader<'_> {
+    /// The client's messages, newest first. From the replica when there is
+    /// one, so the newest may be missing for the replica's lag.
+    pub async fn messages(
+        &self,
+        client: &str,
+        filter: &MessageFilter,
+    ) -> Result<Vec<MessageRecord>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM messages
+              WHERE client = $1
+                AND ($2::text IS NULL OR status = $2)
+                AND ($3::timestamptz IS NULL OR created_at >= $3)
+                AND ($4::text IS NULL OR id < $4)
+              ORDER BY id DESC LIMIT $5"
+        ))
+        .bind(client)
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.since)
+        .bind(filter.before)
+        .bind(filter.limit)
+        .fetch_all(self.pool)
+        .await
     }
 }
 

@@ -50,6 +50,20 @@ pub struct Store {
     pool: PgPool,
     /// `DATABASE_DIRECT_URL`, for migrations and LISTEN.
     direct: Option<String>,
+    /// `DATABASE_READ_URL`: the streaming replica that [`Reader`] reads.
+    read: Option<PgPool>,
+}
+
+/// The read-only queries that tolerate a replica's lag, and only those: the
+/// status page's numbers and the message list. They read the replica of
+/// `DATABASE_READ_URL` when set ([`Store::with_read_url`]), so they may miss
+/// the last writes (by the replica's replay lag), and the primary without it.
+/// Everything else, a message by id included, is on [`Store`] and reads the
+/// primary, so a client following its message never sees it go missing or
+/// back.
+#[derive(Clone, Copy, Debug)]
+pub struct Reader<'a> {
+    pool: &'a PgPool,
 }
 
 impl Store {
@@ -61,13 +75,11 @@ impl Store {
     /// the store needs is the database's, set by a migration), so `url` may
     /// point at a pooler such as PgBouncer.
     pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Store, sqlx::Error> {
-        let options: PgConnectOptions =
-            url.parse::<PgConnectOptions>()?.disable_statement_logging();
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy_with(options);
-        Ok(Store { pool, direct: None })
+        Ok(Store {
+            pool: lazy_pool(url, max_connections)?,
+            direct: None,
+            read: None,
+        })
     }
 
     /// What needs a session of its own, the migrations (their advisory lock)
@@ -81,12 +93,43 @@ impl Store {
         }
     }
 
-    pub fn from_pool(pool: PgPool) -> Store {
-        Store { pool, direct: None }
+    /// [`Reader`]'s queries read `url` (`DATABASE_READ_URL`, a streaming
+    /// replica) instead of the primary: a pool of its own, connected as
+    /// lazily and with the same options and size as the primary's, so a
+    /// replica that is down makes only those queries fail (503), and only
+    /// when asked.
+    pub fn with_read_url(self, url: Option<&str>) -> Result<Store, sqlx::Error> {
+        let read = match url {
+            Some(url) => Some(lazy_pool(url, self.pool.options().get_max_connections())?),
+            None => None,
+        };
+        Ok(Store { read, ..self })
     }
 
+    pub fn from_pool(pool: PgPool) -> Store {
+        Store {
+            pool,
+            direct: None,
+            read: None,
+        }
+    }
+
+    /// The primary's pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The queries that may read the replica: see [`Reader`].
+    pub fn reader(&self) -> Reader<'_> {
+        Reader {
+            pool: self.read.as_ref().unwrap_or(&self.pool),
+        }
+    }
+
+    /// The replica's pool, when `DATABASE_READ_URL` is set (for its gauges
+    /// and health check).
+    pub fn read_pool(&self) -> Option<&PgPool> {
+        self.read.as_ref()
     }
 
     /// Creates the database named in `url` if it does not exist yet, so a
@@ -161,6 +204,21 @@ impl Store {
             .await
             .map(|_| ())
     }
+
+    /// Whether the replica answers; `None` without `DATABASE_READ_URL`.
+    pub async fn ping_replica(&self) -> Option<Result<(), sqlx::Error>> {
+        let pool = self.read.as_ref()?;
+        Some(sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+    }
+}
+
+/// The pool of [`Store::connect_lazy`], the primary's and the replica's alike.
+fn lazy_pool(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.disable_statement_logging();
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy_with(options))
 }
 
 /// `CREATE DATABASE` lost a race: `duplicate_database`, or the unique index

@@ -67,7 +67,8 @@ pub async fn stylesheet() -> Response {
 /// latency percentiles over the last 24 hours, failure reasons over the last
 /// 7 days, and the newest failures: of the calling key's client (a tenant
 /// key), or of every client (an admin key, or no key with
-/// `DASHBOARD_PUBLIC=true`). `client` says which.
+/// `DASHBOARD_PUBLIC=true`). `client` says which. Read from the read
+/// replica when the gateway has one, so it may lag a moment behind.
 #[utoipa::path(get, path = "/dashboard/data", tag = "dashboard", operation_id = "dashboardData",
     responses((status = 200, description = "The dashboard's numbers", body = DashboardData), ReadErrors))]
 pub async fn data(
@@ -77,7 +78,7 @@ pub async fn data(
     let scope = caller
         .as_ref()
         .and_then(|Extension(client)| client.dashboard_scope());
-    let snapshot = state.store.dashboard(scope).await?;
+    let snapshot = state.store.reader().dashboard(scope).await?;
     let mut data = DashboardData::from(snapshot);
     data.client = scope.map(str::to_owned);
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(data)).into_response())

@@ -42,7 +42,8 @@ pub enum Alive {
     Alive,
 }
 
-/// Readiness: Postgres and Redis each answered within 2 seconds.
+/// Readiness: Postgres and Redis each answered within 2 seconds (the read
+/// replica, when there is one, is reported but not required).
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     pub status: Healthiness,
@@ -63,6 +64,13 @@ pub enum Healthiness {
 #[derive(Serialize, ToSchema)]
 pub struct HealthServices {
     pub postgres: Dependency,
+    /// The read replica (`DATABASE_READ_URL`), present only when the gateway
+    /// has one. Reported, not required: while it is unavailable only the
+    /// message list and the dashboard's numbers answer 503, so it does not
+    /// make the gateway unhealthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, nullable = false)]
+    pub postgres_replica: Option<Dependency>,
     pub redis: Dependency,
     /// Present only while the gateway shuts down (it still answers, but load
     /// balancers should stop routing to it).
@@ -140,7 +148,14 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             _ => Dependency::Unavailable,
         }
     };
-    let (postgres, redis) = tokio::join!(postgres, redis);
+    let postgres_replica = async {
+        match tokio::time::timeout(CHECK_TIMEOUT, state.store.ping_replica()).await {
+            Ok(None) => None,
+            Ok(Some(Ok(()))) => Some(Dependency::Ok),
+            _ => Some(Dependency::Unavailable),
+        }
+    };
+    let (postgres, postgres_replica, redis) = tokio::join!(postgres, postgres_replica, redis);
     let draining = state.draining.is_cancelled();
     let healthy = postgres == Dependency::Ok && redis == Dependency::Ok && !draining;
     let (status, healthiness) = if healthy {
@@ -154,6 +169,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
         timestamp: Utc::now(),
         services: HealthServices {
             postgres,
+            postgres_replica,
             redis,
             gateway: draining.then_some(Draining::Draining),
         },
@@ -191,6 +207,9 @@ pub async fn openapi_json() -> Response {
         content_type = "text/plain; version=0.0.4", body = String), UnlimitedErrors))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     common::metrics::record_pool(common::metrics::GATEWAY_POSTGRES_POOL, state.store.pool());
+    if let Some(replica) = state.store.read_pool() {
+        common::metrics::record_replica_pool(common::metrics::GATEWAY_POSTGRES_POOL, replica);
+    }
     (
         [(
             header::CONTENT_TYPE,

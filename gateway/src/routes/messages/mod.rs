@@ -289,6 +289,10 @@ pub const LIST_DEFAULT: i64 = 50;
 pub const LIST_MAX: i64 = 200;
 
 /// The caller's messages, newest first.
+///
+/// Read from the read replica when the gateway has one, so a message
+/// accepted a moment ago may not be listed yet; `GET /api/messages/{id}`
+/// always has it.
 #[utoipa::path(get, path = "/api/messages", tag = "messages", operation_id = "listMessages",
     params(ListParams),
     responses((status = 200, description = "A page of messages, without their events", body = MessageList),
@@ -339,7 +343,7 @@ pub async fn list(
         before,
         limit,
     };
-    let messages = state.store.messages(&client.name, &filter).await?;
+    let messages = state.store.reader().messages(&client.name, &filter).await?;
     let next_cursor = (messages.len() as i64 == limit)
         .then(|| messages.last().map(|m| m.id))
         .flatten();
