@@ -152,7 +152,9 @@ impl ConnectionLike for Redis {
                 Box::pin(async move {
                     let mut conn = primary.current();
                     let result = conn.req_packed_command(cmd).await;
-                    primary.after(&result).await;
+                    primary
+                        .after(result.as_ref().map(std::slice::from_ref))
+                        .await;
                     result
                 })
             }
@@ -173,7 +175,7 @@ impl ConnectionLike for Redis {
                 Box::pin(async move {
                     let mut conn = primary.current();
                     let result = conn.req_packed_commands(pipeline, offset, count).await;
-                    primary.after(&result).await;
+                    primary.after(result.as_deref()).await;
                     result
                 })
             }
@@ -302,14 +304,24 @@ impl SentinelPrimary {
         self.current.read().expect("not poisoned").1.clone()
     }
 
-    async fn after<T>(&self, result: &Result<T, RedisError>) {
-        let Err(error) = result else { return };
-        let lost = error.is_io_error()
-            || error.is_connection_dropped()
-            || error.is_connection_refusal()
-            || error.is_timeout()
-            || error.code() == Some("READONLY")
-            || error.to_string().contains("READONLY");
+    /// Follows the primary when `result` says it is gone or demoted. A
+    /// server's error reply comes back as a value, not an `Err`, so the
+    /// replies are read too (`READONLY`, also from a script that wrote).
+    async fn after(&self, result: Result<&[Value], &RedisError>) {
+        let lost = match result {
+            Err(error) => {
+                error.is_io_error()
+                    || error.is_connection_dropped()
+                    || error.is_connection_refusal()
+                    || error.is_timeout()
+                    || error.to_string().contains("READONLY")
+            }
+            Ok(values) => values.iter().any(|value| {
+                matches!(value, Value::ServerError(error)
+                    if error.code() == "READONLY"
+                        || error.details().is_some_and(|d| d.contains("READONLY")))
+            }),
+        };
         if lost && let Err(error) = self.follow().await {
             tracing::warn!(%error, "redis sentinel: cannot find the primary");
         }

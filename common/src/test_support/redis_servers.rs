@@ -290,8 +290,7 @@ impl RedisCluster {
             });
             wait_for("replicas in sync", Duration::from_secs(30), || {
                 let replication = node.cli(&["INFO", "replication"]);
-                replication.contains("role:master")
-                    || replication.contains("master_link_status:up")
+                replication.contains("role:master") || replication.contains("master_link_status:up")
             });
         }
     }
@@ -414,7 +413,9 @@ impl RedisSentinel {
             .expect("the sentinel names a primary")
     }
 
-    /// `SENTINEL FAILOVER`, then waits until the replica is the primary.
+    /// `SENTINEL FAILOVER`, then waits until the replica is the primary and
+    /// the old primary has been turned into its replica (which the sentinel
+    /// does a few seconds later: until then, the old one still takes writes).
     pub fn failover(&self) {
         let answer = self
             .sentinel
@@ -423,6 +424,7 @@ impl RedisSentinel {
         wait_for("the failover", Duration::from_secs(30), || {
             self.current_primary() == self.replica.port
                 && self.replica.cli(&["ROLE"]).starts_with("master")
+                && self.primary.cli(&["ROLE"]).starts_with("slave")
         });
     }
 }
