@@ -166,16 +166,15 @@ impl Store {
     /// only add, so an older binary runs on a newer schema.
     pub async fn schema_is_current(&self) -> Result<bool, sqlx::Error> {
         let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-        let applied: Option<i64> = sqlx::query_scalar(
-            "SELECT max(version) FROM _sqlx_migrations WHERE success",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .or_else(|e| match &e {
-            // Not migrated at all yet: no table.
-            sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => Ok(None),
-            _ => Err(e),
-        })?;
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await
+                .or_else(|e| match &e {
+                    // Not migrated at all yet: no table.
+                    sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => Ok(None),
+                    _ => Err(e),
+                })?;
         Ok(applied.is_some_and(|v| v >= latest))
     }
 
