@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use crate::backoff::Backoff;
 use crate::domain::{Role, TemplateRef};
 use crate::outbound::OutboundPolicy;
+use crate::queue::Sharding;
 use crate::rate::Quota;
 use crate::redis_conn::{RedisTarget, RedisTls};
 
@@ -305,9 +306,10 @@ pub struct Config {
     /// Prefix of every Redis key this deployment owns (queue, rate limits).
     pub redis_prefix: String,
     /// `QUEUE_SHARDS` (default 1): apalis queues the send queue is spread
-    /// over, each on its own Redis Cluster slot. Gateways and workers of a
+    /// over, each on its own Redis Cluster slot, by `QUEUE_SHARD_BY`
+    /// (`message`, the default, or `client`). Gateways and workers of a
     /// deployment must agree.
-    pub queue_shards: u16,
+    pub sharding: Sharding,
     /// `REDIS_TLS_CA_FILE`: what `rediss://` connections (queue and rate
     /// limits) trust; the system's roots without it.
     pub redis_tls: RedisTls,
@@ -780,9 +782,15 @@ impl Config {
             migrate_on_start: env.parse("MIGRATE_ON_START", true)?,
             redis,
             redis_prefix: env.string("REDIS_PREFIX", "sentgw"),
-            queue_shards: match env.parse("QUEUE_SHARDS", 1u16)? {
-                0 => return Err(env.bad("QUEUE_SHARDS", "must be at least 1".into())),
-                n => n,
+            sharding: Sharding {
+                shards: match env.parse("QUEUE_SHARDS", 1u16)? {
+                    0 => return Err(env.bad("QUEUE_SHARDS", "must be at least 1".into())),
+                    n => n,
+                },
+                by: env
+                    .string("QUEUE_SHARD_BY", "message")
+                    .parse()
+                    .map_err(|problem| env.bad("QUEUE_SHARD_BY", problem))?,
             },
             redis_tls,
             api_keys,

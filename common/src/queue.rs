@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 use apalis::prelude::{TaskBuilder, TaskId};
 use apalis_redis::{Config as QueueConfig, RedisTask};
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use ulid::Ulid;
 
 use crate::domain::MessageId;
@@ -35,17 +36,44 @@ pub enum SendJob {
         /// queued the message, so one trace covers queue wait and worker.
         #[serde(default)]
         trace: BTreeMap<String, String>,
+        /// The message's client (key name), which picks its shard under
+        /// `QUEUE_SHARD_BY=client`. Jobs queued before it existed have none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
     },
 }
 
 impl SendJob {
     pub fn new(message_id: MessageId, trace: BTreeMap<String, String>) -> SendJob {
-        SendJob::V1 { message_id, trace }
+        SendJob::V1 {
+            message_id,
+            trace,
+            client: None,
+        }
+    }
+
+    /// The job of a message of `client`.
+    pub fn for_client(self, name: &str) -> SendJob {
+        match self {
+            SendJob::V1 {
+                message_id, trace, ..
+            } => SendJob::V1 {
+                message_id,
+                trace,
+                client: Some(name.to_owned()),
+            },
+        }
     }
 
     pub fn message_id(&self) -> MessageId {
         match self {
             SendJob::V1 { message_id, .. } => *message_id,
+        }
+    }
+
+    pub fn client(&self) -> Option<&str> {
+        match self {
+            SendJob::V1 { client, .. } => client.as_deref(),
         }
     }
 
@@ -56,11 +84,56 @@ impl SendJob {
     }
 }
 
+/// What picks a message's shard (`QUEUE_SHARD_BY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShardBy {
+    /// The message id: shards fill evenly, for throughput beyond one Redis
+    /// node. Each shard serves in order, so a client's flood is everyone's.
+    #[default]
+    Message,
+    /// The client: a client's messages share a shard, and each shard has
+    /// workers of its own, so a client flooding its shard holds back only
+    /// the clients that share it (with `QUEUE_SHARDS` well above the number
+    /// of busy clients, few), and the Sent budget goes to the shards' waiting
+    /// sends alike.
+    Client,
+}
+
+impl std::str::FromStr for ShardBy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ShardBy, String> {
+        match s {
+            "message" => Ok(ShardBy::Message),
+            "client" => Ok(ShardBy::Client),
+            other => Err(format!("'{other}' is neither message nor client")),
+        }
+    }
+}
+
+/// How the send queue is laid out: `QUEUE_SHARDS` and `QUEUE_SHARD_BY`.
+/// Gateways and workers of a deployment must agree (a job pushed to a shard
+/// no worker serves waits for the reconciler).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sharding {
+    pub shards: u16,
+    pub by: ShardBy,
+}
+
+impl Sharding {
+    /// One shard.
+    pub const ONE: Sharding = Sharding {
+        shards: 1,
+        by: ShardBy::Message,
+    };
+}
+
 /// The send queue's shards, and the Redis connection they are reached by.
 #[derive(Clone)]
 pub struct SendQueue {
     conn: Redis,
     shards: Arc<[QueueConfig]>,
+    by: ShardBy,
 }
 
 impl std::fmt::Debug for SendQueue {
@@ -81,16 +154,18 @@ fn shard_config(prefix: &str, shard: u16) -> QueueConfig {
 }
 
 impl SendQueue {
-    /// `shards` is `QUEUE_SHARDS`: the gateways and workers of a deployment
-    /// must agree on it (a job pushed to a shard no worker serves waits for
-    /// the reconciler).
-    pub fn new(conn: Redis, prefix: &str, shards: u16) -> SendQueue {
+    pub fn new(conn: Redis, prefix: &str, sharding: Sharding) -> SendQueue {
         SendQueue {
             conn,
-            shards: (0..shards.max(1))
+            shards: (0..sharding.shards.max(1))
                 .map(|shard| shard_config(prefix, shard))
                 .collect(),
+            by: sharding.by,
         }
+    }
+
+    pub fn sharded_by(&self) -> ShardBy {
+        self.by
     }
 
     /// The apalis configuration of each shard, in shard order.
@@ -98,13 +173,22 @@ impl SendQueue {
         &self.shards
     }
 
-    /// The shard of a message: its id's random bits, so shards fill evenly.
-    pub fn shard_of(&self, id: MessageId) -> &QueueConfig {
-        &self.shards[self.shard_index(id)]
+    /// The shard of a job: by client (a stable hash of its name) or by
+    /// message id (its random bits, so shards fill evenly).
+    pub fn shard_of(&self, job: &SendJob) -> &QueueConfig {
+        &self.shards[self.shard_index(job)]
     }
 
-    fn shard_index(&self, id: MessageId) -> usize {
-        (u128::from(id.ulid()) % self.shards.len() as u128) as usize
+    fn shard_index(&self, job: &SendJob) -> usize {
+        let n = self.shards.len() as u128;
+        let key = match (self.by, job.client()) {
+            (ShardBy::Client, Some(client)) => {
+                let digest = sha2::Sha256::digest(client.as_bytes());
+                u128::from_be_bytes(digest[..16].try_into().expect("16 bytes"))
+            }
+            _ => u128::from(job.message_id().ulid()),
+        };
+        (key % n) as usize
     }
 
     pub fn connection(&self) -> Redis {
@@ -115,8 +199,13 @@ impl SendQueue {
     pub async fn enqueue(&self, jobs: &[SendJob]) -> Result<(), apalis_redis::Error> {
         let tasks = jobs
             .iter()
-            .map(|job| task(job, job.message_id().ulid(), None))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|job| {
+                Ok((
+                    self.shard_index(job),
+                    task(job, job.message_id().ulid(), None)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, apalis_redis::Error>>()?;
         self.push(tasks).await
     }
 
@@ -128,8 +217,13 @@ impl SendQueue {
     ) -> Result<(), apalis_redis::Error> {
         let tasks = jobs
             .iter()
-            .map(|(job, due)| task(job, job.message_id().ulid(), *due))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(job, due)| {
+                Ok((
+                    self.shard_index(job),
+                    task(job, job.message_id().ulid(), *due)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, apalis_redis::Error>>()?;
         self.push(tasks).await
     }
 
@@ -138,8 +232,8 @@ impl SendQueue {
     pub async fn enqueue_again(&self, jobs: &[SendJob]) -> Result<(), apalis_redis::Error> {
         let tasks = jobs
             .iter()
-            .map(|job| task(job, Ulid::generate(), None))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|job| Ok((self.shard_index(job), task(job, Ulid::generate(), None)?)))
+            .collect::<Result<Vec<_>, apalis_redis::Error>>()?;
         self.push(tasks).await
     }
 
@@ -149,15 +243,18 @@ impl SendQueue {
         job: &SendJob,
         run_at: SystemTime,
     ) -> Result<(), apalis_redis::Error> {
-        self.push(vec![task(job, Ulid::generate(), Some(run_at))?])
-            .await
+        self.push(vec![(
+            self.shard_index(job),
+            task(job, Ulid::generate(), Some(run_at))?,
+        )])
+        .await
     }
 
     /// One batch push per shard that has tasks (one round trip with one shard).
-    async fn push(&self, tasks: Vec<(MessageId, RedisTask)>) -> Result<(), apalis_redis::Error> {
+    async fn push(&self, tasks: Vec<(usize, RedisTask)>) -> Result<(), apalis_redis::Error> {
         let mut by_shard: Vec<Vec<RedisTask>> = vec![Vec::new(); self.shards.len()];
-        for (id, task) in tasks {
-            by_shard[self.shard_index(id)].push(task);
+        for (shard, task) in tasks {
+            by_shard[shard].push(task);
         }
         for (shard, tasks) in self.shards.iter().zip(by_shard) {
             if !tasks.is_empty() {
@@ -296,18 +393,18 @@ fn unix_seconds() -> u64 {
         .as_secs()
 }
 
-/// The task of `job`, beside the message id that picks its shard.
+/// The task of `job`.
 fn task(
     job: &SendJob,
     id: Ulid,
     run_at: Option<SystemTime>,
-) -> Result<(MessageId, RedisTask), apalis_redis::Error> {
+) -> Result<RedisTask, apalis_redis::Error> {
     let bytes = serde_json::to_vec(job).map_err(apalis_redis::Error::Json)?;
     let mut builder = TaskBuilder::new(bytes).task_id(TaskId::from_ulid(id));
     if let Some(at) = run_at {
         builder = builder.run_at_time(whole_second_after(at));
     }
-    Ok((job.message_id(), builder.build()))
+    Ok(builder.build())
 }
 
 /// apalis rounds due times down to the second; rounding up keeps every job at

@@ -36,7 +36,7 @@ async fn with_the_ca_file_the_queue_and_the_rate_limiter_work_over_tls() {
 
     // A send job in, and back out of, the queue's keys.
     let prefix = unique("tls");
-    let queue = SendQueue::new(conn.clone(), &prefix, 1);
+    let queue = SendQueue::new(conn.clone(), &prefix, common::queue::Sharding::ONE);
     let job = SendJob::new(MessageId::new(), BTreeMap::new());
     queue.enqueue(std::slice::from_ref(&job)).await.unwrap();
     assert_eq!(queue.depth().await.unwrap(), (0, 1));

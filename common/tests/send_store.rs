@@ -369,10 +369,12 @@ async fn a_message_keeps_its_requests_trace_for_the_work_that_comes_later() {
         [
             Unsent {
                 id: traced,
+                client: "tests".into(),
                 trace: trace.clone()
             },
             Unsent {
                 id: untraced,
+                client: "tests".into(),
                 trace: TraceContext::new()
             },
         ]

@@ -65,7 +65,7 @@ async fn commit(
         .flat_map(|s| {
             s.messages.iter().map(|m| {
                 (
-                    SendJob::new(m.id, s.trace.clone()),
+                    SendJob::new(m.id, s.trace.clone()).for_client(&s.client),
                     m.scheduled_at.map(SystemTime::from),
                 )
             })

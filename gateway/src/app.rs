@@ -51,7 +51,7 @@ pub struct AppState {
 
 impl AppState {
     pub async fn new(config: Config, store: Store, redis: Redis) -> anyhow::Result<AppState> {
-        let queue = SendQueue::new(redis.clone(), &config.redis_prefix, config.queue_shards);
+        let queue = SendQueue::new(redis.clone(), &config.redis_prefix, config.sharding);
         let limiter = match (
             &config.gateway.rate_limit.enabled,
             &config.gateway.rate_limit.storage,

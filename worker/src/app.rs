@@ -32,7 +32,7 @@ pub async fn run_worker(
         redis.clone(),
         stop.clone(),
     )?);
-    let queue = SendQueue::new(redis.clone(), &config.redis_prefix, config.queue_shards);
+    let queue = SendQueue::new(redis.clone(), &config.redis_prefix, config.sharding);
     let status_client = SentClient::new(&config.sent, config.require_sent_api_key()?, 2)?;
     tracing::info!(
         concurrency = config.worker.concurrency,

@@ -92,7 +92,7 @@ async fn run(args: Args, config: Arc<Config>) -> anyhow::Result<()> {
                 Selection::Ids(ids)
             };
             let (store, redis) = common::startup::connect(&config).await?;
-            let queue = SendQueue::new(redis, &config.redis_prefix, config.queue_shards);
+            let queue = SendQueue::new(redis, &config.redis_prefix, config.sharding);
             let redriven = redrive(
                 &store,
                 &queue,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::config::Config;
 use common::queue::{SendJob, SendQueue};
-use common::store::Store;
+use common::store::{Store, Unsent};
 use tokio_util::sync::CancellationToken;
 
 /// Stalled messages handled per pass at most.
@@ -79,10 +79,7 @@ pub async fn pass(
     }
     let stalled = store.stalled_messages(reconcile_after, MAX_STALLED).await?;
     if !stalled.is_empty() {
-        let jobs: Vec<SendJob> = stalled
-            .into_iter()
-            .map(|message| SendJob::new(message.id, message.trace))
-            .collect();
+        let jobs: Vec<SendJob> = stalled.into_iter().map(Unsent::job).collect();
         for chunk in jobs.chunks(200) {
             queue.enqueue(chunk).await?;
         }

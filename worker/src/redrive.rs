@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::Utc;
 use common::domain::MessageId;
 use common::queue::{SendJob, SendQueue};
-use common::store::Store;
+use common::store::{Store, Unsent};
 
 /// Which dead-lettered messages to re-drive.
 #[derive(Debug, Clone)]
@@ -49,10 +49,7 @@ pub async fn redrive(
     });
     let (redriven, refused) = store.redrive(ids.as_deref(), first_attempt_after).await?;
     let ids: Vec<MessageId> = redriven.iter().map(|m| m.id).collect();
-    let jobs: Vec<SendJob> = redriven
-        .into_iter()
-        .map(|message| SendJob::new(message.id, message.trace))
-        .collect();
+    let jobs: Vec<SendJob> = redriven.into_iter().map(Unsent::job).collect();
     for chunk in jobs.chunks(500) {
         // A new task id each: the message's first task may still be in Redis, finished.
         queue.enqueue_again(chunk).await.map_err(|e| {

@@ -514,7 +514,7 @@ impl Store {
         ids: Option<&[String]>,
         first_attempt_after: Option<DateTime<Utc>>,
     ) -> Result<(Vec<Unsent>, Vec<String>), sqlx::Error> {
-        let rows: Vec<(String, Option<Json<TraceContext>>, bool)> = sqlx::query_as(
+        let rows: Vec<(String, String, Option<Json<TraceContext>>, bool)> = sqlx::query_as(
             "WITH chosen AS (
                SELECT id, $2::timestamptz IS NULL OR sending_at IS NULL OR sending_at >= $2 AS safe
                  FROM messages
@@ -525,21 +525,25 @@ impl Store {
                       next_attempt_at = NULL, updated_at = now()
                  FROM chosen c
                 WHERE m.id = c.id AND c.safe
-               RETURNING m.id, m.trace_context
+               RETURNING m.id, m.client, m.trace_context
              ), event AS (
                INSERT INTO message_events (message_id, status, source) SELECT id, 'queued', 'operator' FROM redriven
              )
-             SELECT id, trace_context, true FROM redriven
+             SELECT id, client, trace_context, true FROM redriven
              UNION ALL
-             SELECT id, NULL, false FROM chosen WHERE NOT safe",
+             SELECT id, '', NULL, false FROM chosen WHERE NOT safe",
         )
         .bind(ids)
         .bind(first_attempt_after)
         .fetch_all(&self.pool)
         .await?;
-        let (done, refused): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.2);
+        let (done, refused): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.3);
         Ok((
-            Unsent::from_rows(done.into_iter().map(|(id, trace, _)| (id, trace)).collect()),
+            Unsent::from_rows(
+                done.into_iter()
+                    .map(|(id, client, trace, _)| (id, client, trace))
+                    .collect(),
+            ),
             refused.into_iter().map(|(id, ..)| id).collect(),
         ))
     }
@@ -553,7 +557,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Unsent>, sqlx::Error> {
         let rows = sqlx::query_as(
-            "SELECT id, trace_context FROM messages
+            "SELECT id, client, trace_context FROM messages
               WHERE (status = 'queued' AND updated_at < now() - $1::interval)
                  OR (status = 'sending' AND coalesce(next_attempt_at, updated_at) < now() - $1::interval)
                  OR (status = 'scheduled' AND accepted_at IS NULL AND scheduled_at < now() - $1::interval)
@@ -621,22 +625,30 @@ pub struct PollTarget {
     pub status_polls: i16,
 }
 
-/// A message that needs a send job, and the trace that job continues.
+/// A message that needs a send job: its client (which may pick its shard)
+/// and the trace that job continues.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Unsent {
     pub id: MessageId,
+    pub client: String,
     pub trace: TraceContext,
 }
 
 impl Unsent {
-    fn from_rows(rows: Vec<(String, Option<Json<TraceContext>>)>) -> Vec<Unsent> {
+    fn from_rows(rows: Vec<(String, String, Option<Json<TraceContext>>)>) -> Vec<Unsent> {
         rows.into_iter()
-            .filter_map(|(id, trace)| {
+            .filter_map(|(id, client, trace)| {
                 Some(Unsent {
                     id: id.parse().ok()?,
+                    client,
                     trace: trace.map(|t| t.0).unwrap_or_default(),
                 })
             })
             .collect()
+    }
+
+    /// Its send job.
+    pub fn job(self) -> crate::queue::SendJob {
+        crate::queue::SendJob::new(self.id, self.trace).for_client(&self.client)
     }
 }

@@ -128,7 +128,7 @@ impl Sender {
             store,
             begins,
             acceptances,
-            queue: SendQueue::new(redis, &config.redis_prefix, config.queue_shards),
+            queue: SendQueue::new(redis, &config.redis_prefix, config.sharding),
             client,
             budget,
             max_attempts: config.worker.max_attempts,

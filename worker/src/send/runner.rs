@@ -25,7 +25,7 @@ use apalis::prelude::{
 };
 use apalis_redis::RedisStorage;
 use common::config::Config;
-use common::queue::{SendJob, SendQueue};
+use common::queue::{SendJob, SendQueue, ShardBy};
 use common::redis_conn::Redis;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -79,7 +79,7 @@ async fn handle(job: SendJob, sender: Data<Arc<Sender>>) -> Result<(), BoxDynErr
 
 /// Runs an apalis worker on each shard of the send queue until `shutdown`,
 /// then stops fetching and lets in-flight jobs finish for up to
-/// `shutdown_grace`. `WORKER_CONCURRENCY` is shared out over the shards. A
+/// `shutdown_grace`. A
 /// worker that loses Redis (or is declared dead by its peers) is replaced by
 /// a fresh one under a new name.
 pub async fn run(
@@ -88,15 +88,22 @@ pub async fn run(
     redis: Redis,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let queue = SendQueue::new(redis.clone(), &config.redis_prefix, config.queue_shards);
+    let queue = SendQueue::new(redis.clone(), &config.redis_prefix, config.sharding);
     // A backlog is promoted in bounded steps before apalis' first fetch.
     while let Ok(PROMOTE_BATCH) = queue.promote_due(PROMOTE_BATCH).await {}
     let promoter = tokio::spawn(promote(queue.clone(), shutdown.clone()));
-    let concurrency = config
-        .worker
-        .concurrency
-        .div_ceil(queue.shards().len())
-        .max(1);
+    // Shards by message id share the work evenly: the process's concurrency
+    // is shared out. Shards by client are lanes that must not wait for each
+    // other: each has the whole of it (the Sent budget and Postgres pool
+    // still bound what runs at once).
+    let concurrency = match queue.sharded_by() {
+        ShardBy::Message => config
+            .worker
+            .concurrency
+            .div_ceil(queue.shards().len())
+            .max(1),
+        ShardBy::Client => config.worker.concurrency,
+    };
     let shards = queue.shards().iter().map(|shard| {
         let storage = storage_config(&config, shard.clone(), concurrency);
         supervise(&config, &sender, &redis, (storage, concurrency), &shutdown)

@@ -61,7 +61,7 @@ impl Harness {
             common::redis_conn::connect(&redis.url, &common::redis_conn::RedisTls::system_roots())
                 .await
                 .expect("redis for tests");
-        let queue = SendQueue::new(conn, &redis.prefix, 1);
+        let queue = SendQueue::new(conn, &redis.prefix, common::queue::Sharding::ONE);
         let vars = [
             ("APP_ENV", "testing"),
             ("LOG_LEVEL", "warn"),
@@ -125,7 +125,7 @@ impl Harness {
         let conn = common::redis_conn::open(&config.redis, &config.redis_tls)
             .await
             .expect("the test's Redis");
-        self.queue = SendQueue::new(conn, &config.redis_prefix, config.queue_shards);
+        self.queue = SendQueue::new(conn, &config.redis_prefix, config.sharding);
     }
 
     /// A worker in this process, as `worker run` runs it.
@@ -166,10 +166,15 @@ impl Harness {
 
     /// Stores messages as the gateway does (one submission each) and enqueues them.
     pub async fn submit(&self, messages: Vec<NewMessage>) -> Vec<MessageId> {
-        let ids = self.store_only(messages).await;
+        self.submit_as("tests", messages).await
+    }
+
+    /// [`Harness::submit`] for the client (key name) `client`.
+    pub async fn submit_as(&self, client: &str, messages: Vec<NewMessage>) -> Vec<MessageId> {
+        let ids = self.store_as(client, messages).await;
         let jobs: Vec<SendJob> = ids
             .iter()
-            .map(|id| SendJob::new(*id, Default::default()))
+            .map(|id| SendJob::new(*id, Default::default()).for_client(client))
             .collect();
         self.queue.enqueue(&jobs).await.unwrap();
         ids
@@ -177,11 +182,15 @@ impl Harness {
 
     /// Stores messages without enqueueing them (a gateway that failed half-way).
     pub async fn store_only(&self, messages: Vec<NewMessage>) -> Vec<MessageId> {
+        self.store_as("tests", messages).await
+    }
+
+    async fn store_as(&self, client: &str, messages: Vec<NewMessage>) -> Vec<MessageId> {
         let ids = messages.iter().map(|m| m.id).collect();
         let submissions: Vec<Submission> = messages
             .into_iter()
             .map(|m| Submission {
-                client: "tests".into(),
+                client: client.into(),
                 idempotency: None,
                 messages: vec![m],
                 created_at: Utc::now(),
