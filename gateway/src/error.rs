@@ -227,10 +227,27 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Connection trouble is an outage (503); anything else from the database is a bug (500).
+/// Connection trouble is an outage (503), and so is what a server says of its
+/// own state: shutting down or starting (class 57, also a replica cancelling a
+/// query that conflicts with replay), out of resources (53), a connection
+/// failure (08), a serialization failure or recovery conflict (40001), a
+/// write reaching a read-only server (25006). Anything else from the
+/// database is a bug (500).
 impl From<&sqlx::Error> for ApiError {
     fn from(error: &sqlx::Error) -> ApiError {
         match error {
+            sqlx::Error::Database(e)
+                if e.code().is_some_and(|code| {
+                    ["57", "53", "08"]
+                        .iter()
+                        .any(|class| code.starts_with(class))
+                        || code == "40001"
+                        || code == "25006"
+                }) =>
+            {
+                tracing::warn!(error = %e, "postgres unavailable");
+                ApiError::Unavailable("postgres")
+            }
             sqlx::Error::Database(e) => ApiError::Internal(e.to_string()),
             sqlx::Error::RowNotFound => ApiError::NotFound,
             other => {
@@ -280,4 +297,55 @@ pub fn status_body(status: StatusCode) -> ErrorBody {
         _ => ("Bad request", ErrorCode::BadRequest),
     };
     ErrorBody::new(error, code)
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::*;
+
+    /// The errors of a real server, mapped: what it says of its own state is
+    /// an outage, a bad statement a bug.
+    #[tokio::test]
+    async fn a_servers_state_is_an_outage_and_a_bad_statement_a_bug() {
+        let mut conn = sqlx::PgConnection::connect(&common::test_support::admin_url())
+            .await
+            .unwrap();
+        sqlx::raw_sql("SET statement_timeout = 1")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let canceled = sqlx::query("SELECT pg_sleep(1)")
+            .execute(&mut conn)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(ApiError::from(&canceled), ApiError::Unavailable("postgres")),
+            "{canceled}"
+        );
+        sqlx::raw_sql("RESET statement_timeout; SET default_transaction_read_only = on")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let read_only = sqlx::query("CREATE TEMP TABLE t (x int)")
+            .execute(&mut conn)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                ApiError::from(&read_only),
+                ApiError::Unavailable("postgres")
+            ),
+            "{read_only}"
+        );
+        let bug = sqlx::query("SELECT 1 / 0")
+            .execute(&mut conn)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(ApiError::from(&bug), ApiError::Internal(_)),
+            "{bug}"
+        );
+    }
 }
