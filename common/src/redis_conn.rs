@@ -283,10 +283,15 @@ impl SentinelPrimary {
             .iter()
             .map(|url| tls.connection_info(url.expose()))
             .collect::<Result<Vec<_>, _>>()?;
-        // The primary is reached as the sentinels are: TLS or not.
+        // The primary is reached as the sentinels are: TLS or not, and with
+        // the first sentinel URL's user, password and database (one password
+        // for sentinels and data nodes, as most deployments of Sentinel set up).
         let mut node = SentinelNodeConnectionInfo::default();
-        if let Some(ConnectionAddr::TcpTls { .. }) = infos.first().map(|info| info.addr()) {
-            node = node.set_tls_mode(redis::TlsMode::Secure);
+        if let Some(first) = infos.first() {
+            if let ConnectionAddr::TcpTls { .. } = first.addr() {
+                node = node.set_tls_mode(redis::TlsMode::Secure);
+            }
+            node = node.set_redis_connection_info(first.redis_settings().clone());
         }
         let mut sentinel =
             SentinelClient::build(infos, master, Some(node), SentinelServerType::Master)?;

@@ -12,6 +12,8 @@ use super::{free_port, unique};
 /// One `redis-server` process (a sentinel too) on a free loopback port.
 pub struct RedisProcess {
     pub port: u16,
+    /// The password `cli` gives (`requirepass` of the server).
+    password: Option<String>,
     child: Option<Child>,
 }
 
@@ -52,6 +54,7 @@ impl RedisProcess {
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     return RedisProcess {
                         port,
+                        password: None,
                         child: Some(child),
                     };
                 }
@@ -77,7 +80,7 @@ impl RedisProcess {
 
     /// `redis-cli -p <port> <args>`, its output trimmed.
     pub fn cli(&self, args: &[&str]) -> String {
-        cli(self.port, args)
+        cli(self.port, self.password.as_deref(), args)
     }
 }
 
@@ -87,8 +90,12 @@ impl Drop for RedisProcess {
     }
 }
 
-fn cli(port: u16, args: &[&str]) -> String {
-    let output = Command::new("redis-cli")
+fn cli(port: u16, password: Option<&str>, args: &[&str]) -> String {
+    let mut command = Command::new("redis-cli");
+    if let Some(password) = password {
+        command.env("REDISCLI_AUTH", password);
+    }
+    let output = command
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
         .stdin(Stdio::null())
@@ -334,7 +341,8 @@ fn serves(node: &RedisProcess, slot: u16) -> bool {
 }
 
 /// A primary, one replica, and one sentinel watching them under the name
-/// [`RedisSentinel::MASTER`] (quorum 1, down after 1 s).
+/// [`RedisSentinel::MASTER`] (quorum 1, down after 1 s), all three requiring
+/// the password [`RedisSentinel::PASSWORD`], as deployments of Sentinel do.
 pub struct RedisSentinel {
     pub primary: RedisProcess,
     pub replica: RedisProcess,
@@ -344,39 +352,57 @@ pub struct RedisSentinel {
 
 impl RedisSentinel {
     pub const MASTER: &str = "gatewaymaster";
+    pub const PASSWORD: &str = "sentinel-test-password";
 
     pub fn start() -> RedisSentinel {
         let dir = TempDir::new("redis-sentinel");
-        let port_args = |port: u16| vec!["--port".to_owned(), port.to_string()];
-        let primary = RedisProcess::start(&dir.0, port_args);
-        let replica = RedisProcess::start(&dir.0, |port| {
-            let mut args = port_args(port);
+        let data_args = |port: u16| {
+            ["--port", &port.to_string()]
+                .into_iter()
+                .chain([
+                    "--requirepass",
+                    Self::PASSWORD,
+                    "--masterauth",
+                    Self::PASSWORD,
+                ])
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let mut primary = RedisProcess::start(&dir.0, data_args);
+        primary.password = Some(Self::PASSWORD.into());
+        let mut replica = RedisProcess::start(&dir.0, |port| {
+            let mut args = data_args(port);
             args.extend(["--replicaof".into(), "127.0.0.1".into()]);
             args.push(primary.port.to_string());
             args
         });
+        replica.password = Some(Self::PASSWORD.into());
         wait_for("the replica in sync", Duration::from_secs(20), || {
             replica
                 .cli(&["INFO", "replication"])
                 .contains("master_link_status:up")
         });
-        let sentinel = RedisProcess::start(&dir.0, |port| {
+        let mut sentinel = RedisProcess::start(&dir.0, |port| {
             // A sentinel rewrites its configuration file: one per port.
             let conf = dir.0.join(format!("sentinel-{port}.conf"));
             std::fs::write(
                 &conf,
                 format!(
                     "port {port}\n\
+                     requirepass {password}\n\
                      sentinel monitor {master} 127.0.0.1 {primary} 1\n\
+                     sentinel auth-pass {master} {password}\n\
                      sentinel down-after-milliseconds {master} 1000\n\
                      sentinel failover-timeout {master} 5000\n",
                     master = RedisSentinel::MASTER,
+                    password = RedisSentinel::PASSWORD,
                     primary = primary.port,
                 ),
             )
             .unwrap();
             vec![conf.display().to_string(), "--sentinel".into()]
         });
+        sentinel.password = Some(Self::PASSWORD.into());
         let started = RedisSentinel {
             primary,
             replica,
@@ -396,9 +422,13 @@ impl RedisSentinel {
         started
     }
 
-    /// `redis://127.0.0.1:<port>` of the sentinel.
+    /// `redis://:<password>@127.0.0.1:<port>` of the sentinel.
     pub fn sentinel_url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.sentinel.port)
+        format!(
+            "redis://:{}@127.0.0.1:{}",
+            RedisSentinel::PASSWORD,
+            self.sentinel.port
+        )
     }
 
     /// The port of the primary the sentinel names now.
