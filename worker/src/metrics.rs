@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use common::config::WorkerConfig;
+use common::config::{Config, WorkerConfig};
 use common::http_server::{self, Limits};
 use common::queue::SendQueue;
 use common::store::Store;
@@ -28,6 +28,8 @@ const LIMITS: Limits = Limits {
 struct Sources {
     store: Store,
     queue: SendQueue,
+    /// For the forwarding gauges of configured destinations.
+    config: Arc<Config>,
 }
 
 /// Binds the metrics listener; called before any other part of the worker
@@ -64,13 +66,18 @@ pub async fn serve(
     listener: TcpListener,
     store: Store,
     queue: SendQueue,
+    config: Arc<Config>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     common::metrics::install();
     zero_counters();
     let app = Router::new()
         .route("/metrics", get(render))
-        .with_state(Arc::new(Sources { store, queue }));
+        .with_state(Arc::new(Sources {
+            store,
+            queue,
+            config,
+        }));
     http_server::serve(listener, app, LIMITS, shutdown.cancelled_owned()).await;
     Ok(())
 }
@@ -107,36 +114,58 @@ async fn refresh_gauges(sources: &Sources) {
         metrics::gauge!(INBOX_BACKLOG, "kind" => "webhooks").set(inbox as f64);
         metrics::gauge!(INBOX_BACKLOG, "kind" => "callbacks").set(callbacks as f64);
     }
+    crate::forward::refresh_gauges(&sources.store, &sources.config).await;
     let mut conn = sources.queue.connection();
-    if let Ok(info) = redis::cmd("INFO")
+    // One server answers one text; a cluster a text per node, of which the
+    // node nearest its client limit is the one to watch.
+    let Ok(answer) = redis::cmd("INFO")
         .arg("clients")
-        .query_async::<String>(&mut conn)
+        .query_async::<redis::Value>(&mut conn)
         .await
-    {
-        for (field, state) in [
-            ("connected_clients", "connected"),
-            ("blocked_clients", "blocked"),
-        ] {
-            if let Some(value) = info_field(&info, field) {
-                metrics::gauge!(REDIS_CLIENTS, "state" => state).set(value);
-            }
-        }
-        // Managed Redis may refuse CONFIG: then there is no "max" to show.
-        // Redis 7 also reports maxclients in INFO clients.
-        let max = match info_field(&info, "maxclients") {
-            Some(max) => Some(max),
-            None => redis::cmd("CONFIG")
-                .arg("GET")
-                .arg("maxclients")
-                .query_async::<Vec<String>>(&mut conn)
-                .await
-                .ok()
-                .and_then(|pair| pair.get(1).and_then(|v| v.parse().ok())),
-        };
-        if let Some(max) = max {
-            metrics::gauge!(REDIS_CLIENTS, "state" => "max").set(max);
+    else {
+        return;
+    };
+    let Some(info) = busiest(&answer) else { return };
+    for (field, state) in [
+        ("connected_clients", "connected"),
+        ("blocked_clients", "blocked"),
+    ] {
+        if let Some(value) = info_field(&info, field) {
+            metrics::gauge!(REDIS_CLIENTS, "state" => state).set(value);
         }
     }
+    // Managed Redis may refuse CONFIG: then there is no "max" to show.
+    // Redis 7 also reports maxclients in INFO clients.
+    let max = match info_field(&info, "maxclients") {
+        Some(max) => Some(max),
+        None => redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxclients")
+            .query_async::<Vec<String>>(&mut conn)
+            .await
+            .ok()
+            .and_then(|pair| pair.get(1).and_then(|v| v.parse().ok())),
+    };
+    if let Some(max) = max {
+        metrics::gauge!(REDIS_CLIENTS, "state" => "max").set(max);
+    }
+}
+
+/// The `INFO` text of the node with the most clients for its limit, from a
+/// server's answer (a text) or a cluster's (a map of node to text).
+fn busiest(answer: &redis::Value) -> Option<String> {
+    let texts: Vec<String> = match answer {
+        redis::Value::Map(nodes) => nodes
+            .iter()
+            .filter_map(|(_, text)| redis::from_redis_value_ref(text).ok())
+            .collect(),
+        other => vec![redis::from_redis_value_ref(other).ok()?],
+    };
+    let load = |info: &String| {
+        let connected = info_field(info, "connected_clients").unwrap_or(0.0);
+        connected / info_field(info, "maxclients").unwrap_or(f64::MAX)
+    };
+    texts.into_iter().max_by(|a, b| load(a).total_cmp(&load(b)))
 }
 
 /// A numeric `field:value` line of Redis' `INFO` text.
@@ -148,7 +177,28 @@ fn info_field(info: &str, field: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::info_field;
+    use super::{busiest, info_field};
+
+    #[test]
+    fn a_clusters_busiest_node_is_reported() {
+        let node = |connected: u32| {
+            redis::Value::BulkString(
+                format!("connected_clients:{connected}\r\nmaxclients:100\r\n").into_bytes(),
+            )
+        };
+        let cluster = redis::Value::Map(vec![
+            (redis::Value::SimpleString("a:1".into()), node(5)),
+            (redis::Value::SimpleString("b:2".into()), node(60)),
+        ]);
+        let info = busiest(&cluster).unwrap();
+        assert_eq!(info_field(&info, "connected_clients"), Some(60.0));
+        assert_eq!(
+            busiest(&node(3))
+                .as_deref()
+                .and_then(|i| info_field(i, "connected_clients")),
+            Some(3.0)
+        );
+    }
 
     #[test]
     fn reads_info_fields() {

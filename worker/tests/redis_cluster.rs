@@ -78,6 +78,8 @@ async fn messages_go_end_to_end_with_the_queue_spread_over_the_cluster() {
 
     let records = h.wait_status(&ids, MessageStatus::Accepted, 60).await;
     assert!(records.iter().all(|m| m.attempts == 1));
+    let health = http.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "{}", health.text().await.unwrap());
     let stats = h.sim.stats();
     assert_eq!(stats.distinct_idempotency_keys, ids.len() as u64);
     assert_eq!(stats.accepted_twice, 0);
