@@ -209,6 +209,68 @@ pub struct CallbackConfig {
     pub per_client_concurrency: usize,
 }
 
+/// Forwarding of verified Stripe and Telegram events to the operator's own
+/// services (`FORWARD_*`; issue 15). Read by the worker only.
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    /// One per source whose `FORWARD_<SOURCE>_URL` is set.
+    pub destinations: Vec<ForwardDestination>,
+    /// Timeout of one POST, connection included (`FORWARD_TIMEOUT_SECS`).
+    pub timeout: Duration,
+    /// Attempts before a forward is dead-lettered (`FORWARD_MAX_ATTEMPTS`).
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    /// Deliveries in flight to one destination from one worker
+    /// (`FORWARD_CONCURRENCY`); ordered sources (Telegram) have one at most.
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    /// How long a claim lasts (`FORWARD_LEASE_SECS`, default twice the
+    /// timeout and 30 s): a killed worker's deliveries are retried after it.
+    pub lease: Duration,
+    /// Where forwards may go: public addresses, plus the networks of
+    /// `FORWARD_ALLOW_PRIVATE_NETWORKS`. Its own list, not the callbacks':
+    /// a destination is the operator's own service (usually inside the
+    /// network), while a `callback_url` is a client's; sharing one list
+    /// would open the private network to every client's callbacks just to
+    /// reach one internal service.
+    pub policy: OutboundPolicy,
+}
+
+/// Where one source's events go.
+#[derive(Clone)]
+pub struct ForwardDestination {
+    /// The destination's name: its source's ("stripe", "telegram").
+    pub name: String,
+    pub source: crate::domain::Provider,
+    pub url: String,
+    /// Signs the forwarded requests (Standard Webhooks).
+    pub secret: crate::signature::WebhookSecret,
+}
+
+impl fmt::Debug for ForwardDestination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may carry a token: only its origin is shown.
+        let origin = url::Url::parse(&self.url)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default();
+        f.debug_struct("ForwardDestination")
+            .field("name", &self.name)
+            .field("origin", &origin)
+            .field("secret", &self.secret)
+            .finish()
+    }
+}
+
+impl ForwardConfig {
+    /// The destinations of `source`'s events.
+    pub fn destinations_of(
+        &self,
+        source: crate::domain::Provider,
+    ) -> impl Iterator<Item = &ForwardDestination> {
+        self.destinations.iter().filter(move |d| d.source == source)
+    }
+}
+
 /// How the status callbacks of bootstrap (`API_KEYS`) keys are signed: with
 /// a secret derived from a server-side key and the key's name
 /// (`common::signature::callback`). Shared: the worker signs, and
@@ -327,6 +389,8 @@ pub struct Config {
     /// `CALLBACK_ALLOW_PRIVATE_NETWORKS`. Shared: the gateway checks
     /// `callback_url` hosts against it, the worker every address it connects to.
     pub callback_policy: OutboundPolicy,
+    /// Forwarding of Stripe and Telegram events (worker).
+    pub forward: ForwardConfig,
 }
 
 /// The gateway's own settings. A worker does not read them, so a bad one
@@ -658,6 +722,8 @@ impl Config {
             OutboundPolicy::new(env.networks("CALLBACK_ALLOW_PRIVATE_NETWORKS")?)
         };
 
+        let forward = forward_config(&worker_env, profile)?;
+
         // `name:key` or `name:key:role`; a key holding a colon is refused
         // rather than read as a role.
         let api_keys = env
@@ -801,6 +867,7 @@ impl Config {
             inbox,
             callbacks,
             callback_policy,
+            forward,
         })
     }
 
@@ -813,6 +880,110 @@ impl Config {
                     .into(),
         })
     }
+}
+
+/// `FORWARD_*` (issue 15): a destination per source whose URL is set, its
+/// `whsec_` secret required with it; a URL whose host is an address the
+/// policy refuses stops the process here rather than dead-lettering every
+/// event.
+fn forward_config(env: &Env, profile: Profile) -> Result<ForwardConfig, ConfigError> {
+    use crate::domain::Provider;
+    use crate::signature::WebhookSecret;
+    if env.list("FORWARD_ALLOW_PRIVATE_NETWORKS").any(|n| n == "*") {
+        return Err(env.bad(
+            "FORWARD_ALLOW_PRIVATE_NETWORKS",
+            "'*' is not taken here: list the private networks forwards may reach".into(),
+        ));
+    }
+    let policy = OutboundPolicy::new(env.networks("FORWARD_ALLOW_PRIVATE_NETWORKS")?);
+    let sources: [(Provider, &'static str, &'static str); 2] = [
+        (
+            Provider::Stripe,
+            "FORWARD_STRIPE_URL",
+            "FORWARD_STRIPE_SECRET",
+        ),
+        (
+            Provider::Telegram,
+            "FORWARD_TELEGRAM_URL",
+            "FORWARD_TELEGRAM_SECRET",
+        ),
+    ];
+    let mut destinations = Vec::new();
+    for (source, url_var, secret_var) in sources {
+        let Some(url) = env.get(url_var) else {
+            continue;
+        };
+        let parsed = url::Url::parse(&url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| env.bad(url_var, "must be an http(s) URL".into()))?;
+        if let Err(refusal) = policy.check_host(&parsed.host().expect("checked above")) {
+            return Err(env.bad(
+                url_var,
+                format!("points at {refusal}: list its network in FORWARD_ALLOW_PRIVATE_NETWORKS"),
+            ));
+        }
+        let raw = env.get(secret_var).ok_or_else(|| {
+            env.bad(
+                secret_var,
+                format!("is required with {url_var} (a whsec_ secret the receiver verifies with)"),
+            )
+        })?;
+        if !raw.starts_with("whsec_") {
+            return Err(env.bad(secret_var, "must be a whsec_ secret".into()));
+        }
+        let secret = WebhookSecret::parse(&raw)
+            .map_err(|_| env.bad(secret_var, "is not whsec_ and base64".into()))?;
+        if profile == Profile::Production
+            && (PUBLISHED_SECRETS.contains(&raw.as_str())
+                || secret.key_len() < PRODUCTION_WHSEC_MIN_BYTES)
+        {
+            return Err(env.bad(
+                secret_var,
+                format!(
+                    "is published in this repository or shorter than {PRODUCTION_WHSEC_MIN_BYTES} \
+                     bytes: generate one (echo whsec_$(openssl rand -base64 32))"
+                ),
+            ));
+        }
+        destinations.push(ForwardDestination {
+            name: source.as_str().to_owned(),
+            source,
+            url,
+            secret,
+        });
+    }
+    let timeout = env.positive_seconds("FORWARD_TIMEOUT_SECS", 10)?;
+    let config = ForwardConfig {
+        destinations,
+        timeout,
+        max_attempts: env.parse("FORWARD_MAX_ATTEMPTS", 12)?,
+        backoff: env.backoff(
+            ("FORWARD_BACKOFF_BASE_MS", 5000),
+            ("FORWARD_BACKOFF_MAX_SECS", 3600),
+        )?,
+        concurrency: env.parse("FORWARD_CONCURRENCY", 8)?,
+        poll_interval: Duration::from_millis(env.parse("FORWARD_POLL_INTERVAL_MS", 1000)?),
+        lease: env.seconds("FORWARD_LEASE_SECS", timeout.as_secs() * 2 + 30)?,
+        policy,
+    };
+    if config.max_attempts == 0 || config.concurrency == 0 {
+        let var = if config.max_attempts == 0 {
+            "FORWARD_MAX_ATTEMPTS"
+        } else {
+            "FORWARD_CONCURRENCY"
+        };
+        return Err(env.bad(var, "must be at least 1".into()));
+    }
+    // A lease shorter than an attempt would let a second worker send the
+    // same event while the first is still waiting for its answer.
+    if config.lease <= config.timeout {
+        return Err(env.bad(
+            "FORWARD_LEASE_SECS",
+            "must be longer than FORWARD_TIMEOUT_SECS".into(),
+        ));
+    }
+    Ok(config)
 }
 
 /// Shortest bootstrap API key production accepts.

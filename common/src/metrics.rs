@@ -25,6 +25,12 @@ pub const QUEUE_OLDEST_AGE: &str = "worker_queue_oldest_job_age_seconds";
 pub const INBOX_BACKLOG: &str = "worker_inbox_backlog";
 pub const INBOX_EVENTS: &str = "worker_inbox_events_total";
 pub const CALLBACKS: &str = "worker_callbacks_total";
+/// Forwarding of Stripe and Telegram events to the operator's services
+/// (issue 15), by source and destination.
+pub const FORWARDS_RECEIVED: &str = "worker_forwards_received_total";
+pub const FORWARD_ATTEMPTS: &str = "worker_forward_attempts_total";
+pub const FORWARDS_UNDELIVERED: &str = "worker_forwards_undelivered";
+pub const FORWARDS_OLDEST_UNDELIVERED: &str = "worker_forwards_oldest_undelivered_age_seconds";
 /// The process's Postgres pool, `{state="in_use|idle|max"}`; the read
 /// replica's pool (`DATABASE_READ_URL`) also has `pool="replica"`.
 pub const GATEWAY_POSTGRES_POOL: &str = "gateway_postgres_pool_connections";
@@ -130,6 +136,26 @@ fn describe() {
         CALLBACKS,
         Unit::Count,
         "Status callback attempts to clients (count of attempts), by client (API key name) and outcome (delivered, retrying, given_up, refused: the callback_url reaches no allowed address, not retried)."
+    );
+    describe_counter!(
+        FORWARDS_RECEIVED,
+        Unit::Count,
+        "Verified provider events queued for forwarding to an operator's service (count of events), by source (stripe, telegram) and destination."
+    );
+    describe_counter!(
+        FORWARD_ATTEMPTS,
+        Unit::Count,
+        "Attempts to forward a provider event (count of attempts), by source, destination and outcome (delivered, retrying, dead: attempts exhausted, refused: the URL reaches no allowed address)."
+    );
+    describe_gauge!(
+        FORWARDS_UNDELIVERED,
+        Unit::Count,
+        "Forwards not delivered (count, fleet-wide), by source, destination and state: pending (all waiting), failing (pending whose last attempt failed), dead (dead-lettered, re-drivable)."
+    );
+    describe_gauge!(
+        FORWARDS_OLDEST_UNDELIVERED,
+        Unit::Seconds,
+        "Age of the oldest pending forward, in seconds (fleet-wide, 0 when none), by source and destination."
     );
     describe_gauge!(
         GATEWAY_POSTGRES_POOL,

@@ -11,10 +11,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::send::{self, Sender};
-use crate::{callbacks, inbox, poll, reconcile};
+use crate::{callbacks, forward, inbox, poll, reconcile};
 
 /// Runs the send worker, the status poll, the reconciler, the inbox
-/// processor and the callback sender until `shutdown` is cancelled, then lets each finish its in-flight
+/// processor, the forwarder and the callback sender until `shutdown` is cancelled, then lets each finish its in-flight
 /// work (sends: up to `WORKER_SHUTDOWN_GRACE_SECS`). When one component fails,
 /// the others are stopped too and its error is returned.
 pub async fn run_worker(
@@ -72,7 +72,18 @@ pub async fn run_worker(
     spawn(
         &mut components,
         "metrics",
-        crate::metrics::serve(metrics_listener, store.clone(), queue.clone(), stop.clone()),
+        crate::metrics::serve(
+            metrics_listener,
+            store.clone(),
+            queue.clone(),
+            config.clone(),
+            stop.clone(),
+        ),
+    );
+    spawn(
+        &mut components,
+        "forwarding",
+        forward::run(store.clone(), config.clone(), stop.clone()),
     );
     spawn(
         &mut components,

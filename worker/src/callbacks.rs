@@ -40,11 +40,11 @@
 //! # Where callbacks may go
 //!
 //! Only to public addresses, plus the networks of
-//! `CALLBACK_ALLOW_PRIVATE_NETWORKS` ([`OutboundPolicy`]): a `callback_url`
+//! `CALLBACK_ALLOW_PRIVATE_NETWORKS` (`OutboundPolicy`): a `callback_url`
 //! is the client's, and the worker calls it from inside our network. The
 //! gateway refuses literal private addresses at accept time, but a name can
 //! resolve anywhere, and differently on each lookup (DNS rebinding). So the
-//! client resolves names with [`CheckedResolver`], which drops every address
+//! client (`crate::webhook_client`) resolves names with a checked resolver, which drops every address
 //! the policy refuses: reqwest connects to exactly the addresses that were
 //! checked, with no second lookup in between. A literal address never
 //! reaches a resolver, so it is checked before the request; no proxy is used
@@ -66,16 +66,13 @@
 //! `gateway keys secret NAME` prints a key's current secret.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::config::Config;
 use common::domain::api_time;
-use common::outbound::{self, OutboundPolicy};
 use common::signature::callback::CallbackSecrets;
-use common::signature::headers;
 use common::store::{CallbackAttempt, CallbackDelivery, CallbackNext, Store};
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
@@ -83,15 +80,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::listen::listen;
+use crate::webhook_client::{self, Outcome, SignedPost, post_signed, refused_literal, truncate};
 
 /// Notification channel the outbox's insert trigger uses.
 pub const CHANNEL: &str = "status_callbacks";
 
 /// How long a managed key's secret is cached.
 const SECRET_CACHE_TTL: Duration = Duration::from_secs(60);
-
-/// Longest error text stored per attempt.
-const MAX_ERROR_LEN: usize = 500;
 
 /// Delivers due callbacks until `shutdown` is cancelled, then finishes the
 /// deliveries in flight (each bounded by the timeout).
@@ -101,7 +96,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let settings = &config.callbacks;
-    let client = client(settings.timeout, &config.callback_policy)?;
+    let client = webhook_client::client(settings.timeout, &config.callback_policy, "callbacks")?;
     let secrets = Arc::new(Secrets::new(&config, store.clone()));
     // A claim outlives the longest attempt, so it never lapses mid-call.
     let lease = settings.timeout * 2 + Duration::from_secs(30);
@@ -211,105 +206,6 @@ impl Drop for Slot {
             }
         }
     }
-}
-
-/// The HTTP client of callbacks: names resolved by [`CheckedResolver`], no
-/// proxy, no redirects (see the module docs).
-fn client(timeout: Duration, policy: &OutboundPolicy) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .dns_resolver(Arc::new(CheckedResolver {
-            policy: Arc::new(policy.clone()),
-        }))
-        .user_agent(concat!(
-            "sent-gateway-callbacks/",
-            env!("CARGO_PKG_VERSION")
-        ))
-        .build()
-}
-
-/// Resolves a callback host and keeps only the addresses the policy allows;
-/// fails with [`Refused`] when none is left.
-struct CheckedResolver {
-    policy: Arc<OutboundPolicy>,
-}
-
-impl reqwest::dns::Resolve for CheckedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let policy = self.policy.clone();
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            // Port 0: reqwest puts the URL's port on every address.
-            let resolved: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let (allowed, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = resolved
-                .into_iter()
-                .partition(|address| policy.allows(address.ip()));
-            if allowed.is_empty() {
-                let refused = refused.iter().map(SocketAddr::ip).collect();
-                return Err(Box::new(Refused::Resolved(refused)) as _);
-            }
-            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
-/// A callback the policy does not let out, and the addresses that were refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Refused {
-    /// The URL's host is an address that is refused.
-    Address(IpAddr),
-    /// The URL's host is a name, and every address it resolves to is refused.
-    Resolved(Vec<IpAddr>),
-}
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refused::Address(ip) => {
-                write!(
-                    f,
-                    "refused: callback_url points at a non-global address ({ip})"
-                )
-            }
-            Refused::Resolved(ips) => {
-                let ips: Vec<String> = ips.iter().map(ToString::to_string).collect();
-                let list = if ips.is_empty() {
-                    "none".to_owned()
-                } else {
-                    ips.join(", ")
-                };
-                write!(
-                    f,
-                    "refused: callback_url resolves only to non-global addresses ({list})"
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for Refused {}
-
-/// A literal address in `url` that the policy refuses (names are checked by
-/// [`CheckedResolver`]).
-fn refused_literal(policy: &OutboundPolicy, url: &str) -> Option<Refused> {
-    let url = reqwest::Url::parse(url).ok()?;
-    let ip = outbound::host_address(&url.host()?)?;
-    (!policy.allows(ip)).then_some(Refused::Address(ip))
-}
-
-/// What one attempt came to.
-#[derive(Debug)]
-enum Outcome {
-    /// A 2xx.
-    Delivered(u16),
-    /// Anything else: the status code if there was an answer, and why.
-    Failed(Option<u16>, String),
-    /// Not sent: the URL reaches no allowed address.
-    Refused(Refused),
 }
 
 /// The JSON body of a callback.
@@ -440,7 +336,7 @@ async fn deliver(
     }
 }
 
-/// The POST itself.
+/// The POST itself, through the shared signed client.
 async fn post(
     client: &reqwest::Client,
     secrets: &CallbackSecrets,
@@ -450,73 +346,17 @@ async fn post(
         Ok(body) => body,
         Err(e) => return Outcome::Failed(None, format!("could not encode the body: {e}")),
     };
-    let now = Utc::now();
-    let timestamp = now.timestamp().to_string();
-    let signature = secrets.sign(&delivery.webhook_id, &timestamp, &body, now);
-    let sent = client
-        .post(&delivery.url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(headers::WEBHOOK_ID, &delivery.webhook_id)
-        .header(headers::WEBHOOK_TIMESTAMP, &timestamp)
-        .header(headers::WEBHOOK_SIGNATURE, signature)
-        .body(body)
-        .send()
-        .await;
-    match sent {
-        Ok(response) if response.status().is_success() => {
-            Outcome::Delivered(response.status().as_u16())
-        }
-        Ok(response) => {
-            let status = response.status();
-            Outcome::Failed(Some(status.as_u16()), format!("HTTP {status}"))
-        }
-        Err(e) => match refusal(&e) {
-            Some(refused) => Outcome::Refused(refused),
-            // Without the URL: it is the client's and may carry a token.
-            None => Outcome::Failed(None, truncate(describe(&e.without_url()))),
-        },
-    }
-}
-
-/// The [`Refused`] of [`CheckedResolver`] among the error's causes.
-fn refusal(error: &reqwest::Error) -> Option<Refused> {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(error) = cause {
-        if let Some(refused) = error.downcast_ref::<Refused>() {
-            return Some(refused.clone());
-        }
-        cause = error.source();
-    }
-    None
-}
-
-fn describe(error: &reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timeout"
-    } else if error.is_connect() {
-        "connection failed"
-    } else if error.is_redirect() {
-        "redirect not followed"
-    } else {
-        "request failed"
+    let request = SignedPost {
+        url: &delivery.url,
+        webhook_id: &delivery.webhook_id,
+        content_type: "application/json",
+        body,
+        extra: Vec::new(),
     };
-    // The innermost cause says the most (connection refused, dns error, ...).
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    format!("{kind}: {cause}")
-}
-
-fn truncate(mut text: String) -> String {
-    if text.len() > MAX_ERROR_LEN {
-        let mut end = MAX_ERROR_LEN;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
-    text
+    post_signed(client, request, |timestamp, body, now| {
+        secrets.sign(&delivery.webhook_id, timestamp, body, now)
+    })
+    .await
 }
 
 /// Signing secrets by API key name: bootstrap keys' derived ones, and managed
@@ -628,61 +468,5 @@ mod tests {
                    "previous_status": "sent", "at": "2026-01-01T00:00:00.000Z", "metadata": {"order": "A-17"},
                    "error_code": "DELIVERY_007", "error": "unreachable"})
         );
-    }
-
-    #[test]
-    fn literal_addresses_are_checked_before_any_request() {
-        let none = OutboundPolicy::default();
-        for (url, ip) in [
-            ("http://127.0.0.1:9/x", "127.0.0.1"),
-            ("http://[::1]/", "::1"),
-            ("http://169.254.169.254/latest", "169.254.169.254"),
-            ("http://2130706433/", "127.0.0.1"),
-            ("http://[::ffff:10.0.0.5]/", "::ffff:10.0.0.5"),
-        ] {
-            assert_eq!(
-                refused_literal(&none, url),
-                Some(Refused::Address(ip.parse().unwrap())),
-                "{url}"
-            );
-        }
-        // Names go to the resolver; public and allowed addresses pass.
-        for url in ["http://localhost/", "https://8.8.8.8/", "not a url"] {
-            assert_eq!(refused_literal(&none, url), None, "{url}");
-        }
-        let loopback = OutboundPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
-        assert_eq!(refused_literal(&loopback, "http://127.0.0.1:9/x"), None);
-        assert_eq!(
-            Refused::Resolved(vec!["10.0.0.5".parse().unwrap()]).to_string(),
-            "refused: callback_url resolves only to non-global addresses (10.0.0.5)"
-        );
-    }
-
-    /// The resolver's refusal comes back through reqwest's error, so the
-    /// attempt can say why (and not be retried).
-    #[tokio::test]
-    async fn names_resolving_to_refused_addresses_are_not_connected_to() {
-        let client = client(Duration::from_secs(5), &OutboundPolicy::default()).unwrap();
-        let error = client
-            .post("http://localhost:9/hook")
-            .send()
-            .await
-            .unwrap_err();
-        match refusal(&error) {
-            Some(Refused::Resolved(ips)) => {
-                assert!(
-                    !ips.is_empty() && ips.iter().all(|ip| ip.is_loopback()),
-                    "{ips:?}"
-                )
-            }
-            other => panic!("expected a refusal, got {other:?} from {error:?}"),
-        }
-    }
-
-    #[test]
-    fn long_errors_are_cut_on_a_char_boundary() {
-        let text = "é".repeat(400);
-        let cut = truncate(text);
-        assert!(cut.len() <= MAX_ERROR_LEN && cut.chars().all(|c| c == 'é'));
     }
 }

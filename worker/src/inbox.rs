@@ -17,8 +17,11 @@
 //! Failed processing is retried with exponential backoff and, after
 //! `INBOX_MAX_ATTEMPTS`, parked with its error (`worker inbox-redrive` puts
 //! parked events back); a batch the database refuses is applied event by
-//! event, so one bad event fails alone. Inbound messages and other families
-//! (and other providers) are kept as `not_applicable`.
+//! event, so one bad event fails alone. Stripe and Telegram events go to
+//! their forwarding destinations when configured ([`crate::forward`]: a
+//! `webhook_forwards` row each, the event `processed`). Inbound messages
+//! and other families (and providers without a destination) are kept as
+//! `not_applicable`.
 //!
 //! Housekeeping (a task of its own in each worker): the unmatched re-check,
 //! and the purge of finished rows past their retention ([`crate::purge`]).
@@ -182,6 +185,7 @@ pub async fn process_due(
         let outcome = match finish.result {
             InboxResult::Processed { .. } => "processed",
             InboxResult::NotApplicable => "not_applicable",
+            InboxResult::Forwarded => "forwarded",
             InboxResult::Unmatched { .. } => "unmatched",
             InboxResult::Retry { .. } => "retry",
             InboxResult::Parked { .. } => "parked",
@@ -225,7 +229,16 @@ async fn process_batch(store: &Store, config: &Config, events: &[InboxEvent]) ->
     let mut results: Vec<Option<InboxResult>> = vec![None; events.len()];
     // Understand each event; status updates go on to be applied.
     let mut updates: Vec<(usize, StatusUpdate)> = Vec::new();
+    // Stripe and Telegram events with a destination are forwarded.
+    let mut forwarded: Vec<usize> = Vec::new();
+    let mut forwards = Vec::new();
     for (i, event) in events.iter().enumerate() {
+        let to = crate::forward::forwards_for(config, event);
+        if !to.is_empty() {
+            forwarded.push(i);
+            forwards.extend(to);
+            continue;
+        }
         match understand(event) {
             Ok(Parsed::Status(update)) => updates.push((i, update)),
             Ok(Parsed::NotApplicable(why)) => {
@@ -233,6 +246,23 @@ async fn process_batch(store: &Store, config: &Config, events: &[InboxEvent]) ->
                 results[i] = Some(InboxResult::NotApplicable);
             }
             Err(error) => results[i] = Some(failure(config, event, error)),
+        }
+    }
+    match store.insert_forwards(&forwards).await {
+        Ok(created) => {
+            for i in forwarded {
+                results[i] = Some(InboxResult::Forwarded);
+            }
+            for (source, destination) in created {
+                metrics::counter!(common::metrics::FORWARDS_RECEIVED,
+                    "source" => source.as_str(), "destination" => destination)
+                .increment(1);
+            }
+        }
+        Err(error) => {
+            for i in forwarded {
+                results[i] = Some(failure(config, &events[i], format!("database: {error}")));
+            }
         }
     }
     // Applied in the order the changes happened at Sent, so that a batch
@@ -387,8 +417,8 @@ fn failure(config: &Config, event: &InboxEvent, error: String) -> InboxResult {
 /// nothing for us (other providers, inbound messages, other families).
 fn understand(event: &InboxEvent) -> Result<Parsed, String> {
     if event.provider != Provider::Sent {
-        // Stored for the record; nothing in this service consumes them yet.
-        return Ok(Parsed::NotApplicable("not a Sent event"));
+        // Stored for the record: no FORWARD_<SOURCE>_URL takes them.
+        return Ok(Parsed::NotApplicable("not a Sent event, and not forwarded"));
     }
     webhook::read(&event.body, event.received_at)
 }

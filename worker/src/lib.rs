@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod callbacks;
+pub mod forward;
 pub mod inbox;
 pub mod listen;
 pub mod metrics;
@@ -12,5 +13,6 @@ pub mod purge;
 pub mod reconcile;
 pub mod redrive;
 pub mod send;
+pub mod webhook_client;
 
 pub use app::run_worker;

@@ -44,6 +44,16 @@ enum Command {
         #[arg(required_unless_present = "all")]
         ids: Vec<i64>,
     },
+    /// Put dead-lettered forwards (Stripe and Telegram events that exhausted
+    /// their attempts, or were refused) back to be delivered again.
+    RedriveForwards {
+        /// Every dead forward.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Ids (`webhook_forwards.id`) of the forwards to re-drive.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<i64>,
+    },
 }
 
 #[tokio::main]
@@ -126,6 +136,17 @@ async fn run(args: Args, config: Arc<Config>) -> anyhow::Result<()> {
                 .redrive_inbox((!all).then_some(ids.as_slice()))
                 .await?;
             println!("re-drove {} webhook event(s)", redriven.len());
+            for id in redriven {
+                println!("{id}");
+            }
+            Ok(())
+        }
+        Command::RedriveForwards { all, ids } => {
+            let (store, _) = common::startup::connect(&config).await?;
+            let redriven = store
+                .redrive_forwards((!all).then_some(ids.as_slice()))
+                .await?;
+            println!("re-drove {} forward(s)", redriven.len());
             for id in redriven {
                 println!("{id}");
             }

@@ -78,6 +78,9 @@ pub enum InboxResult {
     Processed { message_ids: Vec<String> },
     /// Stored for the record; nothing for us to do (inbound, other families).
     NotApplicable,
+    /// Handed to its forwarding destinations (`webhook_forwards`), which
+    /// deliver it from here: `processed` in the inbox.
+    Forwarded,
     /// About Sent's message `subject_id`, which no message of ours carries yet.
     Unmatched { subject_id: String },
     /// Failed; try again at `at`.
@@ -209,6 +212,7 @@ impl Store {
                     ("processed", None, None, None, Some(message_ids.join(",")))
                 }
                 InboxResult::NotApplicable => ("not_applicable", None, None, None, None),
+                InboxResult::Forwarded => ("processed", None, None, None, None),
                 InboxResult::Unmatched { subject_id } => {
                     ("unmatched", None, None, Some(subject_id.clone()), None)
                 }

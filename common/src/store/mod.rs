@@ -3,6 +3,7 @@
 mod accept;
 mod callbacks;
 mod dashboard;
+mod forwards;
 mod inbox;
 mod keys;
 mod messages;
@@ -21,6 +22,10 @@ pub use callbacks::{
 pub use dashboard::{
     DashboardSnapshot, DeliveryLatency, FailureReason, LATENCY_WINDOW_HOURS, RECENT_FAILURES,
     RecentFailure, StatusCount, THROUGHPUT_MINUTES, ThroughputMinute,
+};
+pub use forwards::{
+    ForwardAttempt, ForwardAttemptRecord, ForwardBacklog, ForwardDelivery, ForwardNext,
+    ForwardRecord, NewForward,
 };
 pub use inbox::{
     InboxEvent, InboxFinish, InboxInsert, InboxInsertOutcome, InboxRecord, InboxResult,
