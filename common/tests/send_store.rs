@@ -411,3 +411,32 @@ async fn sql_status_rank_is_the_domain_rank() {
         assert_eq!(rank, Some(i32::from(status.rank())), "{status}");
     }
 }
+
+#[tokio::test]
+async fn expired_idempotency_records_go_a_chunk_at_a_time_and_live_ones_stay() {
+    let db = TestDatabase::new().await;
+    sqlx::query(
+        "INSERT INTO idempotency_records
+           (client, idempotency_key, route, request_hash, response_status, response_body, created_at, expires_at)
+         SELECT 'tests', 'k' || n, '/api/messages/send', '\\x00', 202, '{}', now(),
+                CASE WHEN n <= 25 THEN now() - interval '1 minute' ELSE now() + interval '1 hour' END
+           FROM generate_series(1, 30) n",
+    )
+    .execute(db.store.pool())
+    .await
+    .unwrap();
+    let mut chunks = Vec::new();
+    loop {
+        let purged = db.store.purge_expired_idempotency(10).await.unwrap();
+        chunks.push(purged);
+        if purged < 10 {
+            break;
+        }
+    }
+    assert_eq!(chunks, [10, 10, 5]);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_records")
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 5);
+}

@@ -86,7 +86,13 @@ pub async fn pass(
         tracing::info!(count = jobs.len(), "re-enqueued stalled messages");
         report.enqueued = jobs.len();
     }
-    report.purged_idempotency = store.purge_expired_idempotency().await?;
+    for _ in 0..MAX_PRUNE_CALLS {
+        let purged = store.purge_expired_idempotency(PRUNE_BATCH as i64).await?;
+        report.purged_idempotency += purged;
+        if purged < PRUNE_BATCH as u64 {
+            break;
+        }
+    }
     Ok(report)
 }
 

@@ -570,14 +570,19 @@ impl Store {
         Ok(Unsent::from_rows(rows))
     }
 
-    /// Deletes idempotency records past their lifetime.
-    pub async fn purge_expired_idempotency(&self) -> Result<u64, sqlx::Error> {
-        Ok(
-            sqlx::query("DELETE FROM idempotency_records WHERE expires_at < now()")
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
+    /// Deletes up to `limit` idempotency records past their lifetime, oldest
+    /// first (through their index): a short statement however many expired,
+    /// called again while it finds a full chunk.
+    pub async fn purge_expired_idempotency(&self, limit: i64) -> Result<u64, sqlx::Error> {
+        Ok(sqlx::query(
+            "DELETE FROM idempotency_records WHERE (client, idempotency_key) IN (
+               SELECT client, idempotency_key FROM idempotency_records
+                WHERE expires_at < now() ORDER BY expires_at LIMIT $1)",
         )
+        .bind(limit)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 }
 
