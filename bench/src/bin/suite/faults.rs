@@ -20,6 +20,10 @@ pub enum Fault {
     None,
     WorkerSigkill,
     RedisRestart,
+    /// On a Redis Cluster of 3 primaries with a replica each, the primary of
+    /// queue shard 0 SIGKILLed with its last 2 s of writes not replicated;
+    /// its replica takes over.
+    RedisClusterFailover,
     PostgresRestart,
     Sent5xx,
     Sent429Storm,
@@ -30,10 +34,11 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::None,
         Fault::WorkerSigkill,
         Fault::RedisRestart,
+        Fault::RedisClusterFailover,
         Fault::PostgresRestart,
         Fault::Sent5xx,
         Fault::Sent429Storm,
@@ -48,6 +53,7 @@ impl Fault {
             Fault::None => "none",
             Fault::WorkerSigkill => "worker-sigkill",
             Fault::RedisRestart => "redis-restart",
+            Fault::RedisClusterFailover => "redis-cluster-failover",
             Fault::PostgresRestart => "postgres-restart",
             Fault::Sent5xx => "sent-5xx",
             Fault::Sent429Storm => "sent-429-storm",
@@ -65,6 +71,9 @@ impl Fault {
                 "SIGKILL a worker every 2 s (and start it again), Sent answering in 0.5 s"
             }
             Fault::RedisRestart => "Redis killed, 2 s down, back empty",
+            Fault::RedisClusterFailover => {
+                "a Redis Cluster primary SIGKILLed mid-traffic, 2 s of its writes unreplicated; its replica takes over"
+            }
             Fault::PostgresRestart => "Postgres crash-stopped, 2 s down, WAL recovery",
             Fault::Sent5xx => "30% of sends answered 5xx",
             Fault::Sent429Storm => "every send answered 429 (Retry-After 1 s) for 3 s, twice",
@@ -85,6 +94,7 @@ impl Fault {
             workers: 2,
             private_redis: self == Fault::RedisRestart,
             private_postgres: self == Fault::PostgresRestart,
+            redis_cluster: self == Fault::RedisClusterFailover,
             log_level: "warn",
         }
     }
@@ -236,6 +246,36 @@ async fn inject(
             stack.signal_workers("CONT")?;
             notes.push(format!(
                 "{queued} jobs were in Redis when it died (workers paused for 3 s before)"
+            ));
+        }
+        Fault::RedisClusterFailover => {
+            // The primary of shard 0's keys (the stack spread the 3 shards
+            // over the 3 primaries): a third of the queue loses its node.
+            // Its replica is paused for the 2 s before the kill, so that what
+            // the primary acknowledged in those 2 s (jobs pushed, taken,
+            // finished) is certainly lost with it rather than by a
+            // millisecond's chance: jobs pushed then are gone, jobs finished
+            // then are back. The stack's reconciler (a pass a second, a
+            // message re-enqueued 5 s after its last progress) recovers the
+            // lost ones well within the settle timeout, so this fault needs
+            // no faster RECONCILE_* settings.
+            let queue = stack.queue().await?;
+            let key = queue.shards()[0].active_jobs_list();
+            let failover = stack
+                .kill_cluster_primary_of(&key, Duration::from_secs(2))
+                .await?;
+            let unreplicated = failover
+                .unreplicated_bytes
+                .map_or("?".to_owned(), |bytes| bytes.to_string());
+            notes.push(format!(
+                "killed node {} (port {}, primary of queue shard 0, {} keys) with {unreplicated} \
+                 bytes of writes its replica (node {}, paused 2 s) never got; the cluster was \
+                 ok again {:.2} s later, that replica the shard's primary",
+                failover.killed,
+                failover.killed_port,
+                failover.killed_keys,
+                failover.replica,
+                failover.recovered.as_secs_f64(),
             ));
         }
         Fault::PostgresRestart => {

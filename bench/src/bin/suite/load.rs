@@ -76,6 +76,7 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<LoadRe
             workers: 2,
             private_redis: false,
             private_postgres: false,
+            redis_cluster: false,
             log_level: "warn",
         },
         results,

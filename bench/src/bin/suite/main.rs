@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Faults { short, only, list } => {
             if list {
                 for fault in faults::Fault::ALL {
-                    println!("{:<20} {}", fault.name(), fault.describe());
+                    println!("{:<24} {}", fault.name(), fault.describe());
                 }
                 return Ok(());
             }

@@ -93,7 +93,7 @@ pub fn ledger(ledger: &Ledger) {
 
 pub fn faults_summary(reports: &[FaultReport]) {
     println!(
-        "\n{:<20} {:>9} {:>9} {:>9} {:>7} {:>5} {:>6} {:>8} {:>8}  result",
+        "\n{:<24} {:>9} {:>9} {:>9} {:>7} {:>5} {:>6} {:>8} {:>8}  result",
         "fault",
         "submitted",
         "accepted",
@@ -108,7 +108,7 @@ pub fn faults_summary(reports: &[FaultReport]) {
         let l = &report.ledger;
         let broken = report.broken_promises();
         println!(
-            "{:<20} {:>9} {:>9} {:>9} {:>7} {:>5} {:>6} {:>8} {:>8.1}  {}",
+            "{:<24} {:>9} {:>9} {:>9} {:>7} {:>5} {:>6} {:>8} {:>8.1}  {}",
             report.fault.name(),
             l.submitted,
             l.accepted,

@@ -1,14 +1,20 @@
 //! The whole product as separate processes, the way an operator runs it:
 //! sent-sim, one gateway, N workers, on loopback ports of their own, with a
 //! database and a Redis key prefix of their own. Redis and Postgres are the
-//! machine's, or private servers this stack starts (and may restart).
+//! machine's, or private servers this stack starts (and may restart); Redis
+//! can also be a Redis Cluster of the stack's own.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use common::config::Secret;
+use common::queue::{SendQueue, Sharding};
+use common::redis_conn::{RedisTarget, RedisTls};
+use common::test_support::redis_servers::{RedisCluster, RedisProcess};
 
 /// The stack runs in the production profile, which refuses any secret
 /// published in the repository: the key and the webhook secret are made
@@ -40,9 +46,16 @@ pub struct StackOptions {
     pub private_redis: bool,
     /// A Postgres cluster of the stack's own, so it can be restarted.
     pub private_postgres: bool,
+    /// A Redis Cluster of the stack's own (3 primaries, each with a replica)
+    /// instead of the machine's Redis, so a primary can be killed; the queue
+    /// is then spread over [`CLUSTER_QUEUE_SHARDS`] shards.
+    pub redis_cluster: bool,
     /// `LOG_LEVEL` of the gateway and workers.
     pub log_level: &'static str,
 }
+
+/// `QUEUE_SHARDS` on a Redis Cluster: one shard per primary.
+pub const CLUSTER_QUEUE_SHARDS: u16 = 3;
 
 /// A child process of the stack, with its log file; it can be killed and
 /// started again.
@@ -122,12 +135,18 @@ pub struct Stack {
     pub database_url: String,
     admin_url: String,
     database: String,
-    pub redis_url: String,
+    /// The machine's Redis, the private one, or the stack's cluster.
+    pub redis_target: RedisTarget,
+    /// `QUEUE_SHARDS` (and `QUEUE_SHARD_BY`) of the gateway and workers.
+    pub sharding: Sharding,
     pub prefix: String,
     pub gateway: Service,
     pub workers: Vec<Service>,
     pub sim: Service,
     redis: Option<(Service, u16)>,
+    /// The stack's Redis Cluster: behind a lock so that blocking work on it
+    /// (`redis-cli`, killing a node) runs on a blocking thread.
+    pub cluster: Option<Arc<Mutex<RedisCluster>>>,
     postgres: Option<PrivatePostgres>,
     /// Gateway and worker settings.
     env: Vec<(String, String)>,
@@ -171,8 +190,21 @@ impl Stack {
             None
         };
         let redis_port = redis.as_ref().map_or(6379, |(_, port)| *port);
-        let redis_url = format!("redis://127.0.0.1:{redis_port}");
-        let prefix = format!("suite:{run}");
+        let mut prefix = format!("suite:{run}");
+        let (redis_target, sharding, cluster) = if options.redis_cluster {
+            let (cluster, spread) = start_cluster(prefix).await?;
+            prefix = spread;
+            let urls = lock(&cluster).urls();
+            let target = RedisTarget::Cluster(urls.into_iter().map(Secret::new).collect());
+            let sharding = Sharding {
+                shards: CLUSTER_QUEUE_SHARDS,
+                ..Sharding::ONE
+            };
+            (target, sharding, Some(cluster))
+        } else {
+            let url = format!("redis://127.0.0.1:{redis_port}");
+            (RedisTarget::Single(Secret::new(url)), Sharding::ONE, None)
+        };
 
         let (gateway_port, sim_port) = (free_port()?, free_port()?);
         let gateway_url = format!("http://127.0.0.1:{gateway_port}");
@@ -205,12 +237,28 @@ impl Stack {
             &dir,
         )?;
 
+        // Where Redis is: the gateway and workers refuse REDIS_URL together
+        // with REDIS_CLUSTER_NODES. (The rate limit is off: there is no
+        // RATELIMIT_STORAGE_URI to point at the cluster.)
+        let redis_env = match &redis_target {
+            RedisTarget::Cluster(nodes) => (
+                "REDIS_CLUSTER_NODES",
+                nodes
+                    .iter()
+                    .map(Secret::expose)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            RedisTarget::Single(url) => ("REDIS_URL", url.expose().to_owned()),
+            RedisTarget::Sentinel { .. } => unreachable!("the suite starts no sentinel"),
+        };
         let env: Vec<(String, String)> = [
             ("APP_ENV", "production"),
             ("LOG_LEVEL", options.log_level),
             ("DATABASE_URL", database_url.as_str()),
             ("DATABASE_MAX_CONNECTIONS", "16"),
-            ("REDIS_URL", redis_url.as_str()),
+            (redis_env.0, redis_env.1.as_str()),
+            ("QUEUE_SHARDS", &sharding.shards.to_string()),
             ("REDIS_PREFIX", prefix.as_str()),
             ("GATEWAY_BIND", &format!("127.0.0.1:{gateway_port}")),
             ("API_KEYS", &format!("{CLIENT}:{}", *API_KEY)),
@@ -251,12 +299,14 @@ impl Stack {
             database_url,
             admin_url,
             database,
-            redis_url,
+            redis_target,
+            sharding,
             prefix,
             gateway,
             workers: Vec::new(),
             sim,
             redis,
+            cluster,
             postgres,
             env,
         };
@@ -363,17 +413,86 @@ impl Stack {
         Ok(())
     }
 
-    /// Send jobs in Redis: due, and scheduled for later.
+    /// Send jobs in Redis: due, and scheduled for later (every shard).
     pub async fn jobs_in_redis(&self) -> anyhow::Result<u64> {
-        let conn = common::redis_conn::connect(
-            &self.redis_url,
-            &common::redis_conn::RedisTls::system_roots(),
-        )
-        .await?;
-        let (due, later) = common::queue::SendQueue::new(conn, &self.prefix, 1)
-            .depth()
-            .await?;
+        let (due, later) = self.queue().await?.depth().await?;
         Ok(due + later)
+    }
+
+    /// The stack's send queue, as its gateway and workers see it.
+    pub async fn queue(&self) -> anyhow::Result<SendQueue> {
+        let conn = common::redis_conn::open(&self.redis_target, &RedisTls::system_roots()).await?;
+        Ok(SendQueue::new(conn, &self.prefix, self.sharding))
+    }
+
+    /// SIGKILLs the cluster primary that serves `key` with writes of the
+    /// last `unreplicated` on it only (its replica SIGSTOPped for that long
+    /// before, and SIGCONTed at the kill), and waits (on a blocking thread)
+    /// until every surviving node reports the cluster `ok` again with the
+    /// dead node marked failed: its replica has taken over its slots.
+    pub async fn kill_cluster_primary_of(
+        &self,
+        key: &str,
+        unreplicated: Duration,
+    ) -> anyhow::Result<ClusterFailover> {
+        let cluster = self
+            .cluster
+            .clone()
+            .context("the stack has no Redis Cluster")?;
+        let key = key.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut cluster = lock(&cluster);
+            let victim = cluster.primary_of(&key);
+            let replica = replica_of(&cluster, victim)?;
+            let replica_pid = info_field(&cluster.nodes[replica], "server", "process_id")
+                .context("the replica's process_id")?;
+            let port = cluster.nodes[victim].port;
+            let held = Paused::new(replica_pid)?;
+            std::thread::sleep(unreplicated);
+            let replication = cluster.nodes[victim].cli(&["INFO", "replication"]);
+            // Only the primary: a paused server would hang `redis-cli`.
+            let killed_keys = cluster.nodes[victim].cli(&["DBSIZE"]).parse().unwrap_or(0);
+            cluster.nodes[victim].kill();
+            let killed = Instant::now();
+            drop(held);
+            let unreplicated_bytes = unreplicated_bytes(&replication, cluster.nodes[replica].port);
+            let deadline = killed + Duration::from_secs(60);
+            let survivors = cluster
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != victim);
+            for (_, node) in survivors {
+                while !failed_over(node, port) {
+                    if Instant::now() > deadline {
+                        bail!(
+                            "the cluster not ok 60 s after its primary on port {port} was \
+                             killed:\n{}",
+                            node.cli(&["CLUSTER", "NODES"])
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            let recovered = killed.elapsed();
+            // (Not `primary_of`: it asks node 0 for the key's slot, and node 0
+            // may be the one killed.)
+            let role = cluster.nodes[replica].cli(&["ROLE"]);
+            anyhow::ensure!(
+                role.starts_with("master"),
+                "the cluster is ok again but the killed primary's replica is not a primary: \
+                 {role}"
+            );
+            Ok(ClusterFailover {
+                killed: victim,
+                killed_port: port,
+                killed_keys,
+                replica,
+                unreplicated_bytes,
+                recovered,
+            })
+        })
+        .await?
     }
 
     /// Sleeps, sampling every process's memory once a second.
@@ -457,11 +576,155 @@ impl Stack {
             .execute(&pool)
             .await;
         }
-        if self.redis.take().is_none() {
-            delete_keys(&self.redis_url, &self.prefix).await;
+        if let Some(cluster) = self.cluster.take() {
+            // A cluster of the run's own: its keys go with it.
+            tokio::task::spawn_blocking(move || drop(cluster)).await?;
+        } else if self.redis.take().is_none()
+            && let RedisTarget::Single(url) = &self.redis_target
+        {
+            delete_keys(url.expose(), &self.prefix).await;
         }
         Ok(())
     }
+}
+
+/// What [`Stack::kill_cluster_primary_of`] did.
+#[derive(Debug, Clone)]
+pub struct ClusterFailover {
+    /// Index of the node killed, its port, and the keys it held then.
+    pub killed: usize,
+    pub killed_port: u16,
+    pub killed_keys: u64,
+    /// Its replica (paused before the kill, the primary after it), and how
+    /// far behind the primary's writes it was at the kill, in bytes of
+    /// replication stream (`None` if the primary did not say).
+    pub replica: usize,
+    pub unreplicated_bytes: Option<u64>,
+    /// From the kill until every surviving node reported the cluster `ok`.
+    pub recovered: Duration,
+}
+
+/// Starts a Redis Cluster of 3 primaries, each with a replica, and picks a
+/// key prefix (`base`, or `base-<n>`) whose queue shards' hash tags fall on
+/// three different primaries: the slot of a tag is fixed by its text, and
+/// with one prefix all three could share a node by chance, so that killing
+/// one primary would stop the whole queue rather than a third of it.
+async fn start_cluster(base: String) -> anyhow::Result<(Arc<Mutex<RedisCluster>>, String)> {
+    tokio::task::spawn_blocking(move || {
+        let cluster = RedisCluster::start(3, 1);
+        let prefix = (0..200)
+            .map(|n| match n {
+                0 => base.clone(),
+                n => format!("{base}-{n}"),
+            })
+            .find(|prefix| {
+                let primaries: std::collections::BTreeSet<usize> = (0..CLUSTER_QUEUE_SHARDS)
+                    .map(|shard| cluster.primary_of(&shard_tag(prefix, shard)))
+                    .collect();
+                primaries.len() == usize::from(CLUSTER_QUEUE_SHARDS)
+            })
+            .context("no key prefix spreads the queue's shards over the 3 primaries")?;
+        Ok((Arc::new(Mutex::new(cluster)), prefix))
+    })
+    .await?
+}
+
+/// The hash tag of queue shard `shard` under `prefix` (common/src/queue.rs
+/// names every key of the shard `{<prefix>:send:<shard>}:...`): the slot of
+/// every key of the shard.
+fn shard_tag(prefix: &str, shard: u16) -> String {
+    format!("{{{prefix}:send:{shard}}}")
+}
+
+/// Whether `node` (alive) sees the cluster `ok`, every slot served, and the
+/// node on `dead_port` failed (not only suspected): its slots are served by
+/// another node, the replica that took over.
+fn failed_over(node: &RedisProcess, dead_port: u16) -> bool {
+    let info = node.cli(&["CLUSTER", "INFO"]);
+    if !(info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")) {
+        return false;
+    }
+    let address = format!("127.0.0.1:{dead_port}@");
+    node.cli(&["CLUSTER", "NODES"])
+        .lines()
+        .filter(|line| line.contains(&address))
+        .any(|line| {
+            line.split_whitespace()
+                .nth(2)
+                .is_some_and(|flags| flags.split(',').any(|flag| flag == "fail"))
+        })
+}
+
+/// The replica of primary `primary`, by the port the primary names in
+/// `INFO replication`.
+fn replica_of(cluster: &RedisCluster, primary: usize) -> anyhow::Result<usize> {
+    let info = cluster.nodes[primary].cli(&["INFO", "replication"]);
+    let port: u16 = info
+        .lines()
+        .find_map(|line| {
+            let fields = line.strip_prefix("slave0:")?;
+            fields
+                .split(',')
+                .find_map(|f| f.strip_prefix("port=")?.parse().ok())
+        })
+        .with_context(|| format!("the primary names no replica:\n{info}"))?;
+    cluster
+        .nodes
+        .iter()
+        .position(|node| node.port == port)
+        .with_context(|| format!("no node on the replica's port {port}"))
+}
+
+/// A numeric field of `INFO <section>`.
+fn info_field(node: &RedisProcess, section: &str, field: &str) -> Option<u64> {
+    let info = node.cli(&["INFO", section]);
+    let prefix = format!("{field}:");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+}
+
+/// The primary's replication offset minus the one its replica on `port`
+/// acknowledged, from the primary's `INFO replication`.
+fn unreplicated_bytes(info: &str, port: u16) -> Option<u64> {
+    let primary: u64 = info.lines().find_map(|line| {
+        line.strip_prefix("master_repl_offset:")?
+            .trim()
+            .parse()
+            .ok()
+    })?;
+    let replica: u64 = info.lines().find_map(|line| {
+        let (name, fields) = line.split_once(':')?;
+        if !name.starts_with("slave") || !fields.contains(&format!("port={port},")) {
+            return None;
+        }
+        fields
+            .split(',')
+            .find_map(|f| f.strip_prefix("offset=")?.parse().ok())
+    })?;
+    Some(primary.saturating_sub(replica))
+}
+
+/// A process SIGSTOPped until this is dropped (SIGCONT).
+struct Paused(u64);
+
+impl Paused {
+    fn new(pid: u64) -> anyhow::Result<Paused> {
+        signal(pid as u32, "STOP")?;
+        Ok(Paused(pid))
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let _ = signal(self.0 as u32, "CONT");
+    }
+}
+
+/// The cluster, even if a blocking task panicked while holding it.
+fn lock(cluster: &Mutex<RedisCluster>) -> std::sync::MutexGuard<'_, RedisCluster> {
+    cluster
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Removes the stack's keys from the machine's Redis (best effort).
