@@ -304,7 +304,8 @@ impl RedisCluster {
 
     /// The node serving `key`'s slot as primary.
     pub fn primary_of(&self, key: &str) -> usize {
-        let slot = self.nodes[0].cli(&["CLUSTER", "KEYSLOT", key]);
+        let live = self.nodes.iter().find(|node| node.child.is_some());
+        let slot = live.expect("a live node").cli(&["CLUSTER", "KEYSLOT", key]);
         let slot: u16 = slot.parse().expect("a slot number");
         self.nodes
             .iter()
