@@ -28,7 +28,7 @@ use crate::error::status_body;
 use crate::inbox_writer::InboxWriter;
 use crate::openapi;
 use crate::rate_limit;
-use crate::routes::{dashboard, health, messages, webhooks};
+use crate::routes::{dashboard, events, health, messages, webhooks};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -111,7 +111,8 @@ pub fn routes(
         .routes(utoipa_axum::routes!(messages::batch))
         .routes(utoipa_axum::routes!(messages::list))
         .routes(utoipa_axum::routes!(messages::get_one))
-        .routes(utoipa_axum::routes!(messages::cancel));
+        .routes(utoipa_axum::routes!(messages::cancel))
+        .routes(utoipa_axum::routes!(events::list));
     let dashboard_data = OpenApiRouter::new().routes(utoipa_axum::routes!(dashboard::data));
     let open = OpenApiRouter::new()
         .routes(utoipa_axum::routes!(webhooks::sent))

@@ -66,6 +66,7 @@ security headers (`Strict-Transport-Security`, `Content-Security-Policy`, \
         (name = "webhooks", description = "Signed provider webhooks, stored in the inbox and processed by the worker."),
         (name = "operations", description = "Health, metrics, the service index and this document."),
         (name = "dashboard", description = "The built-in status page and its data."),
+        (name = "events", description = "The pull API: verified provider events as stored, in order, with a cursor. Admin keys."),
     )
 )]
 pub struct ApiDoc;

@@ -7,6 +7,7 @@ mod forwards;
 mod inbox;
 mod keys;
 mod messages;
+mod pull;
 mod tenants;
 
 use std::sync::LazyLock;
@@ -35,6 +36,7 @@ pub use messages::{
     Acceptance, CODE_STALE, DEAD_LETTERED, EventRecord, MessageFilter, MessageRecord, PollTarget,
     STATUS_POLLS, StatusChange, Unsent,
 };
+pub use pull::{EventCursor, PulledEvent};
 pub use tenants::TenantPurge;
 
 /// The schema's migrations. A database may hold migrations newer than this

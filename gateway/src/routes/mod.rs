@@ -1,4 +1,5 @@
 pub mod dashboard;
+pub mod events;
 pub mod health;
 pub mod messages;
 pub mod webhooks;

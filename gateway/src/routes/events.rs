@@ -1,0 +1,145 @@
+//! `GET /api/events`: the pull API, for consumers that prefer to poll the
+//! verified events the gateway stored (a batch job, a bot behind no public
+//! URL) rather than receive them forwarded.
+//!
+//! At least once, in order, resumable: a page is the next events of one
+//! source after `after`, and `next_cursor` is where the following page
+//! starts. A consumer stores the cursor only after it has handled the page;
+//! after a crash it asks again from the stored cursor and sees the events it
+//! had not confirmed again (deduplicate on `event_id`). The cursor never
+//! skips an event that committed late (`common::store::pull`). Events stay
+//! readable for the inbox's retention (`INBOX_RETENTION_DAYS` after they
+//! were processed).
+
+use axum::Json;
+use axum::extract::{Extension, Query, State};
+use chrono::{DateTime, Utc};
+use common::domain::{Provider, Role};
+use common::store::EventCursor;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::app::AppState;
+use crate::auth::Client;
+use crate::error::{ApiError, FieldErrors};
+use crate::openapi::{InvalidQuery, ReadErrors};
+
+pub const PAGE_DEFAULT: i64 = 100;
+pub const PAGE_MAX: i64 = 1000;
+
+/// The query of `GET /api/events`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Whose events: `stripe`, `telegram` or `sent`.
+    #[param(value_type = String, pattern = "^(stripe|telegram|sent)$")]
+    pub source: Option<String>,
+    /// The previous page's `next_cursor`; from the first stored event without it.
+    #[param(value_type = Option<String>, pattern = "^[0-9]+-[0-9]+$")]
+    pub after: Option<String>,
+    /// Page size.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000, default = 100)]
+    pub limit: Option<String>,
+}
+
+/// One stored event, as the provider sent it.
+#[derive(Serialize, ToSchema)]
+pub struct StoredEvent {
+    /// This event's position; a page's last one is its `next_cursor`.
+    #[schema(example = "812-7")]
+    pub cursor: String,
+    #[schema(example = "stripe")]
+    pub source: String,
+    /// The provider's event id (Stripe's `id`, Telegram's `update_id`, Sent's
+    /// event id): deduplicate on it.
+    #[schema(example = "evt_1Q")]
+    pub event_id: String,
+    #[schema(example = "invoice.paid")]
+    pub event_type: Option<String>,
+    pub received_at: DateTime<Utc>,
+    /// The provider's body (its signature was verified when it arrived).
+    #[schema(value_type = Object)]
+    pub payload: Value,
+}
+
+/// A page of events.
+#[derive(Serialize, ToSchema)]
+pub struct EventPage {
+    pub events: Vec<StoredEvent>,
+    /// Pass as `after` for the next page: the last event's cursor, or the
+    /// `after` given when there is nothing new yet (keep polling with it).
+    #[schema(example = "812-7")]
+    pub next_cursor: String,
+    /// A full page: more events are likely ready now.
+    pub has_more: bool,
+}
+
+/// Stored events of one source, oldest first (admin keys).
+#[utoipa::path(get, path = "/api/events", tag = "events", operation_id = "listEvents",
+    params(EventsQuery),
+    responses((status = 200, description = "The next events after `after`", body = EventPage),
+        InvalidQuery, ReadErrors))]
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(client): Extension<Client>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Json<EventPage>, ApiError> {
+    let mut errors = FieldErrors::new();
+    let mut bad =
+        |field: &str, problem: String| errors.entry(field.to_owned()).or_default().push(problem);
+    let source = match query.source.as_deref().map(str::parse::<Provider>) {
+        Some(Ok(source)) => Some(source),
+        Some(Err(_)) => {
+            bad("source", "One of stripe, telegram, sent.".into());
+            None
+        }
+        None => {
+            bad("source", "Required: stripe, telegram or sent.".into());
+            None
+        }
+    };
+    // Provider events are the operator's: a tenant reads none of them.
+    if client.role != Role::Admin && source.is_some() {
+        bad("source", "Only admin keys read provider events.".into());
+    }
+    let after = match query.after.as_deref().map(str::parse::<EventCursor>) {
+        None => EventCursor::default(),
+        Some(Ok(cursor)) => cursor,
+        Some(Err(())) => {
+            bad("after", "Not a cursor this API returned.".into());
+            EventCursor::default()
+        }
+    };
+    let limit = match query.limit.as_deref().map(str::parse::<i64>) {
+        None => PAGE_DEFAULT,
+        Some(Ok(n)) if (1..=PAGE_MAX).contains(&n) => n,
+        Some(_) => {
+            bad("limit", format!("Must be between 1 and {PAGE_MAX}."));
+            PAGE_DEFAULT
+        }
+    };
+    let (Some(source), true) = (source, errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let rows = state.store.pull_events(source, after, limit).await?;
+    let next_cursor = rows.last().map_or(after, |row| row.cursor()).to_string();
+    let has_more = rows.len() as i64 == limit;
+    let events = rows
+        .into_iter()
+        .map(|row| StoredEvent {
+            cursor: row.cursor().to_string(),
+            source: row.provider.as_str().to_owned(),
+            event_id: row.event_id,
+            event_type: row.event_type,
+            received_at: row.received_at,
+            // Verified as a JSON object when it arrived.
+            payload: serde_json::from_slice(&row.body).unwrap_or(Value::Null),
+        })
+        .collect();
+    Ok(Json(EventPage {
+        events,
+        next_cursor,
+        has_more,
+    }))
+}
