@@ -28,7 +28,7 @@ use crate::error::status_body;
 use crate::inbox_writer::InboxWriter;
 use crate::openapi;
 use crate::rate_limit;
-use crate::routes::{dashboard, events, health, messages, webhooks};
+use crate::routes::{dashboard, events, health, lookup, messages, webhooks};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -112,7 +112,8 @@ pub fn routes(
         .routes(utoipa_axum::routes!(messages::list))
         .routes(utoipa_axum::routes!(messages::get_one))
         .routes(utoipa_axum::routes!(messages::cancel))
-        .routes(utoipa_axum::routes!(events::list));
+        .routes(utoipa_axum::routes!(events::list))
+        .routes(utoipa_axum::routes!(lookup::lookup));
     let dashboard_data = OpenApiRouter::new().routes(utoipa_axum::routes!(dashboard::data));
     let open = OpenApiRouter::new()
         .routes(utoipa_axum::routes!(webhooks::sent))

@@ -6,6 +6,7 @@ mod dashboard;
 mod forwards;
 mod inbox;
 mod keys;
+mod lookup;
 mod messages;
 mod pull;
 mod tenants;
@@ -31,6 +32,7 @@ pub use forwards::{
 pub use inbox::{
     InboxEvent, InboxFinish, InboxInsert, InboxInsertOutcome, InboxRecord, InboxResult,
 };
+pub use lookup::{LOOKUP_LIMIT, Lookup};
 pub use keys::{ApiKeyRecord, NewApiKey, StoredCallbackSecrets};
 pub use messages::{
     Acceptance, CODE_STALE, DEAD_LETTERED, EventRecord, MessageFilter, MessageRecord, PollTarget,

@@ -188,7 +188,72 @@ async function load() {
   timer = setTimeout(load, REFRESH_MS);
 }
 
+// The lookup: a message by id, or a phone number's newest messages, with
+// their timelines and callbacks (dashboard/lookup, which always needs a key).
+function renderLookup(body) {
+  const results = $("lookup-results");
+  results.replaceChildren();
+  const found = body.messages.length;
+  $("lookup-status").textContent = found ? `${found} message(s)` : "Nothing found.";
+  show("lookup-status", true);
+  for (const message of body.messages) {
+    const article = element("article", { class: "lookup-message" });
+    article.append(element("h3", {}, `${message.message_id} · ${message.status}`));
+    article.append(element("p", { class: "muted" },
+      `${message.client} · ${message.phone_number} · created ${time(message.created_at)} · ${message.attempts} attempt(s)`));
+    const timeline = element("table", {});
+    timeline.append(element("thead", {}));
+    timeline.tHead.append(element("tr", {}));
+    for (const name of ["at", "status", "source", "attempt", "detail"]) timeline.tHead.rows[0].append(element("th", {}, name));
+    const rows = element("tbody", {});
+    for (const event of message.events) {
+      const row = element("tr", {});
+      row.append(cell(time(event.at)), cell(event.status), cell(event.source), cell(event.attempt),
+        cell(event.detail ? JSON.stringify(event.detail) : null));
+      rows.append(row);
+    }
+    timeline.append(rows);
+    article.append(element("h4", {}, "Timeline"), timeline);
+    article.append(element("h4", {}, message.callbacks.length ? "Callbacks" : "No callbacks"));
+    for (const callback of message.callbacks) {
+      const attempts = callback.attempts
+        .map((a) => `#${a.attempt} ${a.status_code ?? "–"} ${a.error ?? ""} (${a.duration_ms} ms)`)
+        .join("; ");
+      article.append(element("p", {}, `${callback.status} → ${callback.state} · ${attempts || "no attempt yet"}`));
+    }
+    results.append(article);
+  }
+}
+
+async function lookup(q) {
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  const headers = { Accept: "application/json" };
+  if (key) headers.Authorization = `Bearer ${key}`;
+  show("lookup-status", true);
+  $("lookup-status").textContent = "Looking…";
+  try {
+    const response = await fetch(`dashboard/lookup?q=${encodeURIComponent(q)}`, { headers, cache: "no-store" });
+    const body = await response.json();
+    if (response.status === 401) {
+      $("lookup-status").textContent = "The lookup needs an API key (even on a public status page).";
+      askForKey("");
+    } else if (!response.ok) {
+      const problems = body.messages && body.messages.q ? body.messages.q.join(" ") : body.error;
+      $("lookup-status").textContent = problems;
+    } else {
+      renderLookup(body);
+    }
+  } catch (error) {
+    $("lookup-status").textContent = "The gateway does not answer.";
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  $("lookup-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const q = $("lookup-q").value.trim();
+    if (q) lookup(q);
+  });
   $("key-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const key = $("key").value.trim();
