@@ -1695,4 +1695,67 @@ mod tests {
         assert_eq!(config.gateway.webhooks.sent_secrets.len(), 2);
         assert!(!config.gateway.rate_limit.enabled);
     }
+
+    /// FORWARD_* (issue 15): a destination per URL, its whsec_ secret
+    /// required; a literal private address refused unless its network is
+    /// in FORWARD_ALLOW_PRIVATE_NETWORKS (CALLBACK_ALLOW_PRIVATE_NETWORKS
+    /// does not count); a published secret refused in production.
+    #[test]
+    fn forward_destinations_need_a_secret_and_an_allowed_address() {
+        let secret = crate::test_support::SENT_WEBHOOK_SECRET;
+        let config = Config::from_map(&vars(&[
+            ("FORWARD_STRIPE_URL", "https://billing.example/stripe"),
+            ("FORWARD_STRIPE_SECRET", secret),
+        ]))
+        .unwrap();
+        let names: Vec<&str> = config
+            .forward
+            .destinations
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
+        assert_eq!(names, ["stripe"]);
+        assert!(
+            !format!("{config:?}").contains("AAECAwQF"),
+            "secret printed"
+        );
+        let err = Config::from_map(&vars(&[("FORWARD_TELEGRAM_URL", "https://bot.example/")]))
+            .unwrap_err();
+        assert_eq!(err.var, "FORWARD_TELEGRAM_SECRET", "{err}");
+        let private = [
+            ("FORWARD_STRIPE_URL", "http://10.0.0.5/stripe"),
+            ("FORWARD_STRIPE_SECRET", secret),
+            ("CALLBACK_ALLOW_PRIVATE_NETWORKS", "10.0.0.0/8"),
+        ];
+        let err = Config::from_map(&vars(&private)).unwrap_err();
+        assert_eq!(err.var, "FORWARD_STRIPE_URL", "{err}");
+        let mut allowed = private.to_vec();
+        allowed.push(("FORWARD_ALLOW_PRIVATE_NETWORKS", "10.0.0.0/8"));
+        assert!(Config::from_map(&vars(&allowed)).is_ok());
+        let err = Config::from_map(&vars(&[
+            ("FORWARD_STRIPE_URL", "https://billing.example/stripe"),
+            ("FORWARD_STRIPE_SECRET", "not-a-whsec"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "FORWARD_STRIPE_SECRET", "{err}");
+        let err = Config::from_map(&vars(&[
+            ("FORWARD_STRIPE_URL", "https://billing.example/stripe"),
+            ("FORWARD_STRIPE_SECRET", secret),
+            ("FORWARD_TIMEOUT_SECS", "60"),
+            ("FORWARD_LEASE_SECS", "60"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "FORWARD_LEASE_SECS", "{err}");
+        let err = forward_config(
+            &Env {
+                vars: &vars(&[
+                    ("FORWARD_STRIPE_URL", "https://billing.example/stripe"),
+                    ("FORWARD_STRIPE_SECRET", secret),
+                ]),
+            },
+            Profile::Production,
+        )
+        .unwrap_err();
+        assert_eq!(err.var, "FORWARD_STRIPE_SECRET", "{err}");
+    }
 }
