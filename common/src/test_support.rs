@@ -194,6 +194,13 @@ impl TestRedis {
             url: redis_url(),
         }
     }
+
+    /// A `KEYS` pattern of every key of this prefix: the rate limits' start
+    /// with it, the queue shards' with a hash tag around it
+    /// (`{prefix:send:0}:...`). The prefix is unique, so nothing else matches.
+    pub fn pattern(&self) -> String {
+        format!("*{}*", self.prefix)
+    }
 }
 
 impl Default for TestRedis {
@@ -210,9 +217,8 @@ impl Drop for TestRedis {
         let Ok(mut conn) = client.get_connection() else {
             return;
         };
-        // Keys of a queue named "{prefix}:send" all start with the prefix.
         let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", self.prefix))
+            .arg(self.pattern())
             .query(&mut conn)
             .unwrap_or_default();
         for chunk in keys.chunks(500) {

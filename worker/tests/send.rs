@@ -390,10 +390,11 @@ async fn the_reconciler_enqueues_what_redis_does_not_have() {
     let lost = h.submit(messages(1)).await;
     let mut conn = h.queue.connection();
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}*", h.redis.prefix))
+        .arg(h.redis.pattern())
         .query_async(&mut conn)
         .await
         .unwrap();
+    assert!(!keys.is_empty(), "the lost job's keys");
     let _: () = redis::cmd("DEL")
         .arg(&keys)
         .query_async(&mut conn)

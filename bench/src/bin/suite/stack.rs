@@ -735,8 +735,10 @@ async fn delete_keys(url: &str, prefix: &str) {
     let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
         return;
     };
+    // The rate limits' keys start with the prefix, the queue shards' carry
+    // it inside a hash tag (`{prefix:send:0}:...`).
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
+        .arg(format!("*{prefix}:*"))
         .query_async(&mut conn)
         .await
         .unwrap_or_default();
