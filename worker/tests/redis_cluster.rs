@@ -7,9 +7,9 @@
 mod send_harness;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use common::domain::MessageStatus;
-use common::queue::SendJob;
 use common::test_support::redis_servers::RedisCluster;
 use send_harness::{Harness, messages, wait_for};
 use sent_sim::{Faults, SimConfig};
@@ -187,22 +187,11 @@ async fn a_primary_killed_mid_traffic_loses_nothing_and_sends_nothing_twice() {
     let mut ids = h.submit(messages(300)).await;
     let victim = cluster.primary_of(&h.queue.shards()[0].active_jobs_list());
     cluster.nodes[victim].kill();
-    // Traffic goes on while the replica takes over. As at the gateway, a
-    // message is stored first; a push that fails while the slot has no
-    // primary is left to the reconciler.
-    let mut unqueued = 0;
-    for _ in 0..10 {
-        let batch = h.store_only(messages(30)).await;
-        let jobs: Vec<SendJob> = batch
-            .iter()
-            .map(|id| SendJob::new(*id, Default::default()))
-            .collect();
-        if h.queue.enqueue(&jobs).await.is_err() {
-            unqueued += 1;
-        }
-        ids.extend(batch);
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    // Traffic goes on while the replica takes over.
+    let (more, unqueued) = h
+        .traffic_through_an_outage(10, 30, Duration::from_millis(200))
+        .await;
+    ids.extend(more);
     eprintln!("{unqueued} of 10 pushes failed during the failover");
     wait_for(
         30,

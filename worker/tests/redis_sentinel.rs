@@ -6,7 +6,6 @@
 mod send_harness;
 
 use common::domain::MessageStatus;
-use common::queue::SendJob;
 use common::test_support::redis_servers::RedisSentinel;
 use send_harness::{Harness, messages, wait_for};
 use serde_json::json;
@@ -42,19 +41,10 @@ async fn gateway_and_worker_follow_a_sentinel_failover() {
 
     // The old primary is a replica now: the first writes meet READONLY, and
     // the connections move to the new primary within seconds.
-    let mut failed_pushes = 0;
-    for _ in 0..10 {
-        let batch = h.store_only(messages(10)).await;
-        let jobs: Vec<SendJob> = batch
-            .iter()
-            .map(|id| SendJob::new(*id, Default::default()))
-            .collect();
-        if h.queue.enqueue(&jobs).await.is_err() {
-            failed_pushes += 1;
-        }
-        ids.extend(batch);
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    }
+    let (more, failed_pushes) = h
+        .traffic_through_an_outage(10, 10, std::time::Duration::from_millis(300))
+        .await;
+    ids.extend(more);
     assert!(
         failed_pushes < 10,
         "the queue never followed the new primary"

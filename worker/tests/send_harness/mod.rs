@@ -180,6 +180,30 @@ impl Harness {
         ids
     }
 
+    /// Traffic through a Redis outage: `rounds` batches of `n` messages, each
+    /// stored, then pushed (a failed push is left to the reconciler, as the
+    /// gateway's messages are), `pause` apart. The ids, and how many pushes
+    /// failed.
+    pub async fn traffic_through_an_outage(
+        &self,
+        rounds: usize,
+        n: usize,
+        pause: Duration,
+    ) -> (Vec<MessageId>, usize) {
+        let (mut ids, mut failed) = (Vec::new(), 0);
+        for _ in 0..rounds {
+            let batch = self.store_only(messages(n)).await;
+            let jobs: Vec<SendJob> = batch
+                .iter()
+                .map(|id| SendJob::new(*id, Default::default()))
+                .collect();
+            failed += usize::from(self.queue.enqueue(&jobs).await.is_err());
+            ids.extend(batch);
+            tokio::time::sleep(pause).await;
+        }
+        (ids, failed)
+    }
+
     /// Stores messages without enqueueing them (a gateway that failed half-way).
     pub async fn store_only(&self, messages: Vec<NewMessage>) -> Vec<MessageId> {
         self.store_as("tests", messages).await
