@@ -423,9 +423,12 @@ async fn a_dead_update_does_not_block_later_ones_and_is_redriven() {
     .await;
     assert_eq!(dead.attempts, 2);
     assert_eq!(dead.last_status_code, Some(503));
-    let backlog = stack.store().forward_backlogs().await.unwrap();
-    assert_eq!(backlog.len(), 1);
-    assert_eq!((backlog[0].dead, backlog[0].pending), (1, 0));
+    // Once 202's delivery is recorded: one dead, nothing pending.
+    eventually("202 delivered, 201 dead", || async {
+        let backlog = stack.store().forward_backlogs().await.unwrap();
+        (backlog.len() == 1 && (backlog[0].dead, backlog[0].pending) == (1, 0)).then_some(())
+    })
+    .await;
 
     *accept_201.lock().unwrap() = true;
     assert_eq!(
