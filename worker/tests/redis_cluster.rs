@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use common::domain::MessageStatus;
 use common::test_support::redis_servers::RedisCluster;
-use send_harness::{Harness, messages, wait_for};
+use send_harness::{Harness, messages, post_message, wait_for};
 use sent_sim::{Faults, SimConfig};
-use serde_json::json;
 
 const API_KEY: &str = "cluster-key-0123456789";
 const SHARDS: u16 = 4;
@@ -57,19 +56,9 @@ async fn messages_go_end_to_end_with_the_queue_spread_over_the_cluster() {
     let worker = h.start_worker().await;
 
     // Through the gateway's HTTP API, and many at once through the queue.
-    let http = reqwest::Client::new();
     let mut ids = Vec::new();
-    for n in 0..20 {
-        let response = http
-            .post(format!("{base}/api/messages/send"))
-            .bearer_auth(API_KEY)
-            .json(&json!({
-                "phone_number": "+14155550123", "template_name": "welcome",
-                "parameters": {"name": format!("n{n}")}, "channels": ["sms"]
-            }))
-            .send()
-            .await
-            .unwrap();
+    for _ in 0..20 {
+        let response = post_message(&base, API_KEY).await;
         assert_eq!(response.status(), 202);
         let body: serde_json::Value = response.json().await.unwrap();
         ids.push(body["message_id"].as_str().unwrap().parse().unwrap());
@@ -78,7 +67,7 @@ async fn messages_go_end_to_end_with_the_queue_spread_over_the_cluster() {
 
     let records = h.wait_status(&ids, MessageStatus::Accepted, 60).await;
     assert!(records.iter().all(|m| m.attempts == 1));
-    let health = http.get(format!("{base}/health")).send().await.unwrap();
+    let health = reqwest::get(format!("{base}/health")).await.unwrap();
     assert_eq!(health.status(), 200, "{}", health.text().await.unwrap());
     let stats = h.sim.stats();
     assert_eq!(stats.distinct_idempotency_keys, ids.len() as u64);
@@ -154,20 +143,9 @@ async fn gateways_share_rate_limits_through_the_cluster() {
     h.set("RATELIMIT_MESSAGES", "5/minute");
     let (a, b) = (h.serve_gateway().await, h.serve_gateway().await);
 
-    let http = reqwest::Client::new();
     let mut statuses = Vec::new();
     for base in [&a, &b, &a, &b, &a, &b, &a] {
-        let response = http
-            .post(format!("{base}/api/messages/send"))
-            .bearer_auth(API_KEY)
-            .json(&json!({
-                "phone_number": "+14155550123", "template_name": "welcome",
-                "parameters": {"name": "Ada"}
-            }))
-            .send()
-            .await
-            .unwrap();
-        statuses.push(response.status().as_u16());
+        statuses.push(post_message(base, API_KEY).await.status().as_u16());
     }
     // Five in the minute across both gateways, then 429 on either.
     assert_eq!(statuses, [202, 202, 202, 202, 202, 429, 429]);

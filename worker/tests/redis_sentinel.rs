@@ -7,8 +7,7 @@ mod send_harness;
 
 use common::domain::MessageStatus;
 use common::test_support::redis_servers::RedisSentinel;
-use send_harness::{Harness, messages, wait_for};
-use serde_json::json;
+use send_harness::{Harness, messages, post_message, wait_for};
 
 const API_KEY: &str = "sentinel-key-0123456789";
 
@@ -51,23 +50,13 @@ async fn gateway_and_worker_follow_a_sentinel_failover() {
     );
 
     // The gateway's own connection follows too: it accepts and enqueues.
-    let http = reqwest::Client::new();
     let accepted = std::sync::Arc::new(std::sync::Mutex::new(
         Vec::<common::domain::MessageId>::new(),
     ));
     wait_for(20, "the gateway to accept on the new primary", || {
-        let (http, base, accepted) = (http.clone(), base.clone(), accepted.clone());
+        let (base, accepted) = (base.clone(), accepted.clone());
         async move {
-            let response = http
-                .post(format!("{base}/api/messages/send"))
-                .bearer_auth(API_KEY)
-                .json(&json!({
-                    "phone_number": "+14155550123", "template_name": "welcome",
-                    "parameters": {"name": "Ada"}
-                }))
-                .send()
-                .await
-                .unwrap();
+            let response = post_message(&base, API_KEY).await;
             let ok = response.status() == 202;
             let body: serde_json::Value = response.json().await.unwrap();
             if let Some(id) = body["message_id"].as_str() {

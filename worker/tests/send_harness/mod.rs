@@ -281,6 +281,21 @@ impl Harness {
 }
 
 /// A message for the sim's `welcome` template (or a magic template name).
+/// `POST /api/messages/send` of one welcome message to the gateway at
+/// `base`, with the API key `key`.
+pub async fn post_message(base: &str, key: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/api/messages/send"))
+        .bearer_auth(key)
+        .json(&json!({
+            "phone_number": "+14155550123", "template_name": "welcome",
+            "parameters": {"name": "Ada"}, "channels": ["sms"]
+        }))
+        .send()
+        .await
+        .unwrap()
+}
+
 pub fn message(template_name: &str) -> NewMessage {
     NewMessage {
         id: MessageId::new(),
