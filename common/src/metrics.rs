@@ -33,6 +33,8 @@ pub const FORWARDS_UNDELIVERED: &str = "worker_forwards_undelivered";
 pub const FORWARDS_OLDEST_UNDELIVERED: &str = "worker_forwards_oldest_undelivered_age_seconds";
 /// The process's Postgres pool, `{state="in_use|idle|max"}`; the read
 /// replica's pool (`DATABASE_READ_URL`) also has `pool="replica"`.
+/// Timeline events the dashboard's rollups have not folded in yet.
+pub const DASHBOARD_ROLLUP_BEHIND: &str = "worker_dashboard_rollup_behind_events";
 pub const GATEWAY_POSTGRES_POOL: &str = "gateway_postgres_pool_connections";
 pub const WORKER_POSTGRES_POOL: &str = "worker_postgres_pool_connections";
 /// The Redis server's clients as it counts them, `{state="connected|blocked|max"}`.
@@ -156,6 +158,11 @@ fn describe() {
         FORWARDS_OLDEST_UNDELIVERED,
         Unit::Seconds,
         "Age of the oldest pending forward, in seconds (fleet-wide, 0 when none), by source and destination."
+    );
+    describe_gauge!(
+        DASHBOARD_ROLLUP_BEHIND,
+        Unit::Count,
+        "Timeline events (message_events) not yet folded into the dashboard's rollups (count, fleet-wide), as of this worker's last rollup step; the status page and the dashboard views add them up on every read, so this is their extra work. Grows only while no worker runs the rollup step."
     );
     describe_gauge!(
         GATEWAY_POSTGRES_POOL,

@@ -22,8 +22,9 @@ pub use callbacks::{
     CallbackAttempt, CallbackAttemptRecord, CallbackDelivery, CallbackNext, CallbackRecord,
 };
 pub use dashboard::{
-    DashboardSnapshot, DeliveryLatency, FailureReason, LATENCY_WINDOW_HOURS, RECENT_FAILURES,
-    RecentFailure, StatusCount, THROUGHPUT_MINUTES, ThroughputMinute,
+    DashboardSnapshot, DeliveryLatency, FailureReason, LATENCY_EXACT_UP_TO, LATENCY_WINDOW_HOURS,
+    RECENT_FAILURES, ROLLUP_BATCH, RecentFailure, RollupStep, StatusCount, THROUGHPUT_MINUTES,
+    ThroughputMinute, page_queries,
 };
 pub use forwards::{
     ForwardAttempt, ForwardAttemptRecord, ForwardBacklog, ForwardDelivery, ForwardNext,
