@@ -1574,11 +1574,68 @@ mod tests {
             ("MAX_BODY_BYTES", "-1"),
             ("API_KEYS", "justakey"),
             ("RATELIMIT_STORAGE_URI", "memcached://x"),
+            ("RATELIMIT_STORAGE_URI", "redis+sentinel://127.0.0.1:26379"),
             ("APP_ENV", "staging"),
+            ("QUEUE_SHARDS", "0"),
+            ("QUEUE_SHARD_BY", "tenant"),
+            ("REDIS_CLUSTER_NODES", "127.0.0.1:7000"),
+            ("REDIS_SENTINELS", "sentinel.local:26379"),
+            // Sentinels without the name they monitor, and the reverse.
+            ("REDIS_SENTINEL_MASTER", "mymaster"),
+            ("MIGRATE_ON_START", "sometimes"),
         ] {
             let err = Config::from_map(&vars(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{err}");
         }
+    }
+
+    #[test]
+    fn redis_is_one_server_a_cluster_or_sentinels_and_naming_two_is_an_error() {
+        let target = |pairs: &[(&str, &str)]| Config::from_map(&vars(pairs)).map(|c| c.redis);
+        assert!(matches!(target(&[]), Ok(RedisTarget::Single(_))));
+        let nodes = "redis://127.0.0.1:7000,redis://127.0.0.1:7001";
+        let Ok(RedisTarget::Cluster(seeds)) = target(&[("REDIS_CLUSTER_NODES", nodes)]) else {
+            panic!("a cluster");
+        };
+        assert_eq!(seeds.len(), 2);
+        let Ok(RedisTarget::Sentinel { sentinels, master }) = target(&[
+            ("REDIS_SENTINELS", "redis://127.0.0.1:26379"),
+            ("REDIS_SENTINEL_MASTER", "mymaster"),
+        ]) else {
+            panic!("sentinels");
+        };
+        assert_eq!((sentinels.len(), master.as_str()), (1, "mymaster"));
+        let err = target(&[
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("REDIS_CLUSTER_NODES", nodes),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "REDIS_CLUSTER_NODES");
+        assert!(err.to_string().contains("REDIS_URL"), "{err}");
+        let err = target(&[("REDIS_SENTINELS", "redis://127.0.0.1:26379")]).unwrap_err();
+        assert_eq!(err.var, "REDIS_SENTINEL_MASTER");
+    }
+
+    #[test]
+    fn rate_limit_storage_takes_the_original_limiters_uris() {
+        let storage = |uri: &str| rate_limit_storage(uri).unwrap();
+        assert!(storage("memory://").is_none());
+        assert!(matches!(
+            storage("rediss://h:6380"),
+            Some(RedisTarget::Single(_))
+        ));
+        let Some(RedisTarget::Cluster(nodes)) = storage("redis+cluster://a:7000,b:7001") else {
+            panic!("a cluster");
+        };
+        let urls: Vec<&str> = nodes.iter().map(Secret::expose).collect();
+        assert_eq!(urls, ["redis://a:7000", "redis://b:7001"]);
+        let Some(RedisTarget::Sentinel { sentinels, master }) =
+            storage("rediss+sentinel://a:26379,b:26379/mymaster")
+        else {
+            panic!("sentinels");
+        };
+        assert_eq!(sentinels[1].expose(), "rediss://b:26379");
+        assert_eq!(master, "mymaster");
     }
 
     #[test]

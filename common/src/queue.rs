@@ -6,7 +6,8 @@
 //! (a reconciler pass) is a no-op.
 //!
 //! The queue is `QUEUE_SHARDS` apalis queues (default 1); a message's jobs
-//! all go to the shard its id picks, and every worker serves every shard.
+//! all go to the shard its id (or its client, `QUEUE_SHARD_BY`) picks, and
+//! every worker serves every shard.
 //! Each shard's name is a Redis Cluster hash tag (`{sentgw:send:0}`), so all
 //! of one shard's keys, and so every script on them, sit in one slot, while
 //! different shards spread over the cluster's nodes.
@@ -84,30 +85,21 @@ impl SendJob {
     }
 }
 
-/// What picks a message's shard (`QUEUE_SHARD_BY`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ShardBy {
-    /// The message id: shards fill evenly, for throughput beyond one Redis
-    /// node. Each shard serves in order, so a client's flood is everyone's.
-    #[default]
-    Message,
-    /// The client: a client's messages share a shard, and each shard has
-    /// workers of its own, so a client flooding its shard holds back only
-    /// the clients that share it (with `QUEUE_SHARDS` well above the number
-    /// of busy clients, few), and the Sent budget goes to the shards' waiting
-    /// sends alike.
-    Client,
-}
-
-impl std::str::FromStr for ShardBy {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<ShardBy, String> {
-        match s {
-            "message" => Ok(ShardBy::Message),
-            "client" => Ok(ShardBy::Client),
-            other => Err(format!("'{other}' is neither message nor client")),
-        }
+crate::domain::text_enum! {
+    /// What picks a message's shard (`QUEUE_SHARD_BY`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+    pub enum ShardBy {
+        /// The message id: shards fill evenly, for throughput beyond one
+        /// Redis node. Each shard serves in order, so a client's flood is
+        /// everyone's.
+        #[default]
+        Message = "message",
+        /// The client: a client's messages share a shard, and each shard has
+        /// workers of its own, so a client flooding its shard holds back only
+        /// the clients that share it (with `QUEUE_SHARDS` well above the
+        /// number of busy clients, few), and the Sent budget goes to the
+        /// shards' waiting sends alike.
+        Client = "client",
     }
 }
 

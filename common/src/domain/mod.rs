@@ -41,6 +41,7 @@ macro_rules! text_enum {
         }
     };
 }
+pub(crate) use text_enum;
 
 mod channel;
 mod ids;
