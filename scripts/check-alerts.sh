@@ -83,7 +83,10 @@ export APP_ENV=production LOG_LEVEL=info LOG_FORMAT=json \
   SENT_DM_API_KEY=check-alerts-unused SENT_BASE_URL=http://127.0.0.1:$SENT_PORT
 GATEWAY_BIND=127.0.0.1:$GW_PORT "$TARGET_DIR/$PROFILE/gateway" >"$OUT/gateway.log" 2>&1 &
 pids+=($!)
-WORKER_METRICS_BIND=127.0.0.1:$WK_PORT "$TARGET_DIR/$PROFILE/worker" >"$OUT/worker.log" 2>&1 &
+# A forwarding destination, so that its gauges are rendered (never called:
+# nothing is received for it).
+WORKER_METRICS_BIND=127.0.0.1:$WK_PORT FORWARD_TELEGRAM_URL=https://forward.invalid/telegram \
+  FORWARD_TELEGRAM_SECRET=$(random_whsec) "$TARGET_DIR/$PROFILE/worker" >"$OUT/worker.log" 2>&1 &
 pids+=($!)
 
 wait_port() {

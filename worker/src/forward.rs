@@ -93,6 +93,20 @@ pub async fn run(
         return Ok(());
     }
     let client = webhook_client::client(settings.timeout, &settings.policy, "forwards")?;
+    // Each configured destination's counters exist from the start at 0, so
+    // their first increment is an increase (as the worker's alert counters).
+    // The recorder first: the metrics task may not have installed it yet.
+    common::metrics::install();
+    for destination in &settings.destinations {
+        let (source, name) = (destination.source.as_str(), destination.name.clone());
+        metrics::counter!(common::metrics::FORWARDS_RECEIVED, "source" => source, "destination" => name.clone())
+            .increment(0);
+        for outcome in ["delivered", "retrying", "dead", "refused"] {
+            metrics::counter!(common::metrics::FORWARD_ATTEMPTS,
+                "source" => source, "destination" => name.clone(), "outcome" => outcome)
+            .increment(0);
+        }
+    }
     let mut loops = JoinSet::new();
     for destination in &settings.destinations {
         let (store, config, client, shutdown) = (
