@@ -33,8 +33,8 @@ pub use forwards::{
 pub use inbox::{
     InboxEvent, InboxFinish, InboxInsert, InboxInsertOutcome, InboxRecord, InboxResult,
 };
-pub use lookup::{LOOKUP_LIMIT, Lookup};
 pub use keys::{ApiKeyRecord, NewApiKey, StoredCallbackSecrets};
+pub use lookup::{LOOKUP_LIMIT, Lookup};
 pub use messages::{
     Acceptance, CODE_STALE, DEAD_LETTERED, EventRecord, MessageFilter, MessageRecord, PollTarget,
     STATUS_POLLS, StatusChange, Unsent,
