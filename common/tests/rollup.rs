@@ -269,7 +269,7 @@ async fn the_rollup_is_count_star_after_a_mixed_workload() {
     assert_eq!((redriven.len(), refused.len()), (1, 0));
     let gone = submission("b", 3, false);
     store
-        .submit(&[gone.clone()], Duration::from_secs(60))
+        .submit(std::slice::from_ref(&gone), Duration::from_secs(60))
         .await
         .unwrap();
     catch_up(store).await;
@@ -277,7 +277,7 @@ async fn the_rollup_is_count_star_after_a_mixed_workload() {
     store.withdraw(&[&gone]).await.unwrap();
     let late = submission("a", 2, false);
     store
-        .submit(&[late.clone()], Duration::from_secs(60))
+        .submit(std::slice::from_ref(&late), Duration::from_secs(60))
         .await
         .unwrap();
     store.withdraw(&[&late]).await.unwrap();
