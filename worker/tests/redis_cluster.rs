@@ -192,3 +192,21 @@ async fn a_primary_killed_mid_traffic_loses_nothing_and_sends_nothing_twice() {
     assert_eq!(stats.accepted_twice, 0, "sent twice");
     worker.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_carries_the_queue() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start_tls(3, 0))
+        .await
+        .unwrap();
+    let mut h = Harness::new().await;
+    let ca = cluster.ca_file().unwrap().display().to_string();
+    h.set("REDIS_TLS_CA_FILE", &ca);
+    use_cluster(&mut h, &cluster).await;
+    assert!(cluster.urls()[0].starts_with("rediss://"));
+    let worker = h.start_worker().await;
+
+    let ids = h.submit(messages(50)).await;
+    h.wait_status(&ids, MessageStatus::Accepted, 60).await;
+    assert_eq!(h.sim.stats().distinct_idempotency_keys, 50);
+    worker.stop().await.unwrap();
+}

@@ -14,6 +14,8 @@ pub struct RedisProcess {
     pub port: u16,
     /// The password `cli` gives (`requirepass` of the server).
     password: Option<String>,
+    /// The CA `cli` trusts, for a server that speaks TLS only.
+    tls_ca: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -55,6 +57,7 @@ impl RedisProcess {
                     return RedisProcess {
                         port,
                         password: None,
+                        tls_ca: None,
                         child: Some(child),
                     };
                 }
@@ -80,7 +83,12 @@ impl RedisProcess {
 
     /// `redis-cli -p <port> <args>`, its output trimmed.
     pub fn cli(&self, args: &[&str]) -> String {
-        cli(self.port, self.password.as_deref(), args)
+        cli(
+            self.port,
+            self.password.as_deref(),
+            self.tls_ca.as_deref(),
+            args,
+        )
     }
 }
 
@@ -90,10 +98,13 @@ impl Drop for RedisProcess {
     }
 }
 
-fn cli(port: u16, password: Option<&str>, args: &[&str]) -> String {
+fn cli(port: u16, password: Option<&str>, tls_ca: Option<&Path>, args: &[&str]) -> String {
     let mut command = Command::new("redis-cli");
     if let Some(password) = password {
         command.env("REDISCLI_AUTH", password);
+    }
+    if let Some(ca) = tls_ca {
+        command.args(["--tls", "--cacert"]).arg(ca);
     }
     let output = command
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
@@ -149,55 +160,7 @@ pub struct TlsRedis {
 impl TlsRedis {
     pub fn start() -> TlsRedis {
         let dir = TempDir::new("redis-tls");
-        make_ca(&dir.0, "ca", "sent-gateway test CA");
-        make_ca(&dir.0, "other-ca", "another test CA");
-        std::fs::write(
-            dir.0.join("server.ext"),
-            "basicConstraints = critical, CA:FALSE\n\
-             keyUsage = critical, digitalSignature\n\
-             extendedKeyUsage = serverAuth\n\
-             subjectAltName = IP:127.0.0.1, DNS:localhost\n\
-             authorityKeyIdentifier = keyid\n",
-        )
-        .unwrap();
-        openssl(
-            &dir.0,
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        );
-        openssl(
-            &dir.0,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.pem",
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-            ],
-        );
+        make_certificates(&dir.0);
         let server = RedisProcess::start(&dir.0, |port| {
             [
                 "--port",
@@ -227,40 +190,143 @@ impl TlsRedis {
     }
 }
 
+/// In `dir`: `ca.pem` (a CA made here), `server.pem` and `server.key` (a
+/// certificate it signed for `127.0.0.1` and `localhost`), and
+/// `other-ca.pem` (a CA that signed nothing).
+fn make_certificates(dir: &Path) {
+    make_ca(dir, "ca", "sent-gateway test CA");
+    make_ca(dir, "other-ca", "another test CA");
+    std::fs::write(
+        dir.join("server.ext"),
+        "basicConstraints = critical, CA:FALSE\n\
+             keyUsage = critical, digitalSignature\n\
+             extendedKeyUsage = serverAuth, clientAuth\n\
+             subjectAltName = IP:127.0.0.1, DNS:localhost\n\
+             authorityKeyIdentifier = keyid\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+}
+
 /// A Redis Cluster: `primaries` primaries (at least 3, as Redis requires),
 /// each with `replicas` replicas, made with `redis-cli --cluster create`.
 pub struct RedisCluster {
     /// Every node, primaries first as `redis-cli` assigned them.
     pub nodes: Vec<RedisProcess>,
+    /// With TLS (nodes that speak TLS only, the cluster bus too): the CA file.
+    tls: Option<PathBuf>,
     _dir: TempDir,
 }
 
 impl RedisCluster {
     pub fn start(primaries: usize, replicas: usize) -> RedisCluster {
+        RedisCluster::start_with(primaries, replicas, false)
+    }
+
+    /// [`RedisCluster::start`], where clients, replication and the cluster
+    /// bus speak TLS with certificates of a CA made here.
+    pub fn start_tls(primaries: usize, replicas: usize) -> RedisCluster {
+        RedisCluster::start_with(primaries, replicas, true)
+    }
+
+    fn start_with(primaries: usize, replicas: usize, tls: bool) -> RedisCluster {
         let dir = TempDir::new("redis-cluster");
+        if tls {
+            make_certificates(&dir.0);
+        }
+        let ca = dir.0.join("ca.pem");
         let nodes: Vec<RedisProcess> = (0..primaries * (1 + replicas))
             .map(|_| {
-                RedisProcess::start(&dir.0, |port| {
-                    [
-                        "--port".to_owned(),
-                        port.to_string(),
-                        "--cluster-enabled".to_owned(),
-                        "yes".to_owned(),
-                        "--cluster-config-file".to_owned(),
-                        format!("nodes-{port}.conf"),
+                let mut node = RedisProcess::start(&dir.0, |port| {
+                    let mut args = [
+                        "--cluster-enabled",
+                        "yes",
                         // A killed primary's replica takes over within seconds.
-                        "--cluster-node-timeout".to_owned(),
-                        "1000".to_owned(),
+                        "--cluster-node-timeout",
+                        "1000",
                     ]
-                    .to_vec()
-                })
+                    .map(str::to_owned)
+                    .to_vec();
+                    args.extend(["--cluster-config-file".into(), format!("nodes-{port}.conf")]);
+                    let port = port.to_string();
+                    args.extend(
+                        match tls {
+                            false => vec!["--port", &port],
+                            true => vec![
+                                "--port",
+                                "0",
+                                "--tls-port",
+                                &port,
+                                "--tls-cert-file",
+                                "server.pem",
+                                "--tls-key-file",
+                                "server.key",
+                                "--tls-ca-cert-file",
+                                "ca.pem",
+                                "--tls-auth-clients",
+                                "no",
+                                "--tls-cluster",
+                                "yes",
+                                "--tls-replication",
+                                "yes",
+                            ],
+                        }
+                        .into_iter()
+                        .map(str::to_owned),
+                    );
+                    args
+                });
+                node.tls_ca = tls.then(|| ca.clone());
+                node
             })
             .collect();
         let addresses: Vec<String> = nodes
             .iter()
             .map(|node| format!("127.0.0.1:{}", node.port))
             .collect();
-        let output = Command::new("redis-cli")
+        let mut create = Command::new("timeout");
+        create.args(["60", "redis-cli"]);
+        if tls {
+            create.args(["--tls", "--cacert"]).arg(dir.0.join("ca.pem"));
+        }
+        let output = create
             .args(["--cluster", "create"])
             .args(&addresses)
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
@@ -273,17 +339,32 @@ impl RedisCluster {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        let cluster = RedisCluster { nodes, _dir: dir };
+        let cluster = RedisCluster {
+            nodes,
+            tls: tls.then_some(ca),
+            _dir: dir,
+        };
         cluster.wait_until_ok();
         cluster
     }
 
-    /// `redis://127.0.0.1:<port>` of every node (the client's seed list).
+    /// Every node's URL (the client's seed list): `redis://`, or
+    /// `rediss://` on the TLS ports of a TLS cluster.
     pub fn urls(&self) -> Vec<String> {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         self.nodes
             .iter()
-            .map(|node| format!("redis://127.0.0.1:{}", node.port))
+            .map(|node| format!("{scheme}://127.0.0.1:{}", node.port))
             .collect()
+    }
+
+    /// The CA file of a TLS cluster.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.tls.as_deref()
     }
 
     /// Waits until every live node reports the cluster `ok` and every slot
