@@ -34,6 +34,8 @@ pub const PUBLISHED_SECRETS: &[&str] = &[
     "dev-key-change-me",
     "whsec_ZGV2LXNlY3JldC1vbmx5LWZvci1sb2NhbC11c2U=",
     "whsec_c2VudC1zaW0tZGV2ZWxvcG1lbnQtb25seS1zZWNyZXQ=",
+    // a configuration test's malformed forward secret (refused anyway)
+    "not-a-whsec",
     // the testing profile's default and the tests' Sent secrets
     TESTING_WEBHOOK_SECRET,
     "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
