@@ -161,24 +161,7 @@ impl TlsRedis {
     pub fn start() -> TlsRedis {
         let dir = TempDir::new("redis-tls");
         make_certificates(&dir.0);
-        let server = RedisProcess::start(&dir.0, |port| {
-            [
-                "--port",
-                "0",
-                "--tls-port",
-                &port.to_string(),
-                "--tls-cert-file",
-                "server.pem",
-                "--tls-key-file",
-                "server.key",
-                "--tls-ca-cert-file",
-                "ca.pem",
-                "--tls-auth-clients",
-                "no",
-            ]
-            .map(str::to_owned)
-            .to_vec()
-        });
+        let server = RedisProcess::start(&dir.0, |port| tls_only(port));
         TlsRedis {
             url: format!("rediss://127.0.0.1:{}", server.port),
             port: server.port,
@@ -188,6 +171,28 @@ impl TlsRedis {
             _dir: dir,
         }
     }
+}
+
+/// The arguments of a server that speaks TLS only, on `port`, with the
+/// certificates [`make_certificates`] wrote in its directory.
+fn tls_only(port: u16) -> Vec<String> {
+    let port = port.to_string();
+    [
+        "--port",
+        "0",
+        "--tls-port",
+        &port,
+        "--tls-cert-file",
+        "server.pem",
+        "--tls-key-file",
+        "server.key",
+        "--tls-ca-cert-file",
+        "ca.pem",
+        "--tls-auth-clients",
+        "no",
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// In `dir`: `ca.pem` (a CA made here), `server.pem` and `server.key` (a
@@ -285,32 +290,14 @@ impl RedisCluster {
                     .map(str::to_owned)
                     .to_vec();
                     args.extend(["--cluster-config-file".into(), format!("nodes-{port}.conf")]);
-                    let port = port.to_string();
-                    args.extend(
-                        match tls {
-                            false => vec!["--port", &port],
-                            true => vec![
-                                "--port",
-                                "0",
-                                "--tls-port",
-                                &port,
-                                "--tls-cert-file",
-                                "server.pem",
-                                "--tls-key-file",
-                                "server.key",
-                                "--tls-ca-cert-file",
-                                "ca.pem",
-                                "--tls-auth-clients",
-                                "no",
-                                "--tls-cluster",
-                                "yes",
-                                "--tls-replication",
-                                "yes",
-                            ],
-                        }
-                        .into_iter()
-                        .map(str::to_owned),
-                    );
+                    if tls {
+                        args.extend(tls_only(port));
+                        args.extend(
+                            ["--tls-cluster", "yes", "--tls-replication", "yes"].map(str::to_owned),
+                        );
+                    } else {
+                        args.extend(["--port".into(), port.to_string()]);
+                    }
                     args
                 });
                 node.tls_ca = tls.then(|| ca.clone());
