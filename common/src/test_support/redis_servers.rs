@@ -161,7 +161,7 @@ impl TlsRedis {
     pub fn start() -> TlsRedis {
         let dir = TempDir::new("redis-tls");
         make_certificates(&dir.0);
-        let server = RedisProcess::start(&dir.0, |port| tls_only(port));
+        let server = RedisProcess::start(&dir.0, tls_only);
         TlsRedis {
             url: format!("rediss://127.0.0.1:{}", server.port),
             port: server.port,
