@@ -96,6 +96,8 @@ impl Fault {
             private_postgres: self == Fault::PostgresRestart,
             redis_cluster: self == Fault::RedisClusterFailover,
             log_level: "warn",
+            bin: None,
+            env: Vec::new(),
         }
     }
 

@@ -78,6 +78,8 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<LoadRe
             private_postgres: false,
             redis_cluster: false,
             log_level: "warn",
+            bin: None,
+            env: Vec::new(),
         },
         results,
     )

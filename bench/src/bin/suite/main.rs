@@ -3,6 +3,7 @@
 //!
 //!   suite faults [--short] [--only NAME...]   one run per fault, with counts
 //!   suite load [--rate N] [--seconds S]       sustained load, then a ramp
+//!   suite wal [--messages N] [--bin DIR...]   Postgres WAL bytes per message
 //!
 //! Both exit non-zero when a promise breaks: an accepted message lost, sent
 //! twice at Sent, or left without a final status. The binaries started are
@@ -14,6 +15,7 @@ mod load;
 mod report;
 mod stack;
 mod traffic;
+mod wal;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -55,6 +57,20 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         max_steps: usize,
     },
+    /// WAL bytes Postgres writes over the whole life of a message.
+    Wal {
+        #[arg(long, default_value_t = 5000)]
+        messages: u64,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Directories of builds to compare (gateway, worker, sent-sim);
+        /// none: the binaries next to this one. Each round runs every build
+        /// once, in turn.
+        #[arg(long)]
+        bin: Vec<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+    },
 }
 
 #[tokio::main]
@@ -90,6 +106,34 @@ async fn main() -> anyhow::Result<()> {
                 println!("\nFAILED: {}", broken.join("; "));
             }
             broken.is_empty()
+        }
+        Command::Wal {
+            messages,
+            concurrency,
+            bin,
+            rounds,
+        } => {
+            let builds: Vec<Option<PathBuf>> = if bin.is_empty() {
+                vec![None]
+            } else {
+                bin.into_iter().map(Some).collect()
+            };
+            let mut reports = Vec::new();
+            for round in 1..=rounds {
+                for build in &builds {
+                    let plan = wal::Plan {
+                        messages,
+                        concurrency,
+                        bin: build.clone(),
+                    };
+                    let report = wal::run(plan, &args.results).await?;
+                    println!("\n== round {round}");
+                    report::wal(&report);
+                    reports.push(report);
+                }
+            }
+            report::wal_summary(&reports);
+            true
         }
     };
     if !ok {

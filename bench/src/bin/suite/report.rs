@@ -6,6 +6,7 @@ use crate::faults::FaultReport;
 use crate::ledger::Ledger;
 use crate::load::{LoadReport, Phase};
 use crate::traffic::{Op, OpStats};
+use crate::wal::WalReport;
 
 pub fn ops_table(ops: &BTreeMap<Op, OpStats>, seconds: f64) {
     println!(
@@ -170,5 +171,59 @@ pub fn load(report: &LoadReport) {
     println!("\npeak memory (MB):");
     for (name, mb) in &report.rss_mb {
         println!("  {name:<34} {mb:>8.1}");
+    }
+}
+
+/// One `suite wal` run: the total and the relations that wrote it.
+pub fn wal(report: &WalReport) {
+    println!(
+        "  {} ({}): {} messages in {:.1} s, {} callbacks delivered",
+        report.bin, "whole life: accept, send, sent, delivered, callbacks", report.messages,
+        report.seconds, report.callbacks
+    );
+    println!(
+        "  WAL {:.1} MB: {:.0} bytes/message ({:.0} of them full-page images), {:.1} records/message",
+        report.wal_bytes as f64 / 1e6,
+        report.per_message(),
+        report.fpi_bytes as f64 / report.messages as f64,
+        report.records as f64 / report.messages as f64
+    );
+    println!("  {:<44} {:>12} {:>10}", "written to", "bytes/msg", "records/msg");
+    for (relation, bytes, records) in report.relations.iter().take(16) {
+        println!(
+            "  {:<44} {:>12.0} {:>10.2}",
+            relation,
+            *bytes as f64 / report.messages as f64,
+            *records as f64 / report.messages as f64
+        );
+    }
+}
+
+/// Every build's WAL bytes per message, each run and the median; the first
+/// build is the baseline of the ratios.
+pub fn wal_summary(reports: &[WalReport]) {
+    let mut builds: Vec<(&str, Vec<f64>)> = Vec::new();
+    for report in reports {
+        match builds.iter_mut().find(|(bin, _)| *bin == report.bin) {
+            Some((_, runs)) => runs.push(report.per_message()),
+            None => builds.push((&report.bin, vec![report.per_message()])),
+        }
+    }
+    let median = |runs: &[f64]| {
+        let mut sorted = runs.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    };
+    let baseline = median(&builds[0].1);
+    println!("\n{:<44} {:>16} {:>8}  runs", "build", "WAL bytes/msg", "ratio");
+    for (bin, runs) in &builds {
+        let runs_text: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
+        println!(
+            "{:<44} {:>16.0} {:>8.2}  {}",
+            bin,
+            median(runs),
+            median(runs) / baseline,
+            runs_text.join(" ")
+        );
     }
 }

@@ -52,6 +52,11 @@ pub struct StackOptions {
     pub redis_cluster: bool,
     /// `LOG_LEVEL` of the gateway and workers.
     pub log_level: &'static str,
+    /// Directory of the gateway, worker and sent-sim binaries: by default
+    /// the one this binary is in.
+    pub bin: Option<PathBuf>,
+    /// Settings added to (or overriding) the defaults of every process.
+    pub env: Vec<(String, String)>,
 }
 
 /// `QUEUE_SHARDS` on a Redis Cluster: one shard per primary.
@@ -154,10 +159,13 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(options: StackOptions, results: &Path) -> anyhow::Result<Stack> {
-        let bin = std::env::current_exe()?
-            .parent()
-            .context("the suite binary has a directory")?
-            .to_owned();
+        let bin = match &options.bin {
+            Some(bin) => bin.clone(),
+            None => std::env::current_exe()?
+                .parent()
+                .context("the suite binary has a directory")?
+                .to_owned(),
+        };
         for name in ["gateway", "worker", "sent-sim"] {
             if !bin.join(name).exists() {
                 bail!(
@@ -232,7 +240,10 @@ impl Stack {
                     ("SENT_SIM_FAIL_RATE", "0.02"),
                     ("SENT_SIM_RETRY_AFTER_SECS", "1"),
                     ("SENT_SIM_MESSAGE_RETENTION_SECS", "60"),
-                ],
+                ]
+                .into_iter()
+                .chain(env_refs(&options.env))
+                .collect::<Vec<_>>(),
             ),
             &dir,
         )?;
@@ -287,6 +298,7 @@ impl Stack {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .chain(options.env.iter().cloned())
         .collect();
 
         let gateway = Service::start("gateway", product(&bin, "gateway", &env_refs(&env)), &dir)?;
