@@ -178,8 +178,11 @@ pub fn load(report: &LoadReport) {
 pub fn wal(report: &WalReport) {
     println!(
         "  {} ({}): {} messages in {:.1} s, {} callbacks delivered",
-        report.bin, "whole life: accept, send, sent, delivered, callbacks", report.messages,
-        report.seconds, report.callbacks
+        report.bin,
+        "whole life: accept, send, sent, delivered, callbacks",
+        report.messages,
+        report.seconds,
+        report.callbacks
     );
     println!(
         "  WAL {:.1} MB: {:.0} bytes/message ({:.0} of them full-page images), {:.1} records/message",
@@ -188,7 +191,10 @@ pub fn wal(report: &WalReport) {
         report.fpi_bytes as f64 / report.messages as f64,
         report.records as f64 / report.messages as f64
     );
-    println!("  {:<44} {:>12} {:>10}", "written to", "bytes/msg", "records/msg");
+    println!(
+        "  {:<44} {:>12} {:>10}",
+        "written to", "bytes/msg", "records/msg"
+    );
     for (relation, bytes, records) in report.relations.iter().take(16) {
         println!(
             "  {:<44} {:>12.0} {:>10.2}",
@@ -215,7 +221,10 @@ pub fn wal_summary(reports: &[WalReport]) {
         sorted[sorted.len() / 2]
     };
     let baseline = median(&builds[0].1);
-    println!("\n{:<44} {:>16} {:>8}  runs", "build", "WAL bytes/msg", "ratio");
+    println!(
+        "\n{:<44} {:>16} {:>8}  runs",
+        "build", "WAL bytes/msg", "ratio"
+    );
     for (bin, runs) in &builds {
         let runs_text: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
         println!(

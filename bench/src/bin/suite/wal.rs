@@ -64,7 +64,10 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<WalRep
             env: vec![
                 // Every message lives the same life: accepted, sent, delivered.
                 ("SENT_SIM_FAIL_RATE".into(), "0".into()),
-                ("CALLBACK_ALLOW_PRIVATE_NETWORKS".into(), "127.0.0.0/8".into()),
+                (
+                    "CALLBACK_ALLOW_PRIVATE_NETWORKS".into(),
+                    "127.0.0.0/8".into(),
+                ),
             ],
         },
         results,
@@ -76,7 +79,14 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<WalRep
         .await?;
     let callback_url = format!("http://{receiver}/callbacks");
 
-    submit(&stack.gateway_url, &callback_url, 0, WARM_UP, plan.concurrency).await?;
+    submit(
+        &stack.gateway_url,
+        &callback_url,
+        0,
+        WARM_UP,
+        plan.concurrency,
+    )
+    .await?;
     settle(&mut stack, &pool, WARM_UP).await?;
 
     sqlx::query("CHECKPOINT").execute(&pool).await?;
