@@ -324,6 +324,11 @@ pub struct WorkerConfig {
     pub status_poll_after: Duration,
     /// Fleet-wide status polls per minute (`STATUS_POLLS_PER_MINUTE`; 0: none).
     pub status_polls_per_minute: u32,
+    /// How long messages are kept, with their timelines and callbacks
+    /// (`MESSAGE_RETENTION_DAYS`, default 90, at least 7); `None` keeps them
+    /// forever (0). Whole weeks go at once (worker/src/retention.rs), and
+    /// never one with a message not yet handed to Sent.
+    pub message_retention: Option<Duration>,
 }
 
 impl WorkerConfig {
@@ -393,6 +398,20 @@ pub struct Config {
     pub callback_policy: OutboundPolicy,
     /// Forwarding of Stripe and Telegram events (worker).
     pub forward: ForwardConfig,
+    /// Routing of replies (`message.received`) to tenants (worker).
+    pub replies: ReplyConfig,
+}
+
+/// Replies to messages (issue 15): a contact's message goes to the tenant
+/// that last wrote to its number, within `window`.
+#[derive(Debug, Clone)]
+pub struct ReplyConfig {
+    /// `REPLY_WINDOW_DAYS` (default 30): how far back a reply looks for the
+    /// message it answers; older conversations are unroutable.
+    pub window: Duration,
+    /// `INBOUND_URLS=name:url,...`: where the replies of `API_KEYS` clients
+    /// go (managed keys keep theirs in the database).
+    pub inbound_urls: HashMap<String, String>,
 }
 
 /// The gateway's own settings. A worker does not read them, so a bad one
@@ -612,7 +631,20 @@ impl Config {
                 .unwrap(),
             )?,
             metrics_bind_set: worker_env.get("WORKER_METRICS_BIND").is_some(),
+            message_retention: worker_env.days("MESSAGE_RETENTION_DAYS", 90)?,
         };
+        // Messages go a week (a partition) at a time; a shorter retention
+        // would also cut into the status polls' last day.
+        if worker
+            .message_retention
+            .is_some_and(|r| r < Duration::from_secs(7 * 86_400))
+        {
+            return Err(worker_env.bad(
+                "MESSAGE_RETENTION_DAYS",
+                "must be 0 (keep forever) or at least 7: messages are dropped a week at a time"
+                    .into(),
+            ));
+        }
         if worker.concurrency == 0 {
             return Err(worker_env.bad("WORKER_CONCURRENCY", "must be at least 1".into()));
         }
@@ -830,6 +862,8 @@ impl Config {
             },
         };
 
+        let replies = reply_config(&worker_env, profile, &api_keys, &callback_policy)?;
+
         if profile == Profile::Production {
             refuse_in_production(
                 &env,
@@ -868,6 +902,7 @@ impl Config {
             worker,
             inbox,
             callbacks,
+            replies,
             callback_policy,
             forward,
         })
@@ -882,6 +917,80 @@ impl Config {
                     .into(),
         })
     }
+}
+
+/// `REPLY_WINDOW_DAYS` and `INBOUND_URLS` (issue 15). An inbound URL is
+/// judged like a `callback_url`: http(s) (https only in production), its
+/// host not an address `CALLBACK_ALLOW_PRIVATE_NETWORKS` refuses; and it
+/// must name a key of `API_KEYS`.
+fn reply_config(
+    env: &Env,
+    profile: Profile,
+    api_keys: &[BootstrapKey],
+    policy: &OutboundPolicy,
+) -> Result<ReplyConfig, ConfigError> {
+    let days: u64 = env.parse("REPLY_WINDOW_DAYS", 30)?;
+    if !(1..=365).contains(&days) {
+        return Err(env.bad(
+            "REPLY_WINDOW_DAYS",
+            "must be between 1 and 365 (days)".into(),
+        ));
+    }
+    let mut inbound_urls = HashMap::new();
+    for entry in env.list("INBOUND_URLS") {
+        let Some((name, url)) = entry.split_once(':').map(|(n, u)| (n.trim(), u.trim())) else {
+            return Err(env.bad(
+                "INBOUND_URLS",
+                "expected comma-separated name:url entries".into(),
+            ));
+        };
+        if !api_keys.iter().any(|key| key.name == name) {
+            return Err(env.bad(
+                "INBOUND_URLS",
+                format!("'{name}' is not the name of a key in API_KEYS"),
+            ));
+        }
+        check_inbound_url(url, profile == Profile::Production, policy)
+            .map_err(|problem| env.bad("INBOUND_URLS", format!("the URL of '{name}' {problem}")))?;
+        if inbound_urls
+            .insert(name.to_owned(), url.to_owned())
+            .is_some()
+        {
+            return Err(env.bad("INBOUND_URLS", format!("'{name}' is listed twice")));
+        }
+    }
+    Ok(ReplyConfig {
+        window: Duration::from_secs(days * 86_400),
+        inbound_urls,
+    })
+}
+
+/// Whether `url` may receive a tenant's replies, as a `callback_url` may its
+/// status callbacks: http(s) with a host (https only when `https_only`), not
+/// a literal address (or `localhost`) the policy refuses. Names are checked
+/// by the worker on every delivery. Says what is wrong, never the URL.
+pub fn check_inbound_url(
+    url: &str,
+    https_only: bool,
+    policy: &OutboundPolicy,
+) -> Result<(), String> {
+    let parsed = url::Url::parse(url)
+        .ok()
+        .filter(|u| {
+            u.host().is_some() && (u.scheme() == "https" || (u.scheme() == "http" && !https_only))
+        })
+        .ok_or_else(|| {
+            if https_only {
+                "is not an https URL".to_owned()
+            } else {
+                "is not an http(s) URL".to_owned()
+            }
+        })?;
+    policy
+        .check_host(&parsed.host().expect("checked above"))
+        .map_err(|refusal| {
+            format!("points at {refusal}: list its network in CALLBACK_ALLOW_PRIVATE_NETWORKS")
+        })
 }
 
 /// `FORWARD_*` (issue 15): a destination per source whose URL is set, its
@@ -1589,6 +1698,62 @@ mod tests {
             let err = Config::from_map(&vars(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{err}");
         }
+    }
+
+    #[test]
+    fn message_retention_is_days_of_at_least_a_week_or_forever() {
+        let retention = |value: &str| {
+            Config::from_map(&vars(&[("MESSAGE_RETENTION_DAYS", value)]))
+                .map(|c| c.worker.message_retention)
+        };
+        let days = |d: u64| Some(Duration::from_secs(d * 86_400));
+        let default = Config::from_map(&vars(&[])).unwrap().worker.message_retention;
+        assert_eq!(default, days(90));
+        assert_eq!(retention("30").unwrap(), days(30));
+        assert_eq!(retention("0").unwrap(), None);
+        for bad in ["6", "-1", "ninety"] {
+            assert_eq!(retention(bad).unwrap_err().var, "MESSAGE_RETENTION_DAYS");
+        }
+    }
+
+    #[test]
+    fn replies_take_a_window_and_inbound_urls_of_api_keys_only() {
+        let keys = ("API_KEYS", "a:key-aaaa-0001,b:key-bbbb-0001");
+        let config = Config::from_map(&vars(&[keys])).unwrap();
+        assert_eq!(config.replies.window, Duration::from_secs(30 * 86_400));
+        assert!(config.replies.inbound_urls.is_empty());
+        let config = Config::from_map(&vars(&[
+            keys,
+            ("REPLY_WINDOW_DAYS", "7"),
+            (
+                "INBOUND_URLS",
+                "a:https://a.example/replies?t=1, b:http://b.example:8080/in",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(config.replies.window, Duration::from_secs(7 * 86_400));
+        assert_eq!(
+            config.replies.inbound_urls["a"],
+            "https://a.example/replies?t=1"
+        );
+        assert_eq!(
+            config.replies.inbound_urls["b"],
+            "http://b.example:8080/in"
+        );
+        for (var, value) in [
+            ("INBOUND_URLS", "c:https://c.example/in"),
+            ("INBOUND_URLS", "a"),
+            ("INBOUND_URLS", "a:ftp://a.example/"),
+            ("INBOUND_URLS", "a:https://127.0.0.1/in"),
+            ("INBOUND_URLS", "a:https://a.example/1,a:https://a.example/2"),
+            ("REPLY_WINDOW_DAYS", "0"),
+            ("REPLY_WINDOW_DAYS", "a month"),
+        ] {
+            let error = Config::from_map(&vars(&[keys, (var, value)])).unwrap_err();
+            assert_eq!(error.var, var, "{value}");
+        }
+        let unknown = Config::from_map(&vars(&[keys, ("INBOUND_URLS", "c:https://c.example/")]));
+        assert!(unknown.unwrap_err().problem.contains("'c'"));
     }
 
     #[test]

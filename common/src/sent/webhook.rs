@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::wire::MessageEventPayload;
-use crate::domain::{EventSource, MessageStatus};
+use crate::domain::{EventSource, MessageStatus, PhoneNumber, api_time};
 use crate::store::StatusChange;
 
 /// A stored body, understood.
@@ -30,9 +30,69 @@ fn strip_nul(value: &mut Value) {
 /// A Sent event, understood.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Parsed {
-    /// Inbound messages, other families, events without a status we know.
+    /// Other families, events without a status we know.
     NotApplicable(&'static str),
     Status(StatusUpdate),
+    /// `message.received`: a contact wrote to one of our numbers.
+    Inbound(InboundMessage),
+}
+
+/// A `message.received` event: a contact's message (a reply, usually) to one
+/// of the account's numbers. Every field but the time is optional at Sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundMessage {
+    /// `inbound_number`: the contact, as Sent wrote it.
+    pub from: Option<String>,
+    /// `outbound_number`: our number the contact wrote to.
+    pub to: Option<String>,
+    /// Null for a media-only message.
+    pub text: Option<String>,
+    /// Sent's `media[]` entries (`url`, `mime_type`, `size_bytes`,
+    /// `hash_sha256`), as Sent sent them.
+    pub media: Vec<Value>,
+    pub channel: Option<String>,
+    /// Sent's id of the inbound message.
+    pub sent_message_id: Option<String>,
+    /// `received_at`, else `updated_at`, else the envelope's `timestamp`,
+    /// else when we received the event.
+    pub received_at: DateTime<Utc>,
+}
+
+impl InboundMessage {
+    /// The contact's number, when it is a valid E.164 number: what a reply
+    /// is routed by.
+    pub fn contact(&self) -> Option<PhoneNumber> {
+        self.from
+            .as_deref()
+            .and_then(|n| PhoneNumber::parse(n).ok())
+    }
+
+    /// The body of the `message.inbound` callback, and of the pull API's
+    /// `inbound` events: `event_id` is Sent's event id (deduplicate on it),
+    /// `in_reply_to` our id of the message the reply was routed by (none:
+    /// unroutable).
+    pub fn payload(&self, event_id: &str, in_reply_to: Option<&str>) -> Value {
+        json!({
+            "type": "message.inbound",
+            "event_id": event_id,
+            "from": self.from,
+            "to": self.to,
+            "text": self.text,
+            "media": self.media,
+            "channel": self.channel,
+            "sent_message_id": self.sent_message_id,
+            "received_at": api_time(self.received_at),
+            "in_reply_to": in_reply_to,
+        })
+    }
+}
+
+/// The inbound message a stored body holds, if it is one.
+pub fn read_inbound(body: &[u8], received_at: DateTime<Utc>) -> Option<InboundMessage> {
+    match read(body, received_at) {
+        Ok(Parsed::Inbound(inbound)) => Some(inbound),
+        _ => None,
+    }
 }
 
 /// A status change Sent reports for one of its messages.
@@ -102,13 +162,35 @@ pub fn parse_sent(body: &Value, received_at: DateTime<Utc>) -> Result<Parsed, St
     if !matches!(family.as_deref(), Some("message" | "messages")) {
         return Ok(Parsed::NotApplicable("not a message event"));
     }
-    if name.as_deref() == Some("message.received") {
-        return Ok(Parsed::NotApplicable("inbound message"));
-    }
     let payload = ["payload", "value", "data"]
         .iter()
         .find_map(|key| envelope.get(*key).and_then(Value::as_object))
         .ok_or("message event without a payload object")?;
+    let inbound = name.as_deref() == Some("message.received")
+        || payload.get("direction").and_then(Value::as_str) == Some("inbound");
+    if inbound {
+        let time = |key: &str| text(payload, key).as_deref().and_then(parse_time);
+        return Ok(Parsed::Inbound(InboundMessage {
+            from: text(payload, "inbound_number"),
+            to: text(payload, "outbound_number"),
+            text: payload
+                .get("text")
+                .or_else(|| payload.get("body"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            media: payload
+                .get("media")
+                .and_then(Value::as_array)
+                .map(|media| media.iter().filter(|m| m.is_object()).cloned().collect())
+                .unwrap_or_default(),
+            channel: text(payload, "channel"),
+            sent_message_id: text(payload, "message_id"),
+            received_at: time("received_at")
+                .or_else(|| time("updated_at"))
+                .or_else(|| text(envelope, "timestamp").as_deref().and_then(parse_time))
+                .unwrap_or(received_at),
+        }));
+    }
     let mut payload = payload.clone();
     // The Flask-era shape: `id` for the message id, `status`, `error: {code, message}`.
     if !payload.contains_key("message_id")
@@ -128,9 +210,6 @@ pub fn parse_sent(body: &Value, received_at: DateTime<Utc>) -> Result<Parsed, St
         if !payload.contains_key("reason_code") && error.get("code").is_some() {
             payload.insert("reason_code".into(), error["code"].clone());
         }
-    }
-    if payload.get("direction").and_then(Value::as_str) == Some("inbound") {
-        return Ok(Parsed::NotApplicable("inbound message"));
     }
     let p: MessageEventPayload = serde_json::from_value(Value::Object(payload))
         .map_err(|e| format!("message event payload: {e}"))?;
@@ -258,7 +337,6 @@ mod tests {
     #[test]
     fn not_applicable() {
         for body in [
-            json!({"field": "message", "event": "message.received", "payload": {"message_id": "m", "text": "hi"}}),
             json!({"field": "templates", "value": {"id": "t"}}),
             json!({"field": "contact", "event": "contact.updated", "payload": {}}),
             json!({"event": "call.started", "payload": {}}),
@@ -269,6 +347,38 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    #[test]
+    fn inbound_messages() {
+        let body = json!({"field": "message", "event": "message.received", "timestamp": "2026-01-15T10:35:01Z",
+            "payload": {"message_id": "in_1", "inbound_number": "+14155550123", "outbound_number": "+18005550000",
+                        "text": "Yes, please", "channel": "mms", "received_at": "2026-01-15T10:35:00Z",
+                        "media": [{"url": "https://carrier.example/a.jpg", "mime_type": "image/jpeg"}, 7]}});
+        let Ok(Parsed::Inbound(inbound)) = parse_sent(&body, received()) else {
+            panic!("not inbound");
+        };
+        assert_eq!(inbound.contact().unwrap().as_str(), "+14155550123");
+        assert_eq!(
+            inbound.payload("evt_1", Some("01J")),
+            json!({"type": "message.inbound", "event_id": "evt_1", "from": "+14155550123",
+                   "to": "+18005550000", "text": "Yes, please", "channel": "mms", "sent_message_id": "in_1",
+                   "media": [{"url": "https://carrier.example/a.jpg", "mime_type": "image/jpeg"}],
+                   "received_at": "2026-01-15T10:35:00.000Z", "in_reply_to": "01J"})
+        );
+        // Every field optional: still an inbound message, routed by nothing.
+        let bare =
+            json!({"field": "message", "event": "message.received", "payload": {"text": null}});
+        let Ok(Parsed::Inbound(inbound)) = parse_sent(&bare, received()) else {
+            panic!("not inbound");
+        };
+        assert_eq!((inbound.contact(), inbound.received_at), (None, received()));
+        assert_eq!(inbound.payload("e", None)["in_reply_to"], Value::Null);
+        // A number that is not E.164 routes nowhere.
+        let odd = json!({"event": "message.received", "payload": {"inbound_number": "0415 555"}});
+        assert!(
+            matches!(parse_sent(&odd, received()), Ok(Parsed::Inbound(i)) if i.contact().is_none())
+        );
     }
 
     #[test]

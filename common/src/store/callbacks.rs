@@ -1,5 +1,8 @@
 //! Status callbacks (the outbox): rows written by `change_status` in the same
 //! statement as the change, delivered by the worker, every attempt recorded.
+//! The same outbox carries `message.inbound` callbacks (`kind = 'inbound'`,
+//! [`Store::insert_inbound_callbacks`]): a reply routed to a tenant, its body
+//! made when it was routed, signed and delivered like a status callback.
 //!
 //! Claims are leases, as for the inbox: a claimed row stays `pending` with
 //! `next_attempt_at` pushed past the lease and `attempts` bumped, and the
@@ -23,10 +26,14 @@ use crate::domain::MessageId;
 pub struct CallbackDelivery {
     pub id: i64,
     pub webhook_id: String,
-    pub message_id: String,
+    /// `status` or `inbound`.
+    pub kind: CallbackKind,
+    /// A status callback's message (none for an inbound one).
+    pub message_id: Option<String>,
     pub client: String,
     pub url: String,
-    pub status: String,
+    /// A status callback's status (none for an inbound one).
+    pub status: Option<String>,
     pub previous_status: Option<String>,
     pub at: DateTime<Utc>,
     pub error_code: Option<String>,
@@ -34,8 +41,32 @@ pub struct CallbackDelivery {
     pub channel: Option<String>,
     /// Attempts including this one; also the claim's fencing token.
     pub attempts: i32,
-    /// The message's metadata, echoed to the client.
+    /// The message's metadata, echoed to the client (`null` for inbound).
     pub metadata: Value,
+    /// An inbound callback's whole body.
+    pub payload: Option<Value>,
+    /// An inbound callback's inbox row.
+    pub inbox_id: Option<i64>,
+}
+
+/// What an outbox row announces (`status_callbacks.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum CallbackKind {
+    /// A message's status changed (`message.status`).
+    Status,
+    /// A contact replied (`message.inbound`).
+    Inbound,
+}
+
+/// A `message.inbound` callback to queue: a reply routed to `client`.
+#[derive(Debug, Clone)]
+pub struct NewInboundCallback {
+    pub inbox_id: i64,
+    pub client: String,
+    pub url: String,
+    pub payload: Value,
+    pub at: DateTime<Utc>,
 }
 
 /// A callback row as operators and tests see it.
@@ -56,6 +87,20 @@ pub struct CallbackRecord {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// A `message.inbound` callback as operators and tests see it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InboundCallbackRecord {
+    pub id: i64,
+    pub webhook_id: String,
+    pub client: String,
+    pub url: String,
+    pub state: String,
+    pub attempts: i32,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub payload: Value,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -147,9 +192,12 @@ impl Store {
                               ORDER BY turn, next_attempt_at, id LIMIT $1)
                RETURNING *
              )
-             SELECT c.id, c.webhook_id, c.message_id, c.client, c.url, c.status, c.previous_status, c.at,
-                    c.error_code, c.error, c.channel, c.attempts, m.metadata
-               FROM claimed c JOIN messages m ON m.id = c.message_id
+             SELECT c.id, c.webhook_id, c.kind, c.message_id, c.client, c.url, c.status, c.previous_status,
+                    c.at, c.error_code, c.error, c.channel, c.attempts,
+                    coalesce(m.metadata, 'null'::jsonb) AS metadata, c.payload, c.inbox_id
+               FROM claimed c LEFT JOIN messages m ON m.id = c.message_id
+              -- A status callback whose message is gone (purged) has nothing to say.
+              WHERE c.kind = 'inbound' OR m.id IS NOT NULL
               ORDER BY c.id",
         )
         .bind(limit)
@@ -158,6 +206,52 @@ impl Store {
         .bind(busy)
         .bind(counts)
         .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Queues `message.inbound` callbacks, one per inbox row at most (a row
+    /// processed again queues none). Workers are woken by the outbox's
+    /// notification.
+    pub async fn insert_inbound_callbacks(
+        &self,
+        callbacks: &[NewInboundCallback],
+    ) -> Result<u64, sqlx::Error> {
+        if callbacks.is_empty() {
+            return Ok(0);
+        }
+        Ok(sqlx::query(
+            "INSERT INTO status_callbacks (kind, inbox_id, client, url, payload, at)
+             SELECT 'inbound', i, c, u, p, a
+               FROM unnest($1::bigint[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[])
+                    AS x(i, c, u, p, a)
+             ON CONFLICT (inbox_id) WHERE inbox_id IS NOT NULL DO NOTHING",
+        )
+        .bind(callbacks.iter().map(|c| c.inbox_id).collect::<Vec<_>>())
+        .bind(
+            callbacks
+                .iter()
+                .map(|c| c.client.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(callbacks.iter().map(|c| c.url.as_str()).collect::<Vec<_>>())
+        .bind(callbacks.iter().map(|c| &c.payload).collect::<Vec<_>>())
+        .bind(callbacks.iter().map(|c| c.at).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// The `message.inbound` callback of an inbox row, if one was queued.
+    pub async fn inbound_callback(
+        &self,
+        inbox_id: i64,
+    ) -> Result<Option<InboundCallbackRecord>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, webhook_id, client, url, state, attempts, last_status_code, last_error, payload
+               FROM status_callbacks WHERE inbox_id = $1",
+        )
+        .bind(inbox_id)
+        .fetch_optional(&self.pool)
         .await
     }
 

@@ -69,6 +69,9 @@ pub struct InboxRecord {
     pub message_id: Option<String>,
     /// The event id was already stored with another body.
     pub event_id_reused: bool,
+    /// A reply's routing: `routed` (to `reply_client`) or `unroutable`.
+    pub reply_state: Option<String>,
+    pub reply_client: Option<String>,
 }
 
 /// How processing of a claimed event ended.
@@ -81,12 +84,24 @@ pub enum InboxResult {
     /// Handed to its forwarding destinations (`webhook_forwards`), which
     /// deliver it from here: `processed` in the inbox.
     Forwarded,
+    /// A contact's message (`message.received`), routed to the tenant that
+    /// last wrote to its number (`None`: unroutable): `processed`, with the
+    /// route recorded for the pull API's `inbound` source.
+    Reply { route: Option<ReplyRoute> },
     /// About Sent's message `subject_id`, which no message of ours carries yet.
     Unmatched { subject_id: String },
     /// Failed; try again at `at`.
     Retry { at: DateTime<Utc>, error: String },
     /// Failed for good (poison): kept with its error for an operator.
     Parked { error: String },
+}
+
+/// Whose a reply is: the tenant (API key name) and our message it answers
+/// (the tenant's latest to that number).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplyRoute {
+    pub client: String,
+    pub message_id: String,
 }
 
 /// The outcome of one claimed event; `attempts` must be the claim's value.
@@ -99,7 +114,8 @@ pub struct InboxFinish {
 
 const RECORD_COLUMNS: &str =
     "id, provider, event_id, event_type, headers, body, received_at, state, attempts,
-    next_attempt_at, last_error, processed_at, subject_id, message_id, event_id_reused";
+    next_attempt_at, last_error, processed_at, subject_id, message_id, event_id_reused, reply_state,
+    reply_client";
 
 impl Store {
     /// Stores a batch of events in one transaction; a body already in the
@@ -204,7 +220,18 @@ impl Store {
         let mut errors = Vec::with_capacity(done.len());
         let mut subjects = Vec::with_capacity(done.len());
         let mut messages = Vec::with_capacity(done.len());
+        let mut replies: Vec<Option<&str>> = Vec::with_capacity(done.len());
+        let mut reply_clients: Vec<Option<&str>> = Vec::with_capacity(done.len());
         for finish in done {
+            let (reply, reply_client) = match &finish.result {
+                InboxResult::Reply { route: Some(route) } => {
+                    (Some("routed"), Some(route.client.as_str()))
+                }
+                InboxResult::Reply { route: None } => (Some("unroutable"), None),
+                _ => (None, None),
+            };
+            replies.push(reply);
+            reply_clients.push(reply_client);
             ids.push(finish.id);
             attempts.push(finish.attempts);
             let (state, at, error, subject, message) = match &finish.result {
@@ -213,6 +240,13 @@ impl Store {
                 }
                 InboxResult::NotApplicable => ("not_applicable", None, None, None, None),
                 InboxResult::Forwarded => ("processed", None, None, None, None),
+                InboxResult::Reply { route } => (
+                    "processed",
+                    None,
+                    None,
+                    None,
+                    route.as_ref().map(|r| r.message_id.clone()),
+                ),
                 InboxResult::Unmatched { subject_id } => {
                     ("unmatched", None, None, Some(subject_id.clone()), None)
                 }
@@ -241,9 +275,13 @@ impl Store {
                     subject_id = coalesce(u.subject, w.subject_id),
                     message_id = coalesce(u.message, w.message_id),
                     processed_at = CASE WHEN u.state IN ('processed', 'not_applicable', 'parked')
-                                        THEN now() ELSE w.processed_at END
-               FROM unnest($1::bigint[], $2::int[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[])
-                    AS u(id, attempts, state, next_at, error, subject, message)
+                                        THEN now() ELSE w.processed_at END,
+                    reply_state = coalesce(u.reply, w.reply_state),
+                    reply_client = coalesce(u.reply_client, w.reply_client),
+                    reply_xid = CASE WHEN u.reply IS NOT NULL THEN pg_current_xact_id() ELSE w.reply_xid END
+               FROM unnest($1::bigint[], $2::int[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
+                           $8::text[], $9::text[])
+                    AS u(id, attempts, state, next_at, error, subject, message, reply, reply_client)
               WHERE w.id = u.id AND w.attempts = u.attempts AND w.state = 'pending'",
         )
         .bind(&ids)
@@ -253,6 +291,8 @@ impl Store {
         .bind(&errors)
         .bind(&subjects)
         .bind(&messages)
+        .bind(&replies)
+        .bind(&reply_clients)
         .execute(&self.pool)
         .await?;
         Ok(())

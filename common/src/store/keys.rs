@@ -20,6 +20,8 @@ pub struct ApiKeyRecord {
     /// too until `previous_callback_secret_until`.
     pub previous_callback_secret: Option<String>,
     pub previous_callback_secret_until: Option<DateTime<Utc>>,
+    /// Where replies routed to this key's client go (`message.inbound`).
+    pub inbound_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -40,7 +42,7 @@ pub struct StoredCallbackSecrets {
 }
 
 const COLUMNS: &str = "name, key_prefix, callback_secret, rate_limit, created_at, revoked_at, role,
-     previous_callback_secret, previous_callback_secret_until";
+     previous_callback_secret, previous_callback_secret_until, inbound_url";
 
 impl Store {
     /// A tenant key. Fails with a unique violation when the name is taken.
@@ -128,6 +130,24 @@ impl Store {
         .bind(name)
         .fetch_optional(&self.pool)
         .await
+    }
+
+    /// Sets (or, with `None`, clears) where a managed key's replies go.
+    /// Returns whether a key of that name exists.
+    pub async fn set_inbound_url(
+        &self,
+        name: &str,
+        url: Option<&str>,
+    ) -> Result<bool, sqlx::Error> {
+        Ok(
+            sqlx::query("UPDATE api_keys SET inbound_url = $2 WHERE name = $1")
+                .bind(name)
+                .bind(url)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                > 0,
+        )
     }
 
     /// Gives a managed key a new callback secret; the one it replaces keeps

@@ -4,10 +4,12 @@ mod accept;
 mod callbacks;
 mod dashboard;
 mod forwards;
+mod inbound;
 mod inbox;
 mod keys;
 mod lookup;
 mod messages;
+mod partitions;
 mod pull;
 mod tenants;
 
@@ -19,19 +21,21 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 pub use accept::{IdempotencyClaim, NewMessage, Submission, SubmitOutcome};
 pub use callbacks::{
-    CallbackAttempt, CallbackAttemptRecord, CallbackDelivery, CallbackNext, CallbackRecord,
+    CallbackAttempt, CallbackAttemptRecord, CallbackDelivery, CallbackKind, CallbackNext,
+    CallbackRecord, InboundCallbackRecord, NewInboundCallback,
 };
 pub use dashboard::{
-    DashboardSnapshot, DeliveryLatency, FailureReason, LATENCY_EXACT_UP_TO, LATENCY_WINDOW_HOURS,
-    RECENT_FAILURES, ROLLUP_BATCH, RecentFailure, RollupStep, StatusCount, THROUGHPUT_MINUTES,
-    ThroughputMinute, page_queries,
+    DashboardSnapshot, DeliveryLatency, FailureReason, ForwardingSummary, LATENCY_EXACT_UP_TO,
+    LATENCY_WINDOW_HOURS, RECENT_FAILURES, ROLLUP_BATCH, RecentFailure, RollupStep, StatusCount,
+    THROUGHPUT_MINUTES, ThroughputMinute, page_queries,
 };
 pub use forwards::{
     ForwardAttempt, ForwardAttemptRecord, ForwardBacklog, ForwardDelivery, ForwardNext,
     ForwardRecord, NewForward,
 };
+pub use inbound::ReplyTarget;
 pub use inbox::{
-    InboxEvent, InboxFinish, InboxInsert, InboxInsertOutcome, InboxRecord, InboxResult,
+    InboxEvent, InboxFinish, InboxInsert, InboxInsertOutcome, InboxRecord, InboxResult, ReplyRoute,
 };
 pub use keys::{ApiKeyRecord, NewApiKey, StoredCallbackSecrets};
 pub use lookup::{LOOKUP_LIMIT, Lookup};
@@ -39,7 +43,7 @@ pub use messages::{
     Acceptance, CODE_STALE, DEAD_LETTERED, EventRecord, MessageFilter, MessageRecord, PollTarget,
     STATUS_POLLS, StatusChange, Unsent,
 };
-pub use pull::{EventCursor, PulledEvent};
+pub use pull::{EventCursor, PulledEvent, PulledReply};
 pub use tenants::TenantPurge;
 
 /// The schema's migrations. A database may hold migrations newer than this

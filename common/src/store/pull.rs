@@ -16,6 +16,14 @@
 //! returned only once every transaction that began before it committed has
 //! ended (a long-running transaction anywhere on the server holds the feed
 //! back, never loses it).
+//!
+//! # Replies (`source=inbound`)
+//!
+//! A reply becomes part of the `inbound` feed when the worker routes it, not
+//! when it is stored, and routing happens in any order: so that feed is read
+//! in `(reply_xid, id)` order, `reply_xid` being the transaction that routed
+//! the row, under the same bound. A tenant reads the replies routed to it;
+//! an admin reads them all, unroutable ones included.
 
 use std::fmt;
 use std::str::FromStr;
@@ -76,6 +84,29 @@ impl PulledEvent {
     }
 }
 
+/// A routed (or unroutable) reply as the pull API returns it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PulledReply {
+    pub id: i64,
+    pub xid: i64,
+    pub event_id: String,
+    pub body: Vec<u8>,
+    pub received_at: DateTime<Utc>,
+    /// The tenant it was routed to; `None`: unroutable.
+    pub client: Option<String>,
+    /// Our message it answers.
+    pub message_id: Option<String>,
+}
+
+impl PulledReply {
+    pub fn cursor(&self) -> EventCursor {
+        EventCursor {
+            xid: self.xid,
+            id: self.id,
+        }
+    }
+}
+
 impl Store {
     /// Up to `limit` events of `provider` after `after`, in feed order (see
     /// the module docs), only those no in-flight transaction can precede.
@@ -101,6 +132,44 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await
+    }
+}
+
+impl Store {
+    /// Up to `limit` replies after `after` in the `inbound` feed (see the
+    /// module docs): those routed to `client`, or all of them (`None`, an
+    /// admin), unroutable ones included.
+    pub async fn pull_replies(
+        &self,
+        client: Option<&str>,
+        after: EventCursor,
+        limit: i64,
+    ) -> Result<Vec<PulledReply>, sqlx::Error> {
+        // Two statements, so each reads its own partial index.
+        let sql = |filter: &str| {
+            format!(
+                "SELECT id, reply_xid::text::bigint AS xid, event_id, body, received_at,
+                        reply_client AS client, message_id
+                   FROM webhook_inbox
+                  WHERE reply_xid IS NOT NULL {filter}
+                    AND (reply_xid, id) > ($1::bigint::text::xid8, $2)
+                    AND reply_xid < pg_snapshot_xmin(pg_current_snapshot())
+                  ORDER BY reply_xid, id
+                  LIMIT $3"
+            )
+        };
+        let query = match client {
+            Some(_) => sql("AND reply_client = $4"),
+            None => sql(""),
+        };
+        let mut query = sqlx::query_as(&query)
+            .bind(after.xid)
+            .bind(after.id)
+            .bind(limit);
+        if let Some(client) = client {
+            query = query.bind(client);
+        }
+        query.fetch_all(&self.pool).await
     }
 }
 
