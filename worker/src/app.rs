@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::send::{self, Sender};
-use crate::{callbacks, forward, inbox, poll, reconcile, rollup};
+use crate::{callbacks, forward, inbox, poll, reconcile, retention, rollup};
 
 /// Runs the send worker, the status poll, the reconciler, the inbox
 /// processor, the forwarder and the callback sender until `shutdown` is cancelled, then lets each finish its in-flight
@@ -68,6 +68,11 @@ pub async fn run_worker(
         &mut components,
         "dashboard rollup",
         rollup::run(store.clone(), stop.clone()),
+    );
+    spawn(
+        &mut components,
+        "message retention",
+        retention::run(store.clone(), config.clone(), stop.clone()),
     );
     spawn(
         &mut components,

@@ -12,6 +12,7 @@ pub mod poll;
 pub mod purge;
 pub mod reconcile;
 pub mod redrive;
+pub mod retention;
 pub mod rollup;
 pub mod send;
 pub mod webhook_client;

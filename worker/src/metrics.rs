@@ -91,6 +91,7 @@ fn zero_counters() {
         metrics::counter!(JOBS, "outcome" => outcome).increment(0);
     }
     metrics::counter!(SENT_UNREADABLE_ANSWERS).increment(0);
+    crate::retention::describe();
 }
 
 async fn render(State(sources): State<Arc<Sources>>) -> String {

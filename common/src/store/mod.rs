@@ -43,6 +43,7 @@ pub use messages::{
     Acceptance, CODE_STALE, DEAD_LETTERED, EventRecord, MessageFilter, MessageRecord, PollTarget,
     STATUS_POLLS, StatusChange, Unsent,
 };
+pub use partitions::{Holders, MessagePartition, PARTITIONS_AHEAD_WEEKS, Retirement};
 pub use pull::{EventCursor, PulledEvent, PulledReply};
 pub use tenants::TenantPurge;
 

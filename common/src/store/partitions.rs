@@ -1,0 +1,273 @@
+//! The partitions of `messages` and `message_events`
+//! (migrations/20261211100000_partitioned_messages.sql): a week of message
+//! ids each, the two tables' partitions of a week created and dropped
+//! together. Created ahead ([`Store::ensure_message_partitions`]) and
+//! dropped past `MESSAGE_RETENTION_DAYS` ([`Store::drop_message_partition`])
+//! by the worker's housekeeping (worker/src/retention.rs), never by a
+//! request.
+//!
+//! A week is dropped only when none of its messages is still to be sent
+//! (`queued`, `scheduled`, `sending`: Sent does not have them, so removing
+//! them would lose them) nor changed its status since the cutoff while not
+//! finished (`accepted`, `sent`: Sent may still report on them). Otherwise
+//! the whole week is held, and reported ([`Holders`]); such rows are rare
+//! (a message scheduled months ahead, one stuck in `sending`), and a held
+//! week costs disk, never a lost message.
+
+use chrono::{DateTime, Utc};
+
+use super::Store;
+
+/// How far ahead weeks are created: a worker stopped for less than this
+/// never leaves an accept without its partition.
+pub const PARTITIONS_AHEAD_WEEKS: i32 = 8;
+
+/// Key of the advisory lock that serializes partition maintenance between
+/// workers.
+const MAINTENANCE_LOCK: i64 = 0x6d73_6770_6172_7473; // "msgparts"
+
+/// How long maintenance waits for a table lock before giving up until its
+/// next pass: accepts queue behind a waiting ACCESS EXCLUSIVE request, so
+/// the wait is kept short.
+const LOCK_TIMEOUT: &str = "1s";
+
+/// One week of messages (or, with no lower bound, the tables as they were
+/// before partitioning, `messages_legacy`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct MessagePartition {
+    /// The `messages` partition.
+    pub name: String,
+    /// The `message_events` partition of the same ids.
+    pub events: String,
+    /// The lowest id in it (a ULID time prefix); `None`: every id below `upper_id`.
+    pub lower_id: Option<String>,
+    /// The ULID time prefix every id in it is below.
+    pub upper_id: String,
+    /// The time `upper_id` stands for: every message in it was created before.
+    pub upper_at: DateTime<Utc>,
+}
+
+/// The messages that keep a week from being dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct Holders {
+    /// `queued`, `scheduled` or `sending`: not handed to Sent yet.
+    pub unsent: i64,
+    /// `accepted` or `sent` with a status change after the cutoff.
+    pub recent: i64,
+}
+
+impl Holders {
+    pub fn any(&self) -> bool {
+        self.unsent + self.recent > 0
+    }
+}
+
+/// What [`Store::drop_message_partition`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retirement {
+    /// Dropped, with this many messages.
+    Dropped { messages: i64 },
+    /// Kept: some of its messages may not go yet.
+    Held(Holders),
+    /// Another worker is at it, or a table lock was not granted in time:
+    /// the next pass tries again.
+    Busy,
+}
+
+/// The messages of a partition that hold it, `$1` being the cutoff.
+const HOLDERS: &str = "SELECT count(*) FILTER (WHERE status IN ('queued', 'scheduled', 'sending')) AS unsent,
+                              count(*) FILTER (WHERE status IN ('accepted', 'sent') AND updated_at > $1) AS recent
+                         FROM {messages}
+                        WHERE status IN ('queued', 'scheduled', 'sending', 'accepted', 'sent')";
+
+impl Store {
+    /// Creates the weeks after the last one up to [`PARTITIONS_AHEAD_WEEKS`]
+    /// from now; returns how many it created. Safe from every worker at
+    /// once (they take turns); a table lock not granted within a second is
+    /// an error, and the next pass tries again.
+    pub async fn ensure_message_partitions(&self) -> Result<i32, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MAINTENANCE_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+            .execute(&mut *tx)
+            .await?;
+        let created: i32 = sqlx::query_scalar(
+            "SELECT message_partitions_ensure(now() + make_interval(weeks => $1))",
+        )
+        .bind(PARTITIONS_AHEAD_WEEKS)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    /// The partitions of `messages`, oldest first.
+    pub async fn message_partitions(&self) -> Result<Vec<MessagePartition>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT name, events, lower_id, upper_id, upper_at FROM message_partitions()",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The messages of `partition` that keep it past `cutoff` (through its
+    /// `(status, created_at)` index: only the few unfinished rows are read).
+    pub async fn partition_holders(
+        &self,
+        partition: &MessagePartition,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Holders, sqlx::Error> {
+        sqlx::query_as(&holders_of(partition))
+            .bind(cutoff)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Deletes up to `limit` status callbacks (their attempts cascade) of
+    /// the messages of `partition`, through `status_callbacks_message`;
+    /// returns how many. Retention calls it in chunks before it drops the
+    /// week, so that the drop's own transaction has next to nothing left to
+    /// delete. Most are long gone by then (`CALLBACK_RETENTION_DAYS`).
+    pub async fn delete_partition_callbacks(
+        &self,
+        partition: &MessagePartition,
+        limit: i64,
+    ) -> Result<u64, sqlx::Error> {
+        let deleted = sqlx::query(
+            "DELETE FROM status_callbacks WHERE id IN (
+               SELECT id FROM status_callbacks
+                WHERE message_id < $1 AND ($2::text IS NULL OR message_id >= $2)
+                LIMIT $3)",
+        )
+        .bind(&partition.upper_id)
+        .bind(&partition.lower_id)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(deleted.rows_affected())
+    }
+
+    /// Drops a week of messages with their timelines and callbacks, if every
+    /// message in it was created before `cutoff` and none [`Holders`] it, in
+    /// one transaction that also takes its messages out of the dashboard's
+    /// status counts (what the `messages_dashboard_forget` trigger does for
+    /// a deleted row, which a dropped table does not fire).
+    ///
+    /// Locks: SHARE on the week's two tables while it counts (only writes to
+    /// those old messages wait), then ACCESS EXCLUSIVE on both parents for
+    /// the DROP itself (milliseconds; every accept waits that long). A lock
+    /// not granted within a second ends the attempt ([`Retirement::Busy`]).
+    pub async fn drop_message_partition(
+        &self,
+        partition: &MessagePartition,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Retirement, sqlx::Error> {
+        if partition.upper_at > cutoff {
+            return Ok(Retirement::Held(Holders::default()));
+        }
+        let mut tx = self.pool.begin().await?;
+        let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(MAINTENANCE_LOCK)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !ours {
+            return Ok(Retirement::Busy);
+        }
+        sqlx::query(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+            .execute(&mut *tx)
+            .await?;
+        let (messages, events) = (quote(&partition.name), quote(&partition.events));
+        let locked = sqlx::query(&format!("LOCK TABLE {messages}, {events} IN SHARE MODE"))
+            .execute(&mut *tx)
+            .await;
+        if let Err(error) = locked {
+            return busy_or(error);
+        }
+        let holders: Holders = sqlx::query_as(&holders_of(partition))
+            .bind(cutoff)
+            .fetch_one(&mut *tx)
+            .await?;
+        if holders.any() {
+            return Ok(Retirement::Held(holders));
+        }
+        let count: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {messages}"))
+            .fetch_one(&mut *tx)
+            .await?;
+        // The status each message is counted in: that of its last applied
+        // event at or below the watermark (dashboard_forget's rule). For the
+        // messages with no applied event after the watermark, nearly all of
+        // them, that is their status (the rollups count each message in its
+        // status), read in one pass of the table; the few others look it up.
+        sqlx::query(&format!(
+            "WITH done AS (
+               SELECT done_id FROM dashboard_rollup_state FOR SHARE
+             ), late AS (
+               SELECT DISTINCT e.message_id
+                 FROM {events} e, done
+                WHERE e.id > done.done_id AND e.applied AND dashboard_status_of(e.status) IS NOT NULL
+             ), counted AS (
+               SELECT m.client, m.status
+                 FROM {messages} m
+                WHERE EXISTS (SELECT 1 FROM done)
+                  AND NOT EXISTS (SELECT 1 FROM late WHERE late.message_id = m.id)
+               UNION ALL
+               SELECT m.client, c.status
+                 FROM late
+                 JOIN {messages} m ON m.id = late.message_id
+                CROSS JOIN done
+                CROSS JOIN LATERAL (
+                      SELECT dashboard_status_of(e.status) AS status
+                        FROM {events} e
+                       WHERE e.message_id = m.id AND e.id <= done.done_id AND e.applied
+                         AND dashboard_status_of(e.status) IS NOT NULL
+                       ORDER BY e.id DESC
+                       LIMIT 1) c
+             ), totals AS (
+               SELECT coalesce(client, '') AS client, status, count(*) AS n
+                 FROM counted
+                GROUP BY GROUPING SETS ((client, status), (status))
+             )
+             UPDATE dashboard_status_counts d SET messages = d.messages - t.n
+               FROM totals t
+              WHERE d.client = t.client AND d.status = t.status"
+        ))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM status_callbacks WHERE message_id < $1 AND ($2::text IS NULL OR message_id >= $2)",
+        )
+        .bind(&partition.upper_id)
+        .bind(&partition.lower_id)
+        .execute(&mut *tx)
+        .await?;
+        let dropped = sqlx::query(&format!("DROP TABLE {events}, {messages}"))
+            .execute(&mut *tx)
+            .await;
+        if let Err(error) = dropped {
+            return busy_or(error);
+        }
+        tx.commit().await?;
+        Ok(Retirement::Dropped { messages: count })
+    }
+}
+
+fn holders_of(partition: &MessagePartition) -> String {
+    HOLDERS.replace("{messages}", &quote(&partition.name))
+}
+
+/// A table name as an SQL identifier (the names come from the catalog).
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `lock_not_available` (lock_timeout) is [`Retirement::Busy`]; the rest
+/// are errors.
+fn busy_or(error: sqlx::Error) -> Result<Retirement, sqlx::Error> {
+    match &error {
+        sqlx::Error::Database(e) if e.code().as_deref() == Some("55P03") => Ok(Retirement::Busy),
+        _ => Err(error),
+    }
+}

@@ -1,0 +1,191 @@
+//! Retention of messages (`MESSAGE_RETENTION_DAYS`) and the partitions that
+//! make it cheap (migrations/20261211100000_partitioned_messages.sql,
+//! common/src/store/partitions.rs). At the worker's start and every
+//! [`RETENTION_INTERVAL`], every worker:
+//! - creates the weeks of partitions ahead ([`PARTITIONS_AHEAD_WEEKS`]), so
+//!   an accept never lacks one (`PARTITIONS_AHEAD_WEEKS`);
+//! - drops each week whose messages were all created more than
+//!   `MESSAGE_RETENTION_DAYS` ago, with their timelines and callbacks, as
+//!   whole tables (no row-by-row delete), unless a message in it is not yet
+//!   handed to Sent (`queued`, `scheduled`, `sending`) or changed status
+//!   since the cutoff without finishing (`accepted`, `sent`): such a week is
+//!   held, whole, until it has none, and reported (log and gauges).
+//!
+//! Workers take turns through an advisory lock; a table lock not granted
+//! within a second (a long query on `messages`) postpones a drop to the
+//! next pass instead of making accepts queue behind it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::config::Config;
+use common::store::{MessagePartition, Retirement, Store};
+use tokio_util::sync::CancellationToken;
+
+/// Time between passes. Partitions are created weeks ahead, and a week
+/// becomes droppable once a week: an hour is plenty.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+/// Callbacks deleted per statement before a week is dropped.
+const CALLBACK_CHUNK: i64 = 5_000;
+
+/// Weeks of messages dropped.
+pub const PARTITIONS_DROPPED: &str = "worker_message_partitions_dropped_total";
+/// Weeks past retention kept because of the messages in them.
+pub const PARTITIONS_HELD: &str = "worker_message_partitions_held";
+/// The messages holding them, `{reason="unsent|recent"}`.
+pub const PARTITIONS_HELD_MESSAGES: &str = "worker_message_partitions_held_messages";
+/// Weeks of partitions created after the current one.
+pub const PARTITIONS_AHEAD: &str = "worker_message_partitions_ahead_weeks";
+
+/// A week kept past retention, and by what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub partition: String,
+    pub unsent: i64,
+    pub recent: i64,
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Weeks created ahead.
+    pub created: i32,
+    /// Whole weeks of partitions after now.
+    pub ahead_weeks: i64,
+    /// Weeks dropped, with their messages.
+    pub dropped: Vec<(String, i64)>,
+    pub held: Vec<Held>,
+    /// Weeks that could not be locked in time: the next pass tries again.
+    pub busy: Vec<String>,
+}
+
+/// Runs a pass at start and every [`RETENTION_INTERVAL`] until `shutdown`.
+pub async fn run(
+    store: Store,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut interval = tokio::time::interval(RETENTION_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = interval.tick() => {}
+        }
+        match retain(&store, config.worker.message_retention, Utc::now()).await {
+            Ok(report) => record(&report),
+            Err(error) => tracing::warn!(%error, "message partition maintenance failed"),
+        }
+    }
+}
+
+/// One pass at `now`: creates the weeks ahead, then drops the weeks past
+/// `retention` (none with `None`) that nothing holds.
+pub async fn retain(
+    store: &Store,
+    retention: Option<Duration>,
+    now: DateTime<Utc>,
+) -> Result<RetentionReport, sqlx::Error> {
+    let mut report = RetentionReport {
+        created: store.ensure_message_partitions().await?,
+        ..RetentionReport::default()
+    };
+    let partitions = store.message_partitions().await?;
+    report.ahead_weeks = partitions
+        .last()
+        .map_or(0, |p| (p.upper_at - now).num_weeks().max(0));
+    let Some(retention) = retention else {
+        return Ok(report);
+    };
+    let cutoff = now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    for partition in partitions {
+        if partition.upper_at > cutoff {
+            break;
+        }
+        match retire(store, &partition, cutoff).await? {
+            Retirement::Dropped { messages } => report.dropped.push((partition.name, messages)),
+            Retirement::Held(holders) => report.held.push(Held {
+                partition: partition.name,
+                unsent: holders.unsent,
+                recent: holders.recent,
+            }),
+            Retirement::Busy => report.busy.push(partition.name),
+        }
+    }
+    Ok(report)
+}
+
+/// Drops one week past the cutoff unless held: its callbacks first, in
+/// chunks, then the week in one short transaction.
+async fn retire(
+    store: &Store,
+    partition: &MessagePartition,
+    cutoff: DateTime<Utc>,
+) -> Result<Retirement, sqlx::Error> {
+    let holders = store.partition_holders(partition, cutoff).await?;
+    if holders.any() {
+        return Ok(Retirement::Held(holders));
+    }
+    while store
+        .delete_partition_callbacks(partition, CALLBACK_CHUNK)
+        .await?
+        == CALLBACK_CHUNK as u64
+    {}
+    store.drop_message_partition(partition, cutoff).await
+}
+
+fn record(report: &RetentionReport) {
+    if report.created > 0 {
+        tracing::info!(weeks = report.created, "created message partitions ahead");
+    }
+    metrics::gauge!(PARTITIONS_AHEAD).set(report.ahead_weeks as f64);
+    for (partition, messages) in &report.dropped {
+        tracing::info!(
+            partition,
+            messages,
+            "dropped a week of messages past MESSAGE_RETENTION_DAYS"
+        );
+        metrics::counter!(PARTITIONS_DROPPED).increment(1);
+    }
+    for held in &report.held {
+        tracing::warn!(
+            partition = held.partition,
+            unsent = held.unsent,
+            recent = held.recent,
+            "a week of messages past MESSAGE_RETENTION_DAYS is held: some of its messages are not yet \
+             handed to Sent (unsent) or still changing (recent)"
+        );
+    }
+    for partition in &report.busy {
+        tracing::info!(
+            partition,
+            "a week of messages could not be locked in time; next pass retries"
+        );
+    }
+    metrics::gauge!(PARTITIONS_HELD).set(report.held.len() as f64);
+    let sum = |f: fn(&Held) -> i64| report.held.iter().map(f).sum::<i64>() as f64;
+    metrics::gauge!(PARTITIONS_HELD_MESSAGES, "reason" => "unsent").set(sum(|h| h.unsent));
+    metrics::gauge!(PARTITIONS_HELD_MESSAGES, "reason" => "recent").set(sum(|h| h.recent));
+}
+
+/// The retention metrics' HELP texts, and the counter at 0 from the start.
+pub(crate) fn describe() {
+    metrics::describe_counter!(
+        PARTITIONS_DROPPED,
+        "Weeks of messages dropped past MESSAGE_RETENTION_DAYS"
+    );
+    metrics::describe_gauge!(
+        PARTITIONS_HELD,
+        "Weeks of messages past MESSAGE_RETENTION_DAYS kept because some of their messages may not go yet"
+    );
+    metrics::describe_gauge!(
+        PARTITIONS_HELD_MESSAGES,
+        "Messages holding those weeks: unsent (not handed to Sent) or recent (a status change since the cutoff)"
+    );
+    metrics::describe_gauge!(
+        PARTITIONS_AHEAD,
+        "Whole weeks of message partitions created ahead of now"
+    );
+    metrics::counter!(PARTITIONS_DROPPED).increment(0);
+}
