@@ -183,10 +183,43 @@ async fn seed(app: &TestApp) -> (String, String) {
     (failed, blocked)
 }
 
+/// Forwards of Stripe events in every state, by SQL: in the last 24 hours
+/// two delivered, one pending, one failing (pending, its attempt failed, 150
+/// s old: the oldest undelivered) and one dead; older, one delivered and one
+/// dead. So stripe/stripe: received 5, forwarded 2, pending 2, failing 1,
+/// dead 2.
+async fn seed_forwards(app: &TestApp) {
+    sqlx::query(
+        "WITH seeded (n, state, age, attempts, last_error) AS (
+           VALUES (1, 'delivered', interval '1 hour', 1, NULL),
+                  (2, 'delivered', interval '23 hours', 2, NULL),
+                  (3, 'delivered', interval '30 hours', 1, NULL),
+                  (4, 'pending', interval '10 seconds', 0, NULL),
+                  (5, 'pending', interval '150 seconds', 2, 'HTTP 503'),
+                  (6, 'dead', interval '2 hours', 8, 'HTTP 500'),
+                  (7, 'dead', interval '48 hours', 8, 'HTTP 500')
+         ), inbox AS (
+           INSERT INTO webhook_inbox (provider, event_id, body, state, received_at, processed_at)
+           SELECT 'stripe', 'evt_dash_' || n, convert_to(json_build_object('id', 'evt_dash_' || n)::text, 'UTF8'),
+                  'processed', now() - age, now() - age FROM seeded
+           RETURNING id, event_id
+         )
+         INSERT INTO webhook_forwards (inbox_id, source, destination, webhook_id, state, attempts,
+                                       last_error, created_at, completed_at)
+         SELECT i.id, 'stripe', 'stripe', 'fwd_' || i.id || '_stripe', s.state, s.attempts, s.last_error,
+                now() - s.age, CASE WHEN s.state <> 'pending' THEN now() - s.age END
+           FROM seeded s JOIN inbox i ON i.event_id = 'evt_dash_' || s.n",
+    )
+    .execute(app.state.store.pool())
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn the_status_page_shows_the_numbers_in_a_real_browser() {
     let app = TestApp::spawn(&[("DASHBOARD_PUBLIC", "true")]).await;
     let (failed, blocked) = seed(&app).await;
+    seed_forwards(&app).await;
 
     let rendered = render(&app.url("/dashboard"), &["--dump-dom".to_owned()]).await;
     let dom = &rendered.dom;
@@ -241,6 +274,20 @@ async fn the_status_page_shows_the_numbers_in_a_real_browser() {
     assert!(newest < older, "newest failure first");
     assert!(dom.contains("&lt;b&gt;Blocked&lt;/b&gt; by the carrier"));
     assert!(!dom.contains("<b>Blocked</b>"));
+    // Forwarding, in every client's view.
+    assert!(!tag_of(dom, "forwarding-panel").contains("hidden"), "{dom}");
+    let stripe = "data-forward=\"stripe/stripe\"";
+    for (class, value) in [
+        ("num received", "5"),
+        ("num forwarded", "2"),
+        ("num pending", "2"),
+        ("num failing", "1"),
+        ("num dead", "2"),
+    ] {
+        assert_eq!(text_after(dom, stripe, class), value, "{class}");
+    }
+    let oldest = text_after(dom, stripe, "num oldest");
+    assert!(oldest.ends_with(" min"), "150 s and more: {oldest}");
     // Nothing was refused by the Content-Security-Policy, no script error.
     assert!(
         !rendered.log.contains("Content Security Policy") && !rendered.log.contains("Uncaught"),
@@ -306,7 +353,7 @@ async fn the_page_takes_a_key_and_keeps_it_for_the_tab() {
             step: "done", refused, total: $("total").textContent, scope: $("scope").textContent,
             queued: document.querySelector('[data-status="queued"] .count').textContent,
             stored: sessionStorage.getItem("sent-gateway.api-key"), forget: !$("forget").hidden,
-            prompt: !$("key-form").hidden,
+            prompt: !$("key-form").hidden, forwarding: !$("forwarding-panel").hidden,
         };
     })()"#
         .replace("KEY", support::API_KEY);
@@ -315,7 +362,7 @@ async fn the_page_takes_a_key_and_keeps_it_for_the_tab() {
         result,
         json!({"step": "done", "refused": "That key was refused.", "total": "2", "queued": "2",
                "scope": "Messages of tester", "stored": support::API_KEY, "forget": true,
-               "prompt": false}),
+               "prompt": false, "forwarding": false}),
     );
     // "Forget key" drops it and asks again.
     let result = browser
@@ -406,6 +453,69 @@ async fn the_data_needs_a_key_unless_public() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
+}
+
+const ADMIN_KEY: &str = "admin-key-0123456789";
+
+/// Forwarding is the operator's: an admin key's data has it, counted per
+/// source and destination (a configured destination with no forward yet
+/// shows zeros); a tenant key's data has no `forwarding` at all.
+#[tokio::test]
+async fn forwarding_is_counted_for_admin_keys_only() {
+    let api_keys = format!("ops:{ADMIN_KEY}:admin,tester:{}", support::API_KEY);
+    let app = TestApp::spawn(&[
+        ("API_KEYS", api_keys.as_str()),
+        ("FORWARD_TELEGRAM_URL", "https://bot.example/updates"),
+        (
+            "FORWARD_TELEGRAM_SECRET",
+            "whsec_Z3dsb2dzLWNhbGxiYWNrLXNlY3JldC0wMQ==",
+        ),
+    ])
+    .await;
+    seed_forwards(&app).await;
+    let data = |key: &'static str| {
+        let request = app.http.get(app.url("/dashboard/data")).bearer_auth(key);
+        async move {
+            let (status, _, body) = split(request.send().await.unwrap()).await;
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+
+    let admin = data(ADMIN_KEY).await;
+    let mut rows = admin["forwarding"].as_array().expect("forwarding").clone();
+    let oldest = rows[0]["oldest_pending_seconds"].take().as_f64().unwrap();
+    assert!((150.0..200.0).contains(&oldest), "{oldest}");
+    assert_eq!(
+        rows,
+        [
+            json!({"source": "stripe", "destination": "stripe", "received_24h": 5, "forwarded_24h": 2,
+                   "pending": 2, "failing": 1, "dead": 2, "oldest_pending_seconds": null}),
+            json!({"source": "telegram", "destination": "telegram", "received_24h": 0,
+                   "forwarded_24h": 0, "pending": 0, "failing": 0, "dead": 0,
+                   "oldest_pending_seconds": 0.0}),
+        ]
+    );
+    // The view Grafana reads, as the read-only dashboard role, says the same.
+    let mut tx = app.state.store.pool().begin().await.unwrap();
+    sqlx::query("SET LOCAL ROLE dashboard_reader")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let view: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT destination, received_24h, forwarded_24h, pending, failing, dead FROM forwarding_summary",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(view, [("stripe".to_owned(), 5, 2, 2, 1, 2)]);
+
+    let tenant = data(support::API_KEY).await;
+    assert_eq!(tenant["client"], "tester");
+    assert!(
+        tenant.get("forwarding").is_none(),
+        "a tenant sees no forwarding: {tenant}"
+    );
 }
 
 /// Whether the HTML has an attribute like `onclick=`.

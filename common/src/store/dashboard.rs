@@ -3,11 +3,14 @@
 //! so the page, Grafana and psql all show the same thing, with an optional
 //! filter on the client, so a tenant's key sees its own; and the worker's
 //! housekeeping step that keeps their rollups ([`Store::roll_up_dashboard`]).
+//! For an operator's view (no client filter) also forwarding, as the view
+//! `forwarding_summary` counts it (migrations/20261211200000_forwarding_dashboard.sql).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{Reader, Store};
+use crate::domain::Provider;
 
 /// Minutes of throughput shown, the current one included.
 pub const THROUGHPUT_MINUTES: i32 = 60;
@@ -79,6 +82,35 @@ pub struct RecentFailure {
     pub failed_at: Option<DateTime<Utc>>,
 }
 
+/// One row of `forwarding_summary`: forwarding of one source to one
+/// destination (`FORWARD_<NAME>_URL`).
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ForwardingSummary {
+    /// The provider the events came from: `stripe` or `telegram`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "stripe"))]
+    pub source: Provider,
+    pub destination: String,
+    /// Verified events queued for this destination over the last 24 hours.
+    pub received_24h: i64,
+    /// Of those, the ones delivered (the destination answered 2xx).
+    pub forwarded_24h: i64,
+    /// Waiting now, of any age: due, in flight, or waiting for a retry.
+    pub pending: i64,
+    /// Of the pending, those whose last attempt failed.
+    pub failing: i64,
+    /// Dead-lettered (attempts exhausted or refused): `worker redrive-forwards` sends them again.
+    pub dead: i64,
+    /// Age of the oldest pending forward in seconds (0 when none).
+    pub oldest_pending_seconds: f64,
+}
+
+/// The forwarding rows, as the view has them, in source and destination order.
+const FORWARDING_SQL: &str =
+    "SELECT source, destination, received_24h, forwarded_24h, pending, failing, dead,
+        oldest_pending_seconds
+   FROM forwarding_summary ORDER BY source, destination";
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct DashboardSnapshot {
     pub generated_at: DateTime<Utc>,
@@ -89,6 +121,9 @@ pub struct DashboardSnapshot {
     pub latency: DeliveryLatency,
     pub failure_reasons: Vec<FailureReason>,
     pub recent_failures: Vec<RecentFailure>,
+    /// Per source and destination with forwards: of every client's view
+    /// only (`None` for a tenant's: forwarding is the operator's).
+    pub forwarding: Option<Vec<ForwardingSummary>>,
 }
 
 /// Up to this many deliveries in the latency window (of every client), the
@@ -486,12 +521,22 @@ impl Reader<'_> {
             .bind(client)
             .bind(RECENT_FAILURES)
             .fetch_all(pool);
-        let (status_counts, throughput, latency, failure_reasons, recent_failures) = tokio::try_join!(
+        let forwarding = async {
+            match client {
+                None => sqlx::query_as(FORWARDING_SQL)
+                    .fetch_all(pool)
+                    .await
+                    .map(Some),
+                Some(_) => Ok(None),
+            }
+        };
+        let (status_counts, throughput, latency, failure_reasons, recent_failures, forwarding) = tokio::try_join!(
             status_counts,
             throughput,
             latency,
             failure_reasons,
-            recent_failures
+            recent_failures,
+            forwarding
         )?;
         Ok(DashboardSnapshot {
             generated_at: Utc::now(),
@@ -500,6 +545,7 @@ impl Reader<'_> {
             latency,
             failure_reasons,
             recent_failures,
+            forwarding,
         })
     }
 }

@@ -4,7 +4,9 @@
 //! unless `DASHBOARD_PUBLIC=true`: an admin key sees every client's
 //! messages, a tenant key only its own; the page asks for the key and keeps
 //! it in the tab's `sessionStorage`. With `DASHBOARD_PUBLIC=true` (no key)
-//! it shows every client's, as the operator chose.
+//! it shows every client's, as the operator chose. Forwarding (per source
+//! and destination) is part of every client's view only: an admin key's, or
+//! the public page's; never a tenant's.
 
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -12,8 +14,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
+use common::config::ForwardDestination;
 use common::domain::MessageStatus;
-use common::store::{DashboardSnapshot, FailureReason, RecentFailure, ThroughputMinute};
+use common::store::{
+    DashboardSnapshot, FailureReason, ForwardingSummary, RecentFailure, ThroughputMinute,
+};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -67,8 +72,9 @@ pub async fn stylesheet() -> Response {
 /// latency percentiles over the last 24 hours, failure reasons over the last
 /// 7 days, and the newest failures: of the calling key's client (a tenant
 /// key), or of every client (an admin key, or no key with
-/// `DASHBOARD_PUBLIC=true`). `client` says which. Read from the read
-/// replica when the gateway has one, so it may lag a moment behind.
+/// `DASHBOARD_PUBLIC=true`). `client` says which. Every client's view also
+/// has `forwarding`; a tenant's has none. Read from the read replica when
+/// the gateway has one, so it may lag a moment behind.
 #[utoipa::path(get, path = "/dashboard/data", tag = "dashboard", operation_id = "dashboardData",
     responses((status = 200, description = "The dashboard's numbers", body = DashboardData), ReadErrors))]
 pub async fn data(
@@ -81,6 +87,9 @@ pub async fn data(
     let snapshot = state.store.reader().dashboard(scope).await?;
     let mut data = DashboardData::from(snapshot);
     data.client = scope.map(str::to_owned);
+    if let Some(rows) = &mut data.forwarding {
+        add_configured(rows, &state.config.forward.destinations);
+    }
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(data)).into_response())
 }
 
@@ -114,6 +123,36 @@ pub struct DashboardData {
     pub failure_reasons: Vec<FailureReason>,
     /// The newest failed, blocked, filtered or cancelled messages (up to 20).
     pub recent_failures: Vec<RecentFailure>,
+    /// Forwarding of provider events to the operator's services, per source
+    /// and destination (those with forwards, and those configured here):
+    /// in every client's view only, absent from a tenant's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarding: Option<Vec<ForwardingSummary>>,
+}
+
+/// Adds the destinations configured in this process that have no forward
+/// yet, with zeros, so a new destination shows before its first event.
+fn add_configured(rows: &mut Vec<ForwardingSummary>, configured: &[ForwardDestination]) {
+    for destination in configured {
+        let known = rows
+            .iter()
+            .any(|r| r.source == destination.source && r.destination == destination.name);
+        if !known {
+            rows.push(ForwardingSummary {
+                source: destination.source,
+                destination: destination.name.clone(),
+                received_24h: 0,
+                forwarded_24h: 0,
+                pending: 0,
+                failing: 0,
+                dead: 0,
+                oldest_pending_seconds: 0.0,
+            });
+        }
+    }
+    rows.sort_by(|a, b| {
+        (a.source.as_str(), &a.destination).cmp(&(b.source.as_str(), &b.destination))
+    });
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -168,6 +207,7 @@ impl From<DashboardSnapshot> for DashboardData {
             },
             failure_reasons: s.failure_reasons,
             recent_failures: s.recent_failures,
+            forwarding: s.forwarding,
         }
     }
 }

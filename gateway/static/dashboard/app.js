@@ -109,6 +109,23 @@ function renderLatency(latency) {
   $("latency-queue").textContent = seconds(latency.p50_queue_seconds);
 }
 
+// Forwarding per source and destination: in every client's view only (an
+// admin key's, or a public page's); a tenant's data has none.
+function renderForwarding(rows) {
+  show("forwarding-panel", Array.isArray(rows));
+  if (!Array.isArray(rows)) return;
+  fillTable("forwarding", rows, (f) => {
+    const stuck = f.failing > 0 || f.dead > 0;
+    const row = element("tr", { "data-forward": `${f.source}/${f.destination}`, class: stuck ? "stuck" : "" });
+    row.append(cell(f.source), cell(f.destination, { class: "code" }),
+      cell(f.received_24h, { class: "num received" }), cell(f.forwarded_24h, { class: "num forwarded" }),
+      cell(f.pending, { class: "num pending" }), cell(f.failing, { class: "num failing" }),
+      cell(f.dead, { class: "num dead" }),
+      cell(f.pending > 0 ? seconds(f.oldest_pending_seconds) : "–", { class: "num oldest" }));
+    return row;
+  });
+}
+
 function render(data) {
   // Whose messages: one client's (a tenant key) or every client's.
   $("scope").textContent = data.client ? `Messages of ${data.client}` : "All clients";
@@ -131,6 +148,7 @@ function render(data) {
       cell(f.last_error, { class: "wrap" }), cell(f.attempts, { class: "num" }));
     return row;
   });
+  renderForwarding(data.forwarding);
   $("updated").textContent = `Updated ${time(data.generated_at)} · refreshes every ${REFRESH_MS / 1000} s`;
   show("error", false);
   show("key-form", false);
