@@ -28,6 +28,7 @@ pub const CALLBACKS: &str = "worker_callbacks_total";
 /// Forwarding of Stripe and Telegram events to the operator's services
 /// (issue 15), by source and destination.
 pub const FORWARDS_RECEIVED: &str = "worker_forwards_received_total";
+pub const REPLIES: &str = "worker_replies_total";
 pub const FORWARD_ATTEMPTS: &str = "worker_forward_attempts_total";
 pub const FORWARDS_UNDELIVERED: &str = "worker_forwards_undelivered";
 pub const FORWARDS_OLDEST_UNDELIVERED: &str = "worker_forwards_oldest_undelivered_age_seconds";
@@ -138,6 +139,11 @@ fn describe() {
         CALLBACKS,
         Unit::Count,
         "Status callback attempts to clients (count of attempts), by client (API key name) and outcome (delivered, retrying, given_up, refused: the callback_url reaches no allowed address, not retried)."
+    );
+    describe_counter!(
+        REPLIES,
+        Unit::Count,
+        "Replies from contacts (Sent's message.received) the worker routed (count of events), by outcome: routed (to the tenant that last wrote to the number within REPLY_WINDOW_DAYS) or unroutable (kept for admins)."
     );
     describe_counter!(
         FORWARDS_RECEIVED,

@@ -1,11 +1,12 @@
-//! The operator's commands: `gateway keys create|list|revoke|secret|rotate-secret`
-//! (managed API keys and callback secrets) and `gateway tenants purge`.
+//! The operator's commands: `gateway keys
+//! create|list|revoke|secret|rotate-secret|set-inbound-url` (managed API keys,
+//! callback secrets, where replies go) and `gateway tenants purge`.
 
 use std::time::Duration;
 
 use base64::Engine;
 use chrono::Utc;
-use common::config::Config;
+use common::config::{Config, Profile, check_inbound_url};
 use common::domain::Role;
 use common::signature::callback::CallbackSecrets;
 use common::signature::standard::WebhookSecret;
@@ -35,6 +36,7 @@ pub async fn create(
     name: &str,
     rate_limit: Option<String>,
     role: Role,
+    inbound_url: Option<String>,
 ) -> anyhow::Result<()> {
     // One name, one client: a managed key named like a bootstrap one would
     // see its messages and sign its callbacks with its secret.
@@ -48,6 +50,9 @@ pub async fn create(
         quota
             .parse::<common::rate::Quota>()
             .map_err(|e| anyhow::anyhow!("--rate-limit: {e}"))?;
+    }
+    if let Some(url) = &inbound_url {
+        valid_inbound_url(config, url).map_err(|e| anyhow::anyhow!("--inbound-url {e}"))?;
     }
     let key = generate_key();
     let callback_secret = WebhookSecret::generate().to_whsec_string();
@@ -73,7 +78,46 @@ pub async fn create(
     println!("role:            {}", record.role);
     println!("api key:         {key}");
     println!("callback secret: {callback_secret}");
+    if let Some(url) = &inbound_url {
+        store.set_inbound_url(name, Some(url)).await?;
+        println!("inbound url:     {url}");
+    }
     println!("Store the key now: only its hash is kept.");
+    Ok(())
+}
+
+/// An inbound URL is judged like a `callback_url`: see [`check_inbound_url`].
+fn valid_inbound_url(config: &Config, url: &str) -> Result<(), String> {
+    check_inbound_url(
+        url,
+        config.profile == Profile::Production,
+        &config.callback_policy,
+    )
+}
+
+/// `gateway keys set-inbound-url NAME URL|--clear`: where replies to a
+/// managed key's messages go (workers read it when they route a reply).
+pub async fn set_inbound_url(
+    store: &Store,
+    config: &Config,
+    name: &str,
+    url: Option<&str>,
+) -> anyhow::Result<()> {
+    if is_bootstrap(config, name) {
+        anyhow::bail!("'{name}' is a key of API_KEYS: set its inbound URL in INBOUND_URLS");
+    }
+    if let Some(url) = url {
+        valid_inbound_url(config, url).map_err(|e| anyhow::anyhow!("the URL {e}"))?;
+    }
+    if !store.set_inbound_url(name, url).await? {
+        anyhow::bail!("no managed key named '{name}'");
+    }
+    match url {
+        Some(url) => println!("replies to the messages of '{name}' go to {url}"),
+        None => println!(
+            "replies to the messages of '{name}' go to no URL (the pull API still has them)"
+        ),
+    }
     Ok(())
 }
 

@@ -60,6 +60,10 @@ enum KeysCommand {
         /// messages (a tenant key sees its own).
         #[arg(long)]
         admin: bool,
+        /// Where replies to this key's messages go, as signed
+        /// `message.inbound` callbacks (https in production).
+        #[arg(long)]
+        inbound_url: Option<String>,
     },
     List,
     Revoke {
@@ -77,6 +81,16 @@ enum KeysCommand {
         /// Days the old secret keeps signing (0: stops at once).
         #[arg(long, default_value_t = 7)]
         transition_days: u64,
+    },
+    /// Set where replies to a managed key's messages go (`--clear`: nowhere;
+    /// they stay readable with the pull API). Keys of API_KEYS take
+    /// INBOUND_URLS.
+    SetInboundUrl {
+        name: String,
+        #[arg(required_unless_present = "clear", conflicts_with = "clear")]
+        url: Option<String>,
+        #[arg(long)]
+        clear: bool,
     },
 }
 
@@ -123,10 +137,16 @@ async fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
                 name,
                 rate_limit,
                 admin,
+                inbound_url,
             } => {
                 let role = if admin { Role::Admin } else { Role::Tenant };
-                cli::create(&store, &config, &name, rate_limit, role).await
+                cli::create(&store, &config, &name, rate_limit, role, inbound_url).await
             }
+            KeysCommand::SetInboundUrl {
+                name,
+                url,
+                clear: _,
+            } => cli::set_inbound_url(&store, &config, &name, url.as_deref()).await,
             KeysCommand::List => cli::list(&store).await,
             KeysCommand::Revoke { name } => cli::revoke(&store, &name).await,
             KeysCommand::Secret { name } => cli::secret(&store, &config, &name).await,

@@ -30,7 +30,19 @@
 //! ```
 //!
 //! (`error_code` and `error` are added for failures; `previous_status` and
-//! `channel` appear when known.) Signed by the Standard Webhooks scheme:
+//! `channel` appear when known.)
+//!
+//! A reply routed to the client ([`crate::inbox`]) goes the same way, to its
+//! inbound URL, as `message.inbound`, its body made when it was routed:
+//!
+//! ```json
+//! {"type": "message.inbound", "event_id": "evt_...", "from": "+14155550123",
+//!  "to": "+18005550000", "text": "Yes, please", "media": [], "channel": "sms",
+//!  "sent_message_id": "...", "received_at": "2026-01-01T00:00:00.000Z",
+//!  "in_reply_to": "01J..."}
+//! ```
+//!
+//! Both are signed by the Standard Webhooks scheme:
 //! `webhook-id` (the delivery's id, the same on every retry: deduplicate on
 //! it), `webhook-timestamp` (Unix seconds of this attempt) and
 //! `webhook-signature: v1,<base64 HMAC-SHA256(key, id + "." + timestamp + "." + body)>`,
@@ -73,7 +85,7 @@ use chrono::Utc;
 use common::config::Config;
 use common::domain::api_time;
 use common::signature::callback::CallbackSecrets;
-use common::store::{CallbackAttempt, CallbackDelivery, CallbackNext, Store};
+use common::store::{CallbackAttempt, CallbackDelivery, CallbackKind, CallbackNext, Store};
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -208,16 +220,18 @@ impl Drop for Slot {
     }
 }
 
-/// The JSON body of a callback.
+/// The JSON body of a callback: an inbound one's as it was made when the
+/// reply was routed, a status one's from the change.
 pub fn payload(delivery: &CallbackDelivery) -> Value {
+    if delivery.kind == CallbackKind::Inbound {
+        return delivery.payload.clone().unwrap_or(Value::Null);
+    }
+    let status = delivery.status.as_deref().unwrap_or_default();
     let mut body = Map::new();
     body.insert("type".into(), json!("message.status"));
-    body.insert(
-        "event".into(),
-        json!(format!("message.{}", delivery.status)),
-    );
+    body.insert("event".into(), json!(format!("message.{status}")));
     body.insert("message_id".into(), json!(delivery.message_id));
-    body.insert("status".into(), json!(delivery.status));
+    body.insert("status".into(), json!(status));
     if let Some(previous) = &delivery.previous_status {
         body.insert("previous_status".into(), json!(previous));
     }
@@ -247,6 +261,11 @@ async fn deliver(
 ) {
     let started_at = Utc::now();
     let clock = Instant::now();
+    // What the attempt log and the logs call the URL (never by itself).
+    let what = match delivery.kind {
+        CallbackKind::Status => "callback_url",
+        CallbackKind::Inbound => "inbound_url",
+    };
     let result = match refused_literal(&config.callback_policy, &delivery.url) {
         Some(refused) => Outcome::Refused(refused),
         None => match secrets.for_client(&delivery.client).await {
@@ -266,7 +285,7 @@ async fn deliver(
     let (status_code, error) = match &result {
         Outcome::Delivered(code) => (Some(*code), None),
         Outcome::Failed(code, error) => (*code, Some(error.clone())),
-        Outcome::Refused(refused) => (None, Some(truncate(refused.to_string()))),
+        Outcome::Refused(refused) => (None, Some(truncate(refused.describe(what)))),
     };
     let next = match &result {
         Outcome::Delivered(_) => CallbackNext::Delivered,
@@ -294,27 +313,33 @@ async fn deliver(
     // By API key name (few): the alert says whose endpoint is failing.
     metrics::counter!(common::metrics::CALLBACKS, "client" => delivery.client.clone(), "outcome" => outcome)
         .increment(1);
-    let (id, webhook_id, message_id) = (delivery.id, &delivery.webhook_id, &delivery.message_id);
+    let (id, webhook_id, kind) = (delivery.id, &delivery.webhook_id, delivery.kind);
+    let message_id = delivery.message_id.as_deref().unwrap_or_default();
+    let inbox_id = delivery.inbox_id;
     match (&next, &error) {
         // The reason names the refused addresses, never the URL (which may
         // carry a token).
         _ if matches!(result, Outcome::Refused(_)) => tracing::warn!(
+            %kind,
             message_id,
+            inbox_id,
             webhook_id,
             attempt = delivery.attempts,
             error,
             "status callback refused: its URL reaches no allowed address; not retried"
         ),
         (CallbackNext::Delivered, _) => tracing::debug!(
-            message_id, webhook_id, status = %delivery.status, attempt = delivery.attempts,
+            %kind, message_id, inbox_id, webhook_id, status = delivery.status, attempt = delivery.attempts,
             ms = duration.as_millis() as u64, "status callback delivered"
         ),
         (CallbackNext::RetryAt(at), Some(error)) => tracing::info!(
-            message_id, webhook_id, attempt = delivery.attempts, status_code, error, retry_at = %at,
+            %kind, message_id, inbox_id, webhook_id, attempt = delivery.attempts, status_code, error, retry_at = %at,
             "status callback failed; will retry"
         ),
         (_, error) => tracing::warn!(
+            %kind,
             message_id,
+            inbox_id,
             webhook_id,
             attempt = delivery.attempts,
             status_code,
@@ -332,7 +357,7 @@ async fn deliver(
         next,
     };
     if let Err(e) = store.record_callback_attempt(&attempt).await {
-        tracing::warn!(error = %e, message_id, webhook_id, "could not record a callback attempt");
+        tracing::warn!(error = %e, message_id, inbox_id, webhook_id, "could not record a callback attempt");
     }
 }
 
@@ -450,10 +475,11 @@ mod tests {
         let delivery = CallbackDelivery {
             id: 1,
             webhook_id: "cb_1".into(),
-            message_id: "01J".into(),
+            kind: CallbackKind::Status,
+            message_id: Some("01J".into()),
             client: "a".into(),
             url: "https://x".into(),
-            status: "failed".into(),
+            status: Some("failed".into()),
             previous_status: Some("sent".into()),
             at: "2026-01-01T00:00:00Z".parse().unwrap(),
             error_code: Some("DELIVERY_007".into()),
@@ -461,6 +487,8 @@ mod tests {
             channel: None,
             attempts: 1,
             metadata: json!({"order": "A-17"}),
+            payload: None,
+            inbox_id: None,
         };
         assert_eq!(
             payload(&delivery),
@@ -468,5 +496,16 @@ mod tests {
                    "previous_status": "sent", "at": "2026-01-01T00:00:00.000Z", "metadata": {"order": "A-17"},
                    "error_code": "DELIVERY_007", "error": "unreachable"})
         );
+        let reply = json!({"type": "message.inbound", "event_id": "e", "in_reply_to": "01J"});
+        let inbound = CallbackDelivery {
+            kind: CallbackKind::Inbound,
+            message_id: None,
+            status: None,
+            metadata: Value::Null,
+            payload: Some(reply.clone()),
+            inbox_id: Some(7),
+            ..delivery
+        };
+        assert_eq!(payload(&inbound), reply);
     }
 }

@@ -19,9 +19,22 @@
 //! parked events back); a batch the database refuses is applied event by
 //! event, so one bad event fails alone. Stripe and Telegram events go to
 //! their forwarding destinations when configured ([`crate::forward`]: a
-//! `webhook_forwards` row each, the event `processed`). Inbound messages
-//! and other families (and providers without a destination) are kept as
-//! `not_applicable`.
+//! `webhook_forwards` row each, the event `processed`). Other families (and
+//! providers without a destination) are kept as `not_applicable`.
+//!
+//! # Replies
+//!
+//! A `message.received` (a contact writing to one of our numbers) is routed
+//! to the tenant whose message to that number is the newest created within
+//! `REPLY_WINDOW_DAYS` (`Store::reply_targets`), and the route is recorded
+//! on the inbox row (`reply_state`, `reply_client`, and `message_id`, the
+//! message it answers), so the pull API's `inbound` source shows it to that
+//! tenant (and to admins). When the tenant has an inbound URL
+//! (`INBOUND_URLS` for keys of `API_KEYS`, `api_keys.inbound_url` for
+//! managed ones), a `message.inbound` callback is queued in the outbox and
+//! delivered like status callbacks ([`crate::callbacks`]). A reply from a
+//! number nobody wrote to in the window is `unroutable`: kept, readable by
+//! admins, counted (`worker_replies_total{outcome="unroutable"}`).
 //!
 //! Housekeeping (a task of its own in each worker): the unmatched re-check,
 //! and the purge of finished rows past their retention ([`crate::purge`]).
@@ -32,8 +45,10 @@ use std::sync::Arc;
 use chrono::Utc;
 use common::config::Config;
 use common::domain::{MessageId, MessageStatus, Provider, api_time};
-use common::sent::webhook::{self, Parsed, StatusUpdate};
-use common::store::{InboxEvent, InboxFinish, InboxResult, StatusChange, Store};
+use common::sent::webhook::{self, InboundMessage, Parsed, StatusUpdate};
+use common::store::{
+    InboxEvent, InboxFinish, InboxResult, NewInboundCallback, ReplyRoute, StatusChange, Store,
+};
 use common::telemetry::TraceContext;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -182,7 +197,16 @@ pub async fn process_due(
     let apply_ms = started.elapsed().as_secs_f64() * 1000.0 - claim_ms;
     store.finish_inbox(&finished).await?;
     for finish in &finished {
-        let outcome = match finish.result {
+        let outcome = match &finish.result {
+            InboxResult::Reply { route } => {
+                let outcome = if route.is_some() {
+                    "routed"
+                } else {
+                    "unroutable"
+                };
+                metrics::counter!(common::metrics::REPLIES, "outcome" => outcome).increment(1);
+                "reply"
+            }
             InboxResult::Processed { .. } => "processed",
             InboxResult::NotApplicable => "not_applicable",
             InboxResult::Forwarded => "forwarded",
@@ -232,6 +256,8 @@ async fn process_batch(store: &Store, config: &Config, events: &[InboxEvent]) ->
     // Stripe and Telegram events with a destination are forwarded.
     let mut forwarded: Vec<usize> = Vec::new();
     let mut forwards = Vec::new();
+    // Replies (`message.received`) go on to be routed.
+    let mut replies: Vec<(usize, InboundMessage)> = Vec::new();
     for (i, event) in events.iter().enumerate() {
         let to = crate::forward::forwards_for(config, event);
         if !to.is_empty() {
@@ -241,6 +267,7 @@ async fn process_batch(store: &Store, config: &Config, events: &[InboxEvent]) ->
         }
         match understand(event) {
             Ok(Parsed::Status(update)) => updates.push((i, update)),
+            Ok(Parsed::Inbound(inbound)) => replies.push((i, inbound)),
             Ok(Parsed::NotApplicable(why)) => {
                 tracing::debug!(inbox_id = event.id, event_id = %event.event_id, why, "webhook event not applicable");
                 results[i] = Some(InboxResult::NotApplicable);
@@ -264,6 +291,9 @@ async fn process_batch(store: &Store, config: &Config, events: &[InboxEvent]) ->
                 results[i] = Some(failure(config, &events[i], format!("database: {error}")));
             }
         }
+    }
+    if !replies.is_empty() {
+        route_replies(store, config, events, &replies, &mut results).await;
     }
     // Applied in the order the changes happened at Sent, so that a batch
     // holding both a late `sent` and its `delivered` records both as progress.
@@ -293,6 +323,72 @@ async fn process_batch(store: &Store, config: &Config, events: &[InboxEvent]) ->
             result: result.expect("every event has an outcome"),
         })
         .collect()
+}
+
+/// Routes each reply to the tenant that last wrote to its contact, and
+/// queues a `message.inbound` callback for each routed to a tenant with an
+/// inbound URL: two statements for the batch. A reply whose contact is not
+/// a valid number, or one nobody wrote to within the window, is unroutable.
+async fn route_replies(
+    store: &Store,
+    config: &Config,
+    events: &[InboxEvent],
+    replies: &[(usize, InboundMessage)],
+    results: &mut [Option<InboxResult>],
+) {
+    let contacts: Vec<Option<_>> = replies.iter().map(|(_, r)| r.contact()).collect();
+    let mut numbers: Vec<&str> = contacts.iter().flatten().map(|c| c.as_str()).collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    let fail = |results: &mut [Option<InboxResult>], error: String| {
+        for (i, _) in replies {
+            results[*i] = Some(failure(config, &events[*i], error.clone()));
+        }
+    };
+    let targets = match store.reply_targets(&numbers, config.replies.window).await {
+        Ok(targets) => targets,
+        Err(error) => return fail(results, format!("database: {error}")),
+    };
+    let mut routes = Vec::with_capacity(replies.len());
+    let mut callbacks = Vec::new();
+    for ((i, reply), contact) in replies.iter().zip(&contacts) {
+        let event = &events[*i];
+        let Some(target) = contact.as_ref().and_then(|c| targets.get(c.as_str())) else {
+            // Never the number: it is the contact's.
+            tracing::info!(inbox_id = event.id, event_id = %event.event_id, "reply unroutable: no message to its number within REPLY_WINDOW_DAYS");
+            routes.push((*i, None));
+            continue;
+        };
+        let url = config
+            .replies
+            .inbound_urls
+            .get(&target.client)
+            .or(target.inbound_url.as_ref());
+        tracing::debug!(inbox_id = event.id, event_id = %event.event_id, client = %target.client,
+            in_reply_to = %target.message_id, callback = url.is_some(), "reply routed");
+        if let Some(url) = url {
+            callbacks.push(NewInboundCallback {
+                inbox_id: event.id,
+                client: target.client.clone(),
+                url: url.clone(),
+                payload: reply.payload(&event.event_id, Some(&target.message_id)),
+                at: reply.received_at,
+            });
+        }
+        routes.push((
+            *i,
+            Some(ReplyRoute {
+                client: target.client.clone(),
+                message_id: target.message_id.clone(),
+            }),
+        ));
+    }
+    if let Err(error) = store.insert_inbound_callbacks(&callbacks).await {
+        return fail(results, format!("database: {error}"));
+    }
+    for (i, route) in routes {
+        results[i] = Some(InboxResult::Reply { route });
+    }
 }
 
 /// Applies the status updates whose messages exist, all in one call; the
@@ -413,8 +509,8 @@ fn failure(config: &Config, event: &InboxEvent, error: String) -> InboxResult {
     }
 }
 
-/// What an event is: a status update for one of Sent's message ids, or
-/// nothing for us (other providers, inbound messages, other families).
+/// What an event is: a status update for one of Sent's message ids, a
+/// contact's message, or nothing for us (other providers, other families).
 fn understand(event: &InboxEvent) -> Result<Parsed, String> {
     if event.provider != Provider::Sent {
         // Stored for the record: no FORWARD_<SOURCE>_URL takes them.

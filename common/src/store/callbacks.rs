@@ -59,6 +59,15 @@ pub enum CallbackKind {
     Inbound,
 }
 
+impl std::fmt::Display for CallbackKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CallbackKind::Status => "status",
+            CallbackKind::Inbound => "inbound",
+        })
+    }
+}
+
 /// A `message.inbound` callback to queue: a reply routed to `client`.
 #[derive(Debug, Clone)]
 pub struct NewInboundCallback {

@@ -10,12 +10,19 @@
 //! skips an event that committed late (`common::store::pull`). Events stay
 //! readable for the inbox's retention (`INBOX_RETENTION_DAYS` after they
 //! were processed).
+//!
+//! `source=inbound` is the replies to messages (Sent's `message.received`),
+//! in the order the worker routed them, each as the `message.inbound` body
+//! its callback carries: a tenant reads those routed to it, an admin all of
+//! them, unroutable ones (`routed_to: null`) included. Provider sources are
+//! for admin keys only.
 
 use axum::Json;
 use axum::extract::{Extension, Query, State};
 use chrono::{DateTime, Utc};
 use common::domain::{Provider, Role};
-use common::store::EventCursor;
+use common::sent::webhook::read_inbound;
+use common::store::{EventCursor, PulledReply};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -32,8 +39,9 @@ pub const PAGE_MAX: i64 = 1000;
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Whose events: `stripe`, `telegram` or `sent`.
-    #[param(value_type = String, pattern = "^(stripe|telegram|sent)$")]
+    /// Whose events: `stripe`, `telegram` or `sent` (admin keys), or
+    /// `inbound`, the replies to messages (a tenant's own; an admin's all).
+    #[param(value_type = String, pattern = "^(stripe|telegram|sent|inbound)$")]
     pub source: Option<String>,
     /// The previous page's `next_cursor`; from the first stored event without it.
     #[param(value_type = Option<String>, pattern = "^[0-9]+-[0-9]+$")]
@@ -58,10 +66,25 @@ pub struct StoredEvent {
     #[schema(example = "invoice.paid")]
     pub event_type: Option<String>,
     pub received_at: DateTime<Utc>,
-    /// The provider's body (its signature was verified when it arrived).
+    /// The provider's body (its signature was verified when it arrived);
+    /// for `inbound`, the `message.inbound` body (`InboundCallback`).
     #[schema(value_type = Object)]
     pub payload: Value,
+    /// `inbound` only: the tenant (API key name) the reply was routed to,
+    /// `null` when it was unroutable (only admins see those).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, nullable = true, example = "acme")]
+    pub routed_to: Option<Option<String>>,
 }
+
+/// Where the pull API reads: a provider's stored events, or the replies.
+#[derive(Clone, Copy)]
+enum Source {
+    Provider(Provider),
+    Inbound,
+}
+
+pub const INBOUND: &str = "inbound";
 
 /// A page of events.
 #[derive(Serialize, ToSchema)]
@@ -75,7 +98,8 @@ pub struct EventPage {
     pub has_more: bool,
 }
 
-/// Stored events of one source, oldest first (admin keys).
+/// Stored events of one source, oldest first (admin keys; `inbound`: any key,
+/// a tenant reading its own replies).
 #[utoipa::path(get, path = "/api/events", tag = "events", operation_id = "listEvents",
     params(EventsQuery),
     responses((status = 200, description = "The next events after `after`", body = EventPage),
@@ -88,19 +112,25 @@ pub async fn list(
     let mut errors = FieldErrors::new();
     let mut bad =
         |field: &str, problem: String| errors.entry(field.to_owned()).or_default().push(problem);
-    let source = match query.source.as_deref().map(str::parse::<Provider>) {
-        Some(Ok(source)) => Some(source),
-        Some(Err(_)) => {
-            bad("source", "One of stripe, telegram, sent.".into());
-            None
-        }
+    let source = match query.source.as_deref() {
+        Some(INBOUND) => Some(Source::Inbound),
+        Some(other) => match other.parse::<Provider>() {
+            Ok(provider) => Some(Source::Provider(provider)),
+            Err(_) => {
+                bad("source", "One of stripe, telegram, sent, inbound.".into());
+                None
+            }
+        },
         None => {
-            bad("source", "Required: stripe, telegram or sent.".into());
+            bad(
+                "source",
+                "Required: stripe, telegram, sent or inbound.".into(),
+            );
             None
         }
     };
     // Provider events are the operator's: a tenant reads none of them.
-    if client.role != Role::Admin && source.is_some() {
+    if client.role != Role::Admin && matches!(source, Some(Source::Provider(_))) {
         bad("source", "Only admin keys read provider events.".into());
     }
     let after = match query.after.as_deref().map(str::parse::<EventCursor>) {
@@ -122,7 +152,17 @@ pub async fn list(
     let (Some(source), true) = (source, errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
-    let rows = state.store.pull_events(source, after, limit).await?;
+    let provider = match source {
+        Source::Provider(provider) => provider,
+        Source::Inbound => {
+            let rows = state
+                .store
+                .pull_replies(client.dashboard_scope(), after, limit)
+                .await?;
+            return Ok(Json(reply_page(rows, after, limit)));
+        }
+    };
+    let rows = state.store.pull_events(provider, after, limit).await?;
     let next_cursor = rows.last().map_or(after, |row| row.cursor()).to_string();
     let has_more = rows.len() as i64 == limit;
     let events = rows
@@ -135,6 +175,7 @@ pub async fn list(
             received_at: row.received_at,
             // Verified as a JSON object when it arrived.
             payload: serde_json::from_slice(&row.body).unwrap_or(Value::Null),
+            routed_to: None,
         })
         .collect();
     Ok(Json(EventPage {
@@ -142,4 +183,30 @@ pub async fn list(
         next_cursor,
         has_more,
     }))
+}
+
+/// A page of the `inbound` feed: each reply as its `message.inbound` body.
+fn reply_page(rows: Vec<PulledReply>, after: EventCursor, limit: i64) -> EventPage {
+    let next_cursor = rows.last().map_or(after, |row| row.cursor()).to_string();
+    let has_more = rows.len() as i64 == limit;
+    let events = rows
+        .into_iter()
+        .map(|row| StoredEvent {
+            cursor: row.cursor().to_string(),
+            source: INBOUND.to_owned(),
+            // Routed because it read as an inbound message.
+            payload: read_inbound(&row.body, row.received_at).map_or(Value::Null, |inbound| {
+                inbound.payload(&row.event_id, row.message_id.as_deref())
+            }),
+            event_id: row.event_id,
+            event_type: Some("message.inbound".to_owned()),
+            received_at: row.received_at,
+            routed_to: Some(row.client),
+        })
+        .collect();
+    EventPage {
+        events,
+        next_cursor,
+        has_more,
+    }
 }
