@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::Sim;
-use crate::api::wire::MessageEventPayload;
+use crate::api::wire::{InboundMessageEventPayload, MessageEventPayload};
 use crate::config::{SimConfig, WebhookEnvelope};
 use crate::faults::chance;
 use crate::signature::SigningKey;
@@ -35,22 +35,49 @@ pub(crate) struct Event {
 
 /// The envelope as Sent's current types name it: `event` and `payload`.
 #[derive(Serialize)]
-struct Outgoing<'a> {
+struct Outgoing<'a, P> {
     field: &'static str,
     event: &'static str,
     timestamp: &'a str,
     request_id: &'a str,
-    payload: &'a MessageEventPayload,
+    payload: &'a P,
 }
 
 /// The variant seen in other official material: `sub_type` and `value`.
 #[derive(Serialize)]
-struct OutgoingSubType<'a> {
+struct OutgoingSubType<'a, P> {
     field: &'static str,
     sub_type: &'static str,
     timestamp: &'a str,
     request_id: &'a str,
-    value: &'a MessageEventPayload,
+    value: &'a P,
+}
+
+/// A `message` envelope around `payload`, in `style`.
+fn envelope<P: Serialize>(
+    event: &'static str,
+    request_id: &str,
+    payload: &P,
+    style: WebhookEnvelope,
+) -> Bytes {
+    let timestamp = rfc3339(Utc::now());
+    let body = match style {
+        WebhookEnvelope::Event => serde_json::to_vec(&Outgoing {
+            field: "message",
+            event,
+            timestamp: &timestamp,
+            request_id,
+            payload,
+        }),
+        WebhookEnvelope::SubType => serde_json::to_vec(&OutgoingSubType {
+            field: "message",
+            sub_type: event,
+            timestamp: &timestamp,
+            request_id,
+            value: payload,
+        }),
+    };
+    body.expect("a webhook envelope serializes").into()
 }
 
 impl Event {
@@ -79,28 +106,31 @@ impl Event {
                 _ => None,
             },
         };
-        let timestamp = rfc3339(Utc::now());
-        let body = match style {
-            WebhookEnvelope::Event => serde_json::to_vec(&Outgoing {
-                field: "message",
-                event: status.event(),
-                timestamp: &timestamp,
-                request_id: &meta.request_id,
-                payload: &payload,
-            }),
-            WebhookEnvelope::SubType => serde_json::to_vec(&OutgoingSubType {
-                field: "message",
-                sub_type: status.event(),
-                timestamp: &timestamp,
-                request_id: &meta.request_id,
-                value: &payload,
-            }),
-        };
         Event {
             id: Uuid::new_v4().to_string(),
             name: status.event(),
             message_id: meta.id,
-            body: body.expect("a webhook envelope serializes").into(),
+            body: envelope(status.event(), &meta.request_id, &payload, style),
+        }
+    }
+
+    /// A `message.received` event: a contact wrote to one of the account's
+    /// numbers (`POST /_sim/inbound`).
+    pub fn inbound(payload: &InboundMessageEventPayload, style: WebhookEnvelope) -> Event {
+        Event {
+            id: Uuid::new_v4().to_string(),
+            name: "message.received",
+            // Sent's id of the inbound message (logged on abandon).
+            message_id: payload
+                .message_id
+                .parse()
+                .unwrap_or_else(|_| Uuid::new_v4()),
+            body: envelope(
+                "message.received",
+                &crate::api::new_request_id(),
+                payload,
+                style,
+            ),
         }
     }
 }
@@ -206,8 +236,9 @@ impl Webhooks {
 }
 
 /// Delivers `event` once now (twice under the duplicate fault); a failed
-/// first attempt is retried in the background.
-pub(crate) async fn deliver(sim: &Arc<Sim>, event: Event) {
+/// first attempt is retried in the background. Returns whether the first
+/// attempt was delivered.
+pub(crate) async fn deliver(sim: &Arc<Sim>, event: Event) -> bool {
     let first = sim.webhooks.attempt(sim, &event).await;
     if first != Attempt::NoEndpoint && chance(sim.faults.get().duplicate_webhook) {
         bump(&sim.counters.fault_duplicate_webhook);
@@ -221,6 +252,7 @@ pub(crate) async fn deliver(sim: &Arc<Sim>, event: Event) {
             tokio::spawn(async move { retry(&sim, event).await });
         }
     }
+    first == Attempt::Delivered
 }
 
 async fn retry(sim: &Arc<Sim>, event: Event) {

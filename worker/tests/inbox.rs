@@ -251,8 +251,6 @@ async fn other_events_are_kept_as_not_applicable() {
     common::metrics::install();
     let stack = Stack::start(&[]).await;
     let bodies = [
-        json!({"field": "message", "event": "message.received",
-               "payload": {"message_id": "in-1", "inbound_number": "+14155550123", "text": "STOP"}}),
         json!({"field": "templates", "value": {"id": "tmpl_1", "status": "APPROVED"}}),
         json!({"field": "contact", "event": "contact.updated", "payload": {"id": "c1"}}),
         json!({"event": "call.ended", "payload": {"call_id": "x"}}),

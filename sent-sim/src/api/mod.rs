@@ -46,6 +46,7 @@ fn routes(sim: Arc<Sim>) -> Router {
             "/_sim/webhook",
             get(admin::get_webhook).post(admin::set_webhook),
         )
+        .route("/_sim/inbound", post(admin::inbound))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(sim)

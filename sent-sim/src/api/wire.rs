@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Value of `meta.version`.
@@ -420,6 +420,36 @@ pub(crate) struct MessageEventPayload {
     /// `message.scheduled` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduled_at: Option<String>,
+}
+
+/// The payload of `message.received`, as the SDK's
+/// `InboundMessageEventPayload` reads it.
+#[derive(Debug, Serialize)]
+pub(crate) struct InboundMessageEventPayload {
+    pub message_id: String,
+    /// The contact, E.164.
+    pub inbound_number: String,
+    /// The account's number the contact wrote to.
+    pub outbound_number: String,
+    pub account_id: String,
+    pub channel: String,
+    /// Always present, possibly `null` (a media-only message).
+    pub text: Option<String>,
+    /// Left out when the channel carries none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<InboundMedia>,
+    pub received_at: String,
+    pub updated_at: String,
+}
+
+/// One attachment of an inbound message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct InboundMedia {
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
 }
 
 #[cfg(test)]
