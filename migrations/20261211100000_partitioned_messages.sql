@@ -78,8 +78,11 @@ $$;
 -- Creates the weekly partitions (of both tables) after the last one, up to
 -- the week of `upto`; returns how many weeks it created. Callers hold the
 -- advisory lock of partition maintenance (Store::ensure_message_partitions).
--- CREATE TABLE ... PARTITION OF takes ACCESS EXCLUSIVE on the parents for a
--- few milliseconds: accepts wait that long, once a week.
+-- Each week's tables are made apart, keys and all, then attached: ATTACH
+-- takes SHARE UPDATE EXCLUSIVE on the parents, which no accept, status
+-- change or read waits for (CREATE TABLE ... PARTITION OF would take ACCESS
+-- EXCLUSIVE, and, the writers locking the two parents in either order,
+-- deadlock with them).
 CREATE FUNCTION message_partitions_ensure(upto timestamptz) RETURNS int
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -97,10 +100,13 @@ BEGIN
     hi := ulid_time_prefix(week + interval '7 days');
     m := 'messages_p' || to_char(week AT TIME ZONE 'UTC', 'YYYYMMDD');
     e := 'message_events_p' || to_char(week AT TIME ZONE 'UTC', 'YYYYMMDD');
-    EXECUTE format('CREATE TABLE %I PARTITION OF messages FOR VALUES FROM (%L) TO (%L)', m, lo, hi);
-    EXECUTE format('CREATE TABLE %I PARTITION OF message_events FOR VALUES FROM (%L) TO (%L)', e, lo, hi);
-    EXECUTE format('ALTER TABLE %I ADD PRIMARY KEY (id)', e);
-    EXECUTE format('ALTER TABLE %I ADD FOREIGN KEY (message_id) REFERENCES %I (id) ON DELETE CASCADE', e, m);
+    EXECUTE format('CREATE TABLE %I (LIKE messages INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE,
+                                     PRIMARY KEY (id))', m);
+    EXECUTE format('CREATE TABLE %I (LIKE message_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE,
+                                     PRIMARY KEY (id),
+                                     FOREIGN KEY (message_id) REFERENCES %I (id) ON DELETE CASCADE)', e, m);
+    EXECUTE format('ALTER TABLE messages ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', m, lo, hi);
+    EXECUTE format('ALTER TABLE message_events ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', e, lo, hi);
     created := created + 1;
     week := week + interval '7 days';
   END LOOP;
@@ -147,7 +153,7 @@ BEGIN
     EXECUTE format('DROP TRIGGER %I ON %I', r.tgname, r.tab);
   END LOOP;
 
-  ALTER TABLE status_callbacks DROP CONSTRAINT status_callbacks_message_id_fkey;
+  ALTER TABLE status_callbacks DROP CONSTRAINT IF EXISTS status_callbacks_message_id_fkey;
 
   ALTER TABLE messages RENAME TO messages_legacy;
   ALTER INDEX messages_pkey RENAME TO messages_legacy_pkey;

@@ -11,9 +11,9 @@
 //!   since the cutoff without finishing (`accepted`, `sent`): such a week is
 //!   held, whole, until it has none, and reported (log and gauges).
 //!
-//! Workers take turns through an advisory lock; a table lock not granted
-//! within a second (a long query on `messages`) postpones a drop to the
-//! next pass instead of making accepts queue behind it.
+//! Workers take turns through an advisory lock. Neither creating nor
+//! dropping a week takes a lock an accept, a status change or a read waits
+//! for: weeks are attached, and detached concurrently, then dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,10 +53,11 @@ pub struct RetentionReport {
     pub created: i32,
     /// Whole weeks of partitions after now.
     pub ahead_weeks: i64,
-    /// Weeks dropped, with their messages.
+    /// Weeks dropped, with their messages (-1: a drop a stopped worker
+    /// left half done, finished).
     pub dropped: Vec<(String, i64)>,
     pub held: Vec<Held>,
-    /// Weeks that could not be locked in time: the next pass tries again.
+    /// Weeks another worker was dropping: the next pass looks again.
     pub busy: Vec<String>,
 }
 
@@ -91,6 +92,9 @@ pub async fn retain(
         created: store.ensure_message_partitions().await?,
         ..RetentionReport::default()
     };
+    for name in store.finish_interrupted_drops().await? {
+        report.dropped.push((name, -1));
+    }
     let partitions = store.message_partitions().await?;
     report.ahead_weeks = partitions
         .last()

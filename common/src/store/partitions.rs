@@ -26,10 +26,10 @@ pub const PARTITIONS_AHEAD_WEEKS: i32 = 8;
 /// workers.
 const MAINTENANCE_LOCK: i64 = 0x6d73_6770_6172_7473; // "msgparts"
 
-/// How long maintenance waits for a table lock before giving up until its
-/// next pass: accepts queue behind a waiting ACCESS EXCLUSIVE request, so
-/// the wait is kept short.
-const LOCK_TIMEOUT: &str = "1s";
+/// How long creating partitions waits for its lock on the parents (SHARE
+/// UPDATE EXCLUSIVE: only DDL, a manual VACUUM or ANALYZE of a parent hold
+/// one that conflicts) before giving up until the next pass.
+const LOCK_TIMEOUT: &str = "5s";
 
 /// One week of messages (or, with no lower bound, the tables as they were
 /// before partitioning, `messages_legacy`).
@@ -69,8 +69,7 @@ pub enum Retirement {
     Dropped { messages: i64 },
     /// Kept: some of its messages may not go yet.
     Held(Holders),
-    /// Another worker is at it, or a table lock was not granted in time:
-    /// the next pass tries again.
+    /// Another worker is at it: the next pass tries again.
     Busy,
 }
 
@@ -83,8 +82,8 @@ const HOLDERS: &str = "SELECT count(*) FILTER (WHERE status IN ('queued', 'sched
 impl Store {
     /// Creates the weeks after the last one up to [`PARTITIONS_AHEAD_WEEKS`]
     /// from now; returns how many it created. Safe from every worker at
-    /// once (they take turns); a table lock not granted within a second is
-    /// an error, and the next pass tries again.
+    /// once (they take turns); a lock on the parents not granted within
+    /// [`LOCK_TIMEOUT`] is an error, and the next pass tries again.
     pub async fn ensure_message_partitions(&self) -> Result<i32, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -120,7 +119,7 @@ impl Store {
         partition: &MessagePartition,
         cutoff: DateTime<Utc>,
     ) -> Result<Holders, sqlx::Error> {
-        sqlx::query_as(&holders_of(partition))
+        sqlx::query_as(&holders_of(&partition.name))
             .bind(cutoff)
             .fetch_one(&self.pool)
             .await
@@ -151,15 +150,16 @@ impl Store {
     }
 
     /// Drops a week of messages with their timelines and callbacks, if every
-    /// message in it was created before `cutoff` and none [`Holders`] it, in
-    /// one transaction that also takes its messages out of the dashboard's
-    /// status counts (what the `messages_dashboard_forget` trigger does for
-    /// a deleted row, which a dropped table does not fire).
+    /// message in it was created before `cutoff` and none [`Holders`] it,
+    /// and takes its messages out of the dashboard's status counts (what the
+    /// `messages_dashboard_forget` trigger does for a deleted row, which a
+    /// dropped table does not fire).
     ///
-    /// Locks: SHARE on the week's two tables while it counts (only writes to
-    /// those old messages wait), then ACCESS EXCLUSIVE on both parents for
-    /// the DROP itself (milliseconds; every accept waits that long). A lock
-    /// not granted within a second ends the attempt ([`Retirement::Busy`]).
+    /// The week is first detached from both parents with `DETACH PARTITION
+    /// ... CONCURRENTLY` (SHARE UPDATE EXCLUSIVE: no accept, status change
+    /// or read waits), then, no longer reachable, counted and dropped at
+    /// leisure. The rollups' watermark is held meanwhile (their step skips
+    /// it), so the status each message is counted in is known exactly.
     pub async fn drop_message_partition(
         &self,
         partition: &MessagePartition,
@@ -168,106 +168,198 @@ impl Store {
         if partition.upper_at > cutoff {
             return Ok(Retirement::Held(Holders::default()));
         }
+        let Some(mut tx) = self.maintenance().await? else {
+            return Ok(Retirement::Busy);
+        };
+        let holders = self.partition_holders(partition, cutoff).await?;
+        if holders.any() {
+            return Ok(Retirement::Held(holders));
+        }
+        self.detach("messages", &partition.name).await?;
+        self.detach("message_events", &partition.events).await?;
+        // Nothing reaches the week any more; a status change that got in
+        // before the detach may have made it held again (a late `sent`).
+        let holders: Holders = sqlx::query_as(&holders_of(&partition.name))
+            .bind(cutoff)
+            .fetch_one(&mut *tx)
+            .await?;
+        if holders.any() {
+            let bounds = match &partition.lower_id {
+                Some(lower) => format!("FROM ('{lower}') TO ('{}')", partition.upper_id),
+                None => format!("FROM (MINVALUE) TO ('{}')", partition.upper_id),
+            };
+            for (parent, child) in [
+                ("messages", &partition.name),
+                ("message_events", &partition.events),
+            ] {
+                sqlx::query(&format!(
+                    "ALTER TABLE {parent} ATTACH PARTITION {} FOR VALUES {bounds}",
+                    quote(child)
+                ))
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            return Ok(Retirement::Held(holders));
+        }
+        let messages = drop_detached(&mut tx, &partition.name, &partition.events).await?;
+        tx.commit().await?;
+        Ok(Retirement::Dropped { messages })
+    }
+
+    /// Finishes the drops a stopped worker left half done: a detach left
+    /// pending is finalized, and a week's tables already detached are
+    /// counted out and dropped. Returns the weeks dropped.
+    pub async fn finish_interrupted_drops(&self) -> Result<Vec<String>, sqlx::Error> {
+        let pending: Vec<(String, String)> = sqlx::query_as(
+            "SELECT p.relname::text, c.relname::text
+               FROM pg_inherits i
+               JOIN pg_class c ON c.oid = i.inhrelid
+               JOIN pg_class p ON p.oid = i.inhparent
+              WHERE i.inhdetachpending AND p.relname IN ('messages', 'message_events')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for (parent, child) in pending {
+            sqlx::query(&format!(
+                "ALTER TABLE {parent} DETACH PARTITION {} FINALIZE",
+                quote(&child)
+            ))
+            .execute(&self.pool)
+            .await?;
+        }
+        let detached: Vec<String> = sqlx::query_scalar(
+            "SELECT relname::text FROM pg_class
+              WHERE relkind = 'r' AND NOT relispartition AND relnamespace = 'public'::regnamespace
+                AND relname ~ '^messages_(p[0-9]{8}|legacy)$'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut dropped = Vec::new();
+        for name in detached {
+            let events = name.replacen("messages_", "message_events_", 1);
+            let Some(mut tx) = self.maintenance().await? else {
+                break;
+            };
+            let attached: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = $1 AND relispartition)",
+            )
+            .bind(&events)
+            .fetch_one(&mut *tx)
+            .await?;
+            if attached {
+                self.detach("message_events", &events).await?;
+            }
+            drop_detached(&mut tx, &name, &events).await?;
+            tx.commit().await?;
+            dropped.push(name);
+        }
+        Ok(dropped)
+    }
+
+    /// A transaction holding the advisory lock of partition maintenance and
+    /// the rollups' watermark (their step skips it while it is held); `None`
+    /// when another worker is at it.
+    async fn maintenance(
+        &self,
+    ) -> Result<Option<sqlx::Transaction<'static, sqlx::Postgres>>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
             .bind(MAINTENANCE_LOCK)
             .fetch_one(&mut *tx)
             .await?;
         if !ours {
-            return Ok(Retirement::Busy);
+            return Ok(None);
         }
-        sqlx::query(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+        sqlx::query("SELECT done_id FROM dashboard_rollup_state FOR SHARE")
             .execute(&mut *tx)
             .await?;
-        let (messages, events) = (quote(&partition.name), quote(&partition.events));
-        let locked = sqlx::query(&format!("LOCK TABLE {messages}, {events} IN SHARE MODE"))
-            .execute(&mut *tx)
-            .await;
-        if let Err(error) = locked {
-            return busy_or(error);
-        }
-        let holders: Holders = sqlx::query_as(&holders_of(partition))
-            .bind(cutoff)
-            .fetch_one(&mut *tx)
-            .await?;
-        if holders.any() {
-            return Ok(Retirement::Held(holders));
-        }
-        let count: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {messages}"))
-            .fetch_one(&mut *tx)
-            .await?;
-        // The status each message is counted in: that of its last applied
-        // event at or below the watermark (dashboard_forget's rule). For the
-        // messages with no applied event after the watermark, nearly all of
-        // them, that is their status (the rollups count each message in its
-        // status), read in one pass of the table; the few others look it up.
+        Ok(Some(tx))
+    }
+
+    /// `DETACH PARTITION ... CONCURRENTLY`, which may not run in a
+    /// transaction: on a connection of its own. It waits for the queries
+    /// that use the parent to end, blocking none.
+    async fn detach(&self, parent: &str, child: &str) -> Result<(), sqlx::Error> {
         sqlx::query(&format!(
-            "WITH done AS (
-               SELECT done_id FROM dashboard_rollup_state FOR SHARE
-             ), late AS (
-               SELECT DISTINCT e.message_id
-                 FROM {events} e, done
-                WHERE e.id > done.done_id AND e.applied AND dashboard_status_of(e.status) IS NOT NULL
-             ), counted AS (
-               SELECT m.client, m.status
-                 FROM {messages} m
-                WHERE EXISTS (SELECT 1 FROM done)
-                  AND NOT EXISTS (SELECT 1 FROM late WHERE late.message_id = m.id)
-               UNION ALL
-               SELECT m.client, c.status
-                 FROM late
-                 JOIN {messages} m ON m.id = late.message_id
-                CROSS JOIN done
-                CROSS JOIN LATERAL (
-                      SELECT dashboard_status_of(e.status) AS status
-                        FROM {events} e
-                       WHERE e.message_id = m.id AND e.id <= done.done_id AND e.applied
-                         AND dashboard_status_of(e.status) IS NOT NULL
-                       ORDER BY e.id DESC
-                       LIMIT 1) c
-             ), totals AS (
-               SELECT coalesce(client, '') AS client, status, count(*) AS n
-                 FROM counted
-                GROUP BY GROUPING SETS ((client, status), (status))
-             )
-             UPDATE dashboard_status_counts d SET messages = d.messages - t.n
-               FROM totals t
-              WHERE d.client = t.client AND d.status = t.status"
+            "ALTER TABLE {parent} DETACH PARTITION {} CONCURRENTLY",
+            quote(child)
         ))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "DELETE FROM status_callbacks WHERE message_id < $1 AND ($2::text IS NULL OR message_id >= $2)",
-        )
-        .bind(&partition.upper_id)
-        .bind(&partition.lower_id)
-        .execute(&mut *tx)
-        .await?;
-        let dropped = sqlx::query(&format!("DROP TABLE {events}, {messages}"))
-            .execute(&mut *tx)
-            .await;
-        if let Err(error) = dropped {
-            return busy_or(error);
-        }
-        tx.commit().await?;
-        Ok(Retirement::Dropped { messages: count })
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
     }
 }
 
-fn holders_of(partition: &MessagePartition) -> String {
-    HOLDERS.replace("{messages}", &quote(&partition.name))
+/// Counts a detached week's messages out of the dashboard's status counts,
+/// deletes their callbacks left, and drops its two tables; returns how many
+/// messages it held. `tx` holds the rollups' watermark.
+///
+/// The status each message is counted in is that of its last applied event
+/// at or below the watermark (dashboard_forget's rule): for the messages
+/// with no applied event after it, nearly all of them, that is their status
+/// (the rollups count each message in its status), read in one pass of the
+/// table; the few others look it up.
+async fn drop_detached(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    name: &str,
+    events: &str,
+) -> Result<i64, sqlx::Error> {
+    let (messages, events) = (quote(name), quote(events));
+    let count: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {messages}"))
+        .fetch_one(&mut **tx)
+        .await?;
+    sqlx::query(&format!(
+        "WITH done AS (
+           SELECT done_id FROM dashboard_rollup_state
+         ), late AS (
+           SELECT DISTINCT e.message_id
+             FROM {events} e, done
+            WHERE e.id > done.done_id AND e.applied AND dashboard_status_of(e.status) IS NOT NULL
+         ), counted AS (
+           SELECT m.client, m.status
+             FROM {messages} m
+            WHERE EXISTS (SELECT 1 FROM done)
+              AND NOT EXISTS (SELECT 1 FROM late WHERE late.message_id = m.id)
+           UNION ALL
+           SELECT m.client, c.status
+             FROM late
+             JOIN {messages} m ON m.id = late.message_id
+            CROSS JOIN done
+            CROSS JOIN LATERAL (
+                  SELECT dashboard_status_of(e.status) AS status
+                    FROM {events} e
+                   WHERE e.message_id = m.id AND e.id <= done.done_id AND e.applied
+                     AND dashboard_status_of(e.status) IS NOT NULL
+                   ORDER BY e.id DESC
+                   LIMIT 1) c
+         ), totals AS (
+           SELECT coalesce(client, '') AS client, status, count(*) AS n
+             FROM counted
+            GROUP BY GROUPING SETS ((client, status), (status))
+         )
+         UPDATE dashboard_status_counts d SET messages = d.messages - t.n
+           FROM totals t
+          WHERE d.client = t.client AND d.status = t.status"
+    ))
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(&format!(
+        "DELETE FROM status_callbacks WHERE message_id IN (SELECT id FROM {messages})"
+    ))
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(&format!("DROP TABLE {events}, {messages}"))
+        .execute(&mut **tx)
+        .await?;
+    Ok(count)
+}
+
+fn holders_of(messages: &str) -> String {
+    HOLDERS.replace("{messages}", &quote(messages))
 }
 
 /// A table name as an SQL identifier (the names come from the catalog).
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// `lock_not_available` (lock_timeout) is [`Retirement::Busy`]; the rest
-/// are errors.
-fn busy_or(error: sqlx::Error) -> Result<Retirement, sqlx::Error> {
-    match &error {
-        sqlx::Error::Database(e) if e.code().as_deref() == Some("55P03") => Ok(Retirement::Busy),
-        _ => Err(error),
-    }
 }
