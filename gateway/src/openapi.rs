@@ -22,6 +22,7 @@ use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema, ToResponse};
 use crate::auth::Access;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use common::domain::{Channel, MessageStatus};
+use common::sent::webhook::InboundCallback;
 
 /// Names of the security schemes.
 pub const BEARER: &str = "bearer";
@@ -59,14 +60,14 @@ security headers (`Strict-Transport-Security`, `Content-Security-Policy`, \
         description = DESCRIPTION,
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
-    components(schemas(ErrorBody, ErrorCode, MessageStatus, Channel)),
+    components(schemas(ErrorBody, ErrorCode, MessageStatus, Channel, InboundCallback)),
     modifiers(&Components),
     tags(
         (name = "messages", description = "Sending messages and reading their status. API key required."),
         (name = "webhooks", description = "Signed provider webhooks, stored in the inbox and processed by the worker."),
         (name = "operations", description = "Health, metrics, the service index and this document."),
         (name = "dashboard", description = "The built-in status page and its data."),
-        (name = "events", description = "The pull API: verified provider events as stored, in order, with a cursor. Admin keys."),
+        (name = "events", description = "The pull API: verified provider events as stored, in order, with a cursor (admin keys), and `source=inbound`, the replies to messages routed to the caller's tenant (an admin: all, unroutable ones included), each an `InboundCallback`: the body of the signed `message.inbound` callback the worker POSTs to the tenant's inbound URL."),
     )
 )]
 pub struct ApiDoc;

@@ -163,6 +163,9 @@ async fn only_admin_keys_read_provider_events_and_bad_queries_are_named() {
 
     let (status, body) = page(&http, &base, ADMIN_KEY, "source=telegram").await;
     assert_eq!((status, body["events"].clone()), (200, json!([])));
+    // Replies are a tenant's to read (its own: worker/tests/replies.rs).
+    let (status, body) = page(&http, &base, TENANT_KEY, "source=inbound").await;
+    assert_eq!((status, body["events"].clone()), (200, json!([])));
 
     for (query, field) in [
         ("", "source"),

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::wire::MessageEventPayload;
-use crate::domain::{EventSource, MessageStatus, PhoneNumber, api_time};
+use crate::domain::{EventSource, MessageStatus, PhoneNumber};
 use crate::store::StatusChange;
 
 /// A stored body, understood.
@@ -71,20 +71,62 @@ impl InboundMessage {
     /// `inbound` events: `event_id` is Sent's event id (deduplicate on it),
     /// `in_reply_to` our id of the message the reply was routed by (none:
     /// unroutable).
-    pub fn payload(&self, event_id: &str, in_reply_to: Option<&str>) -> Value {
-        json!({
-            "type": "message.inbound",
-            "event_id": event_id,
-            "from": self.from,
-            "to": self.to,
-            "text": self.text,
-            "media": self.media,
-            "channel": self.channel,
-            "sent_message_id": self.sent_message_id,
-            "received_at": api_time(self.received_at),
-            "in_reply_to": in_reply_to,
-        })
+    pub fn callback(&self, event_id: &str, in_reply_to: Option<&str>) -> InboundCallback {
+        InboundCallback {
+            kind: "message.inbound",
+            event_id: event_id.to_owned(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            text: self.text.clone(),
+            media: self.media.clone(),
+            channel: self.channel.clone(),
+            sent_message_id: self.sent_message_id.clone(),
+            received_at: self.received_at,
+            in_reply_to: in_reply_to.map(str::to_owned),
+        }
     }
+
+    /// [`InboundMessage::callback`] as JSON.
+    pub fn payload(&self, event_id: &str, in_reply_to: Option<&str>) -> Value {
+        serde_json::to_value(self.callback(event_id, in_reply_to))
+            .expect("an inbound callback serializes")
+    }
+}
+
+/// A reply to one of a tenant's messages: the body of the signed
+/// `message.inbound` callback POSTed to the tenant's inbound URL, and the
+/// `payload` of the pull API's `inbound` events.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InboundCallback {
+    /// Always `message.inbound`.
+    #[serde(rename = "type")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "message.inbound"))]
+    pub kind: &'static str,
+    /// Sent's event id: the same for the callback and the pull API;
+    /// deduplicate on it.
+    pub event_id: String,
+    /// The contact's number (E.164), as Sent reported it.
+    #[cfg_attr(feature = "openapi", schema(example = "+14155550123"))]
+    pub from: Option<String>,
+    /// The number of ours the contact wrote to.
+    pub to: Option<String>,
+    /// `null` for a media-only message.
+    pub text: Option<String>,
+    /// Attachments as Sent reports them (`url`, `mime_type`, `size_bytes`,
+    /// `hash_sha256`); the URLs are the carrier's and expire.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub media: Vec<Value>,
+    #[cfg_attr(feature = "openapi", schema(example = "sms"))]
+    pub channel: Option<String>,
+    /// Sent's id of the inbound message.
+    pub sent_message_id: Option<String>,
+    #[serde(serialize_with = "crate::domain::serialize_api_time")]
+    pub received_at: DateTime<Utc>,
+    /// Our id of the message this replies to: the tenant's latest to the
+    /// contact's number within `REPLY_WINDOW_DAYS`; `null` when unroutable
+    /// (admins only see those).
+    pub in_reply_to: Option<String>,
 }
 
 /// The inbound message a stored body holds, if it is one.

@@ -67,7 +67,8 @@ pub struct StoredEvent {
     pub event_type: Option<String>,
     pub received_at: DateTime<Utc>,
     /// The provider's body (its signature was verified when it arrived);
-    /// for `inbound`, the `message.inbound` body (`InboundCallback`).
+    /// for `inbound`, the `message.inbound` body: an `InboundCallback`
+    /// (`#/components/schemas/InboundCallback`).
     #[schema(value_type = Object)]
     pub payload: Value,
     /// `inbound` only: the tenant (API key name) the reply was routed to,
