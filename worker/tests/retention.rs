@@ -208,7 +208,7 @@ async fn a_finished_week_goes_whole_and_an_unsent_message_holds_its_week() {
     let before = rows_of(store, delivered).await;
     assert_eq!(
         before,
-        [1, 5, 4, 1],
+        [1, 5, 4, 3],
         "messages, events, callbacks, attempts"
     );
     let later: DateTime<Utc> = (now + 130 * DAY).into();
@@ -270,8 +270,7 @@ async fn a_recent_status_change_holds_a_week_and_no_retention_drops_nothing() {
     let store = &db.store;
     store.ensure_message_partitions().await.unwrap();
     let now = SystemTime::now();
-    // Created three weeks ago (its id's time), changed now.
-    let sent = message_at(store, "a", now - 21 * DAY).await;
+    let sent = message_at(store, "a", now).await;
     move_to(
         store,
         sent,
@@ -292,9 +291,16 @@ async fn a_recent_status_change_holds_a_week_and_no_retention_drops_nothing() {
     );
     assert_eq!(rows_of(store, sent).await[0], 1);
 
-    // Sent reported `sent` after the cutoff (a day ago): its week is held.
-    let soon: DateTime<Utc> = (now + 2 * DAY).into();
-    let report = retain(store, Some(3 * DAY), soon).await.unwrap();
+    // Sent reported `sent` after the cutoff: its week is held. (The pass
+    // runs 130 days on; the change is dated a day before that.)
+    let later: DateTime<Utc> = (now + 130 * DAY).into();
+    sqlx::query("UPDATE messages SET updated_at = $2 WHERE id = $1")
+        .bind(sent.to_string())
+        .bind(later - chrono::Duration::days(1))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let report = retain(store, Some(RETENTION), later).await.unwrap();
     assert!(
         report.held.iter().any(|h| h.recent == 1 && h.unsent == 0),
         "{report:?}"
