@@ -23,6 +23,7 @@ from pydantic import TypeAdapter
 from typing_extensions import is_typeddict
 
 from sent_dm.types.error_detail import ErrorDetail
+from sent_dm.types.inbound_message_event import InboundMessageEvent
 from sent_dm.types.message_event import MessageEvent
 from sent_dm.types.message_retrieve_status_response import MessageRetrieveStatusResponse
 from sent_dm.types.message_send_params import MessageSendParams
@@ -198,9 +199,12 @@ def check_status_answer(body: Any) -> MessageRetrieveStatusResponse:
     return validate_model(MessageRetrieveStatusResponse, body, allow=["data.scheduled_at"] if held else [])
 
 
-def check_webhook_body(body: Any) -> MessageEvent:
-    """A webhook envelope: MessageEvent (payload MessageEventPayload), no undefined keys."""
-    event = validate_model(MessageEvent, body)
+def check_webhook_body(body: Any) -> MessageEvent | InboundMessageEvent:
+    """A webhook envelope, no undefined keys: InboundMessageEvent (payload
+    InboundMessageEventPayload) for message.received, else MessageEvent
+    (payload MessageEventPayload)."""
+    inbound = isinstance(body, dict) and "message.received" in (body.get("event"), body.get("sub_type"))
+    event = validate_model(InboundMessageEvent if inbound else MessageEvent, body)
     if event.payload is None:
         raise AssertionError(f"no payload: {body}")
     return event
