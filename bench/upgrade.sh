@@ -9,6 +9,8 @@
 #
 #   bench/upgrade.sh                    # 10 million messages, ~50 million events
 #   MESSAGES=100000 bench/upgrade.sh    # a quick run
+#   PRESTEP=1 bench/upgrade.sh          # check the bound first (bench/sql/upgrade_prestep.sql),
+#                                       # as writes go on: the migration then reads no row
 #   KEEP=1 bench/upgrade.sh             # keep the database afterwards
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,6 +61,20 @@ db -c "SET maintenance_work_mem = '1GB'" -c "SET max_parallel_maintenance_worker
    -c "ALTER TABLE message_events ADD FOREIGN KEY (message_id) REFERENCES messages (id) ON DELETE CASCADE NOT VALID" \
    -c "DROP TABLE bench_indexes" -c "VACUUM ANALYZE messages, message_events" -c "CHECKPOINT"
 echo "loaded in $(( ($(now_ms) - start) / 1000 )) s: $(db -At -c "SELECT (SELECT count(*) FROM messages) || ' messages, ' || (SELECT count(*) FROM message_events) || ' events, ' || pg_size_pretty(pg_total_relation_size('messages') + pg_total_relation_size('message_events'))")"
+
+if [ "${PRESTEP:-0}" = 1 ]; then
+  echo "== the bound checked first (bench/sql/upgrade_prestep.sql), while a writer inserts events"
+  db -At -c "SELECT id FROM messages LIMIT 1" > "$work/some_id"
+  start=$(now_ms)
+  db -f bench/sql/upgrade_prestep.sql > /dev/null &
+  prestep=$!
+  sleep 0.5
+  probe_start=$(now_ms)
+  db -c "INSERT INTO message_events (message_id, status, source) VALUES ('$(cat "$work/some_id")', 'polled', 'worker')"
+  echo "an event inserted meanwhile waited $(( $(now_ms) - probe_start )) ms"
+  wait "$prestep"
+  echo "prestep: $(( $(now_ms) - start )) ms"
+fi
 
 echo "== the upgrade"
 start=$(now_ms)

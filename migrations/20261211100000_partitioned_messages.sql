@@ -124,8 +124,21 @@ DECLARE
   stmt text;
   last_id bigint;
 BEGIN
-  -- Nothing else writes meanwhile; locked in the order the writers take them.
+  -- Nothing else writes meanwhile.
   LOCK TABLE messages, message_events, status_callbacks IN ACCESS EXCLUSIVE MODE;
+
+  -- The bound checked beforehand, if the operator did
+  -- (bench/sql/upgrade_prestep.sql: validated CHECK constraints, which take
+  -- no lock that writers wait for): then ATTACH reads no row.
+  SELECT substring(pg_get_constraintdef(m.oid) FROM $r$'([0-9A-Z]{10})'$r$) INTO r
+    FROM pg_constraint m
+    JOIN pg_constraint e ON e.conname = 'message_events_partition_bound' AND e.convalidated
+                        AND e.conrelid = 'message_events'::regclass
+                        AND pg_get_constraintdef(e.oid) = replace(pg_get_constraintdef(m.oid), '(id <', '(message_id <')
+   WHERE m.conname = 'messages_partition_bound' AND m.convalidated AND m.conrelid = 'messages'::regclass;
+  IF r.substring IS NOT NULL THEN
+    bound := r.substring;
+  END IF;
 
   -- Remember, by their text, the views, indexes and triggers on the two
   -- tables, to create them again on the parents: a view follows a renamed
