@@ -19,25 +19,36 @@
 -- every partition's index, about 14 at 90 days instead of 90; retention is
 -- then kept to the week (a message goes between 90 and 97 days old).
 --
--- Partitions are created ahead by housekeeping (message_partitions_ensure,
--- run by this migration, at every `Store::migrate`, at the worker's start
--- and every hour by the worker), 8 weeks ahead: never on the accept path.
--- There is no default partition: rows that landed in one would have to be
--- moved out under lock before their week's partition could be created.
+-- Partitions are created ahead, 8 weeks of them, by this migration and by
+-- the worker (at its start and every hour: worker/src/retention.rs), never
+-- on the accept path; a worker stopped for less than 8 weeks leaves no
+-- accept without its partition. There is no default partition: rows that
+-- landed in one would have to be moved out under lock before their week's
+-- partition could be created, and it would forbid DETACH ... CONCURRENTLY.
+-- Creating a week attaches tables made apart, and dropping one detaches it
+-- CONCURRENTLY first: neither takes a lock an accept waits for.
+--
+-- message_events.id: a partition may not own an identity column, so the
+-- ids now come from the sequence message_events_id_seq, carrying on from
+-- the identity; each events partition has its own primary key (id) (the
+-- parent cannot: a unique index there must hold the partition key).
 --
 -- status_callbacks.message_id no longer has a foreign key (a key to the
 -- partitioned parent would forbid dropping a partition): a callback is only
 -- ever inserted by the statement that updates its message (row-locked), and
 -- retention deletes a week's callbacks before it drops the week
--- (Store::drop_message_partition); tested in common/tests/partitions.rs.
+-- (Store::drop_message_partition; worker/tests/retention.rs).
 --
 -- The upgrade, in this migration's one transaction: the existing tables are
 -- renamed `messages_legacy` and `message_events_legacy` and attached as the
 -- partitions of everything below the first Monday after now (they keep
 -- their indexes, which are attached as the parents' own, their primary keys
--- and the key between them; nothing is rewritten or re-indexed). ATTACH
--- scans each once to check the bound, under ACCESS EXCLUSIVE: accepts and
--- status changes wait for that long. Measured by bench/upgrade.sh (README).
+-- and the key between them; nothing is rewritten or re-indexed; the views
+-- on them are made again on the parents). ATTACH scans each once to check
+-- the bound, under ACCESS EXCLUSIVE: accepts and status changes wait for
+-- that long (bench/upgrade.sh: about 11 s at 10 million messages and 48
+-- million events). Checked beforehand with bench/sql/upgrade_prestep.sql,
+-- which blocks no writer, the bound needs no scan here.
 
 -- The 10-character ULID prefix of a time (its milliseconds since the epoch,
 -- Crockford base32), as in common/src/domain/ids.rs.
