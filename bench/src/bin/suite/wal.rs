@@ -68,6 +68,9 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<WalRep
                     "CALLBACK_ALLOW_PRIVATE_NETWORKS".into(),
                     "127.0.0.0/8".into(),
                 ),
+                // Production takes https callback URLs only; the receiver is
+                // plain http. Nothing the profile changes writes to Postgres.
+                ("APP_ENV".into(), "development".into()),
             ],
         },
         results,
@@ -177,8 +180,9 @@ async fn submit(
                 let response = http
                     .post(&url)
                     .bearer_auth(API_KEY.as_str())
+                    // Never ending in 0000, which sent-sim fails.
                     .json(&json!({
-                        "phone_number": format!("+1415555{:04}", n % 10_000),
+                        "phone_number": format!("+1415555{:04}", 1000 + n % 9000),
                         "template_id": "tmpl_wal",
                         "template_name": "wal",
                         "parameters": {"n": n.to_string()},
@@ -203,26 +207,37 @@ async fn submit(
     Ok(())
 }
 
-/// Waits until `total` messages have been delivered and every callback
-/// delivered, and the inbox has nothing left to apply.
+/// Waits until `total` messages have been delivered, every callback
+/// delivered, and the inbox has nothing left to apply; gives up when nothing
+/// moved for a minute, saying where the messages stopped.
 async fn settle(stack: &mut Stack, pool: &sqlx::PgPool, total: u64) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut last = None;
+    let mut moved = Instant::now();
     loop {
-        let (delivered, callbacks_pending, inbox_pending): (i64, i64, i64) = sqlx::query_as(
+        let progress: (i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT count(*) FROM messages WHERE status = 'delivered'),
                     (SELECT count(*) FROM status_callbacks WHERE state = 'pending'),
                     (SELECT count(*) FROM webhook_inbox WHERE state IN ('pending', 'unmatched'))",
         )
         .fetch_one(pool)
         .await?;
+        let (delivered, callbacks_pending, inbox_pending) = progress;
         if delivered as u64 >= total && callbacks_pending == 0 && inbox_pending == 0 {
             return Ok(());
         }
         stack.check_alive()?;
-        if Instant::now() > deadline {
+        if last != Some(progress) {
+            (last, moved) = (Some(progress), Instant::now());
+        } else if moved.elapsed() > Duration::from_secs(60) {
+            let statuses: String = sqlx::query_scalar(
+                "SELECT string_agg(status || ' ' || n, ', ')
+                   FROM (SELECT status, count(*) n FROM messages GROUP BY 1 ORDER BY 1) s",
+            )
+            .fetch_one(pool)
+            .await?;
             bail!(
-                "after 600 s: {delivered}/{total} delivered, {callbacks_pending} callbacks and \
-                 {inbox_pending} webhooks pending"
+                "stuck for 60 s: {delivered}/{total} delivered ({statuses}), \
+                 {callbacks_pending} callbacks and {inbox_pending} webhooks pending"
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
