@@ -15,8 +15,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use common::config::{Config, Secret};
+use common::signature::WebhookSecret;
 use common::signature::callback::{derived_secret, legacy_secret};
-use common::signature::{DEFAULT_TOLERANCE, WebhookSecret, verify};
 use common::store::NewApiKey;
 use inbox_support::*;
 
@@ -52,22 +52,6 @@ async fn wait_for(seen: &Seen, count: usize) -> Vec<(HeaderMap, Bytes)> {
         (seen.len() >= count).then_some(seen)
     })
     .await
-}
-
-/// Whether the request verifies with `secret` alone, as a receiver holding
-/// only that secret checks it (the project's Standard Webhooks verifier).
-fn verifies(secret: &WebhookSecret, headers: &HeaderMap, body: &[u8]) -> bool {
-    let header = |name: &str| headers[name].to_str().unwrap().to_owned();
-    verify(
-        std::slice::from_ref(secret),
-        &header("webhook-id"),
-        &header("webhook-timestamp"),
-        &header("webhook-signature"),
-        body,
-        DEFAULT_TOLERANCE,
-        chrono::Utc::now().timestamp(),
-    )
-    .is_ok()
 }
 
 fn signatures(headers: &HeaderMap) -> usize {

@@ -44,7 +44,7 @@ pub use messages::{
     STATUS_POLLS, StatusChange, Unsent,
 };
 pub use partitions::{Holders, MessagePartition, PARTITIONS_AHEAD_WEEKS, Retirement};
-pub use pull::{EventCursor, PulledEvent, PulledReply};
+pub use pull::{EventCursor, PulledEvent};
 pub use tenants::TenantPurge;
 
 /// The schema's migrations. A database may hold migrations newer than this

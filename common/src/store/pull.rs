@@ -73,32 +73,13 @@ pub struct PulledEvent {
     pub event_type: Option<String>,
     pub body: Vec<u8>,
     pub received_at: DateTime<Utc>,
-}
-
-impl PulledEvent {
-    pub fn cursor(&self) -> EventCursor {
-        EventCursor {
-            xid: self.xid,
-            id: self.id,
-        }
-    }
-}
-
-/// A routed (or unroutable) reply as the pull API returns it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct PulledReply {
-    pub id: i64,
-    pub xid: i64,
-    pub event_id: String,
-    pub body: Vec<u8>,
-    pub received_at: DateTime<Utc>,
-    /// The tenant it was routed to; `None`: unroutable.
-    pub client: Option<String>,
-    /// Our message it answers.
+    /// A reply's tenant (API key name); `None`: unroutable, or not a reply.
+    pub reply_client: Option<String>,
+    /// A routed reply's message (ours) it answers.
     pub message_id: Option<String>,
 }
 
-impl PulledReply {
+impl PulledEvent {
     pub fn cursor(&self) -> EventCursor {
         EventCursor {
             xid: self.xid,
@@ -118,7 +99,7 @@ impl Store {
     ) -> Result<Vec<PulledEvent>, sqlx::Error> {
         sqlx::query_as(
             "SELECT id, coalesce(commit_xid, '0'::xid8)::text::bigint AS xid, provider, event_id,
-                    event_type, body, received_at
+                    event_type, body, received_at, reply_client, message_id
                FROM webhook_inbox
               WHERE provider = $1
                 AND (coalesce(commit_xid, '0'::xid8), id) > ($2::bigint::text::xid8, $3)
@@ -144,12 +125,12 @@ impl Store {
         client: Option<&str>,
         after: EventCursor,
         limit: i64,
-    ) -> Result<Vec<PulledReply>, sqlx::Error> {
+    ) -> Result<Vec<PulledEvent>, sqlx::Error> {
         // Two statements, so each reads its own partial index.
         let sql = |filter: &str| {
             format!(
-                "SELECT id, reply_xid::text::bigint AS xid, event_id, body, received_at,
-                        reply_client AS client, message_id
+                "SELECT id, reply_xid::text::bigint AS xid, provider, event_id, event_type, body,
+                        received_at, reply_client, message_id
                    FROM webhook_inbox
                   WHERE reply_xid IS NOT NULL {filter}
                     AND (reply_xid, id) > ($1::bigint::text::xid8, $2)

@@ -22,7 +22,7 @@ use axum::extract::{Extension, Query, State};
 use chrono::{DateTime, Utc};
 use common::domain::{Provider, Role};
 use common::sent::webhook::read_inbound;
-use common::store::{EventCursor, PulledReply};
+use common::store::{EventCursor, PulledEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -153,30 +153,20 @@ pub async fn list(
     let (Some(source), true) = (source, errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
-    let provider = match source {
-        Source::Provider(provider) => provider,
+    let rows = match source {
+        Source::Provider(provider) => state.store.pull_events(provider, after, limit).await?,
         Source::Inbound => {
-            let rows = state
-                .store
-                .pull_replies(client.dashboard_scope(), after, limit)
-                .await?;
-            return Ok(Json(reply_page(rows, after, limit)));
+            let scope = client.dashboard_scope();
+            state.store.pull_replies(scope, after, limit).await?
         }
     };
-    let rows = state.store.pull_events(provider, after, limit).await?;
     let next_cursor = rows.last().map_or(after, |row| row.cursor()).to_string();
     let has_more = rows.len() as i64 == limit;
     let events = rows
         .into_iter()
-        .map(|row| StoredEvent {
-            cursor: row.cursor().to_string(),
-            source: row.provider.as_str().to_owned(),
-            event_id: row.event_id,
-            event_type: row.event_type,
-            received_at: row.received_at,
-            // Verified as a JSON object when it arrived.
-            payload: serde_json::from_slice(&row.body).unwrap_or(Value::Null),
-            routed_to: None,
+        .map(|row| match source {
+            Source::Provider(_) => provider_event(row),
+            Source::Inbound => reply_event(row),
         })
         .collect();
     Ok(Json(EventPage {
@@ -186,28 +176,32 @@ pub async fn list(
     }))
 }
 
-/// A page of the `inbound` feed: each reply as its `message.inbound` body.
-fn reply_page(rows: Vec<PulledReply>, after: EventCursor, limit: i64) -> EventPage {
-    let next_cursor = rows.last().map_or(after, |row| row.cursor()).to_string();
-    let has_more = rows.len() as i64 == limit;
-    let events = rows
-        .into_iter()
-        .map(|row| StoredEvent {
-            cursor: row.cursor().to_string(),
-            source: INBOUND.to_owned(),
-            // Routed because it read as an inbound message.
-            payload: read_inbound(&row.body, row.received_at).map_or(Value::Null, |inbound| {
-                inbound.payload(&row.event_id, row.message_id.as_deref())
-            }),
-            event_id: row.event_id,
-            event_type: Some("message.inbound".to_owned()),
-            received_at: row.received_at,
-            routed_to: Some(row.client),
-        })
-        .collect();
-    EventPage {
-        events,
-        next_cursor,
-        has_more,
+/// A provider's event, its body as the provider sent it.
+fn provider_event(row: PulledEvent) -> StoredEvent {
+    StoredEvent {
+        cursor: row.cursor().to_string(),
+        source: row.provider.as_str().to_owned(),
+        event_id: row.event_id,
+        event_type: row.event_type,
+        received_at: row.received_at,
+        // Verified as a JSON object when it arrived.
+        payload: serde_json::from_slice(&row.body).unwrap_or(Value::Null),
+        routed_to: None,
+    }
+}
+
+/// A reply, as its `message.inbound` body.
+fn reply_event(row: PulledEvent) -> StoredEvent {
+    StoredEvent {
+        cursor: row.cursor().to_string(),
+        source: INBOUND.to_owned(),
+        // Routed because it read as an inbound message.
+        payload: read_inbound(&row.body, row.received_at).map_or(Value::Null, |inbound| {
+            inbound.payload(&row.event_id, row.message_id.as_deref())
+        }),
+        event_id: row.event_id,
+        event_type: Some("message.inbound".to_owned()),
+        received_at: row.received_at,
+        routed_to: Some(row.reply_client),
     }
 }

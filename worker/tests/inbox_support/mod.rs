@@ -105,7 +105,17 @@ impl Stack {
 
     /// Submits a message through the gateway; returns our id.
     pub async fn submit(&self, api_key: &str, callback_url: Option<&str>) -> String {
-        let mut body = json!({"phone_number": "+14155550123", "template_id": "tmpl_1",
+        self.submit_to(api_key, "+14155550123", callback_url).await
+    }
+
+    /// [`Stack::submit`] to `phone_number`.
+    pub async fn submit_to(
+        &self,
+        api_key: &str,
+        phone_number: &str,
+        callback_url: Option<&str>,
+    ) -> String {
+        let mut body = json!({"phone_number": phone_number, "template_id": "tmpl_1",
                               "metadata": {"order": "A-17"}});
         if let Some(url) = callback_url {
             body["callback_url"] = json!(url);
@@ -199,6 +209,22 @@ pub fn sent_event(event: &str, sent_id: &str, updated_at: &str) -> Value {
     json!({"field": "message", "event": event, "timestamp": updated_at,
            "payload": {"message_id": sent_id, "message_status": status, "channel": "sms",
                        "outbound_number": "+14155550123", "updated_at": updated_at}})
+}
+
+/// Whether the request verifies with `secret` alone, as a receiver holding
+/// only that secret checks it (the project's Standard Webhooks verifier).
+pub fn verifies(secret: &WebhookSecret, headers: &axum::http::HeaderMap, body: &[u8]) -> bool {
+    let header = |name: &str| headers[name].to_str().unwrap().to_owned();
+    common::signature::verify(
+        std::slice::from_ref(secret),
+        &header("webhook-id"),
+        &header("webhook-timestamp"),
+        &header("webhook-signature"),
+        body,
+        common::signature::DEFAULT_TOLERANCE,
+        Utc::now().timestamp(),
+    )
+    .is_ok()
 }
 
 /// Polls `check` until it gives a value; a generous deadline, no timing claims.
