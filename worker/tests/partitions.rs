@@ -1,18 +1,28 @@
 //! The partitioned layout of `messages` and `message_events`
-//! (migrations/20261211100000_partitioned_messages.sql) against real
-//! Postgres: the upgrade moves an existing installation's rows in place
+//! (migrations/20261211100000_partitioned_messages.sql) and retention
+//! (worker/src/retention.rs) against real Postgres, each test in its own
+//! database.
+//!
+//! Retention, run "in the future" (`now` given) so that weeks of today's
+//! messages are past MESSAGE_RETENTION_DAYS: a finished week is dropped
+//! with its timelines, callbacks and callback attempts, and the dashboard's
+//! status counts lose exactly its messages (an event not folded in yet
+//! included); a week with a queued message is held, reported, and its
+//! messages stay readable and sendable; a week whose messages Sent reported
+//! `sent` long ago goes, one changed since the cutoff is held.
+//!
+//! The layout: the upgrade moves an existing installation's rows in place
 //! (readable, timelines whole, counts right, still writable); a freshly
 //! migrated database accepts messages before any housekeeping ran; accepts
-//! running while partitions are created and dropped are all kept; and the
+//! running while partitions are created and dropped are all kept; the
 //! SQL's ULID prefix is the one our ids start with.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use common::domain::{Channel, EventSource, MessageId, MessageStatus, PhoneNumber};
 use common::store::{MIGRATOR, NewMessage, Retirement, StatusChange, Store, Submission};
 use common::telemetry::TraceContext;
@@ -20,10 +30,14 @@ use common::test_support::{TestDatabase, admin_url, database_url, drop_database,
 use serde_json::json;
 use sqlx::migrate::Migrator;
 use sqlx::{Connection, PgConnection};
+use worker::retention::{Held, retain};
 
-const PARTITIONING: i64 = 20261211100000;
+const DAY: Duration = Duration::from_secs(86_400);
 const WEEK: Duration = Duration::from_secs(7 * 86_400);
+const RETENTION: Duration = Duration::from_secs(90 * 86_400);
+const PARTITIONING: i64 = 20261211100000;
 
+/// A submission of messages with these ids, each with a callback URL.
 fn submission(client: &str, ids: &[MessageId]) -> Submission {
     Submission {
         client: client.into(),
@@ -59,8 +73,113 @@ async fn submit(store: &Store, client: &str, ids: &[MessageId]) -> Result<(), sq
         .map(|_| ())
 }
 
+/// An id made at `at`: its message is in the week of `at`.
 fn id_at(at: SystemTime) -> MessageId {
     ulid::Ulid::from_datetime(at).to_string().parse().unwrap()
+}
+
+/// A message created at `at` (its id's time).
+async fn message_at(store: &Store, client: &str, at: SystemTime) -> MessageId {
+    let id = id_at(at);
+    submit(store, client, &[id]).await.unwrap();
+    id
+}
+
+async fn move_to(store: &Store, id: MessageId, statuses: &[MessageStatus]) {
+    for &status in statuses {
+        let source = if status == MessageStatus::Sending {
+            EventSource::Worker
+        } else {
+            EventSource::Sent
+        };
+        assert!(
+            store
+                .change_status(id, &StatusChange::new(status, source))
+                .await
+                .unwrap()
+        );
+    }
+}
+
+/// Sending, accepted by Sent, then `last`.
+async fn through(store: &Store, id: MessageId, last: MessageStatus) {
+    move_to(
+        store,
+        id,
+        &[MessageStatus::Sending, MessageStatus::Accepted, last],
+    )
+    .await;
+}
+
+async fn scalar(store: &Store, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+async fn count_of(store: &Store, sql: &str, id: MessageId) -> i64 {
+    sqlx::query_scalar(sql)
+        .bind(id.to_string())
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+/// Rows of a message in each table: messages, events, callbacks, attempts.
+async fn rows_of(store: &Store, id: MessageId) -> [i64; 4] {
+    [
+        count_of(store, "SELECT count(*) FROM messages WHERE id = $1", id).await,
+        count_of(store, "SELECT count(*) FROM message_events WHERE message_id = $1", id).await,
+        count_of(store, "SELECT count(*) FROM status_callbacks WHERE message_id = $1", id).await,
+        count_of(
+            store,
+            "SELECT count(*) FROM callback_attempts a JOIN status_callbacks c ON c.id = a.callback_id
+              WHERE c.message_id = $1",
+            id,
+        )
+        .await,
+    ]
+}
+
+/// A callback attempt for each of the message's callbacks.
+async fn attempt_callbacks(store: &Store, id: MessageId) {
+    sqlx::query(
+        "INSERT INTO callback_attempts (callback_id, attempt, started_at, duration_ms, status_code)
+         SELECT id, 1, now(), 5, 200 FROM status_callbacks WHERE message_id = $1",
+    )
+    .bind(id.to_string())
+    .execute(store.pool())
+    .await
+    .unwrap();
+}
+
+/// Folds every event into the rollups (a step folds what the one before
+/// noted, once the transactions running then have ended).
+async fn fold_all(store: &Store) {
+    for _ in 0..600 {
+        let step = store.roll_up_dashboard(10_000).await.unwrap();
+        if step.is_some_and(|s| s.behind == 0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the rollup did not catch up");
+}
+
+/// Where the rollup's status counts (each client's and every client's, '')
+/// differ from `count(*)`: (client, status, rolled up, counted).
+async fn rollup_drift(store: &Store) -> Vec<(String, String, i64, i64)> {
+    sqlx::query_as(
+        "SELECT client, status, coalesce(r.messages, 0), coalesce(t.n, 0)
+           FROM (SELECT client, status, messages FROM dashboard_status_counts) r
+           FULL JOIN (SELECT coalesce(client, '') AS client, status, count(*) AS n FROM messages
+                       GROUP BY GROUPING SETS ((client, status), (status))) t USING (client, status)
+          WHERE coalesce(r.messages, 0) <> coalesce(t.n, 0)",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
 }
 
 /// An empty database of its own, dropped by the caller.
@@ -75,53 +194,131 @@ async fn empty_database() -> (String, String) {
     (name, url)
 }
 
-type Counts = BTreeMap<(String, String), i64>;
+#[tokio::test]
+async fn a_finished_week_goes_whole_and_an_unsent_message_holds_its_week() {
+    let db = TestDatabase::new().await;
+    let store = &db.store;
+    // The template may be weeks old: the weeks below must exist.
+    store.ensure_message_partitions().await.unwrap();
+    let now = SystemTime::now();
 
-/// `count(*)` by client and status, with the every-client rows ('') the
-/// rollup keeps.
-async fn truth(store: &Store) -> Counts {
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT coalesce(client, ''), status, count(*) FROM messages
-          GROUP BY GROUPING SETS ((client, status), (status))",
+    // This week: finished messages (one with a callback attempt), one Sent
+    // reported `sent` long ago; both go.
+    let delivered = message_at(store, "a", now).await;
+    through(store, delivered, MessageStatus::Delivered).await;
+    let failed = message_at(store, "b", now).await;
+    move_to(
+        store,
+        failed,
+        &[MessageStatus::Sending, MessageStatus::Failed],
     )
-    .fetch_all(store.pool())
-    .await
-    .unwrap();
-    rows.into_iter().map(|(c, s, n)| ((c, s), n)).collect()
-}
+    .await;
+    let stale = message_at(store, "b", now).await;
+    through(store, stale, MessageStatus::Sent).await;
+    attempt_callbacks(store, delivered).await;
+    // Two weeks on: a queued message, which holds its week, and a delivered one beside it.
+    let queued = message_at(store, "a", now + 14 * DAY).await;
+    let beside = message_at(store, "a", now + 14 * DAY).await;
+    through(store, beside, MessageStatus::Delivered).await;
+    fold_all(store).await;
+    // A late webhook not folded in yet: the message is counted as delivered
+    // until the rollup folds this in.
+    move_to(store, delivered, &[MessageStatus::Read]).await;
 
-async fn rolled_up(store: &Store) -> Counts {
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT client, status, messages FROM dashboard_status_counts WHERE messages <> 0",
-    )
-    .fetch_all(store.pool())
-    .await
-    .unwrap();
-    rows.into_iter().map(|(c, s, n)| ((c, s), n)).collect()
-}
+    let before = rows_of(store, delivered).await;
+    assert_eq!(
+        before,
+        [1, 5, 4, 3],
+        "messages, events, callbacks, attempts"
+    );
+    let later: DateTime<Utc> = (now + 130 * DAY).into();
+    let report = retain(store, Some(RETENTION), later).await.unwrap();
 
-async fn catch_up(store: &Store) {
-    for _ in 0..600 {
-        let step = store
-            .roll_up_dashboard(1000)
-            .await
-            .unwrap()
-            .expect("no one else steps");
-        if step.behind == 0 {
-            return;
-        }
-        if step.folded == 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    for id in [delivered, failed, stale] {
+        assert_eq!(rows_of(store, id).await, [0; 4], "{id} went with its week");
     }
-    panic!("the rollup did not catch up");
+    // The counts lost exactly the dropped messages, each in the status it
+    // was counted in (`delivered`, its `read` not folded in).
+    assert_eq!(rollup_drift(store).await, []);
+    let week_of_queued = report
+        .held
+        .iter()
+        .find(|h| h.unsent == 1)
+        .expect("the queued message's week is held");
+    assert_eq!(
+        *week_of_queued,
+        Held {
+            partition: week_of_queued.partition.clone(),
+            unsent: 1,
+            recent: 0
+        }
+    );
+    assert_eq!(report.held.len(), 1, "{report:?}");
+    assert!(
+        !report.dropped.is_empty() && report.busy.is_empty(),
+        "{report:?}"
+    );
+    assert!(report.ahead_weeks >= 0);
+
+    // The held week's messages are all there, readable and still sendable.
+    assert_eq!(rows_of(store, beside).await[..2], [1, 4]);
+    assert_eq!(store.events(queued).await.unwrap().len(), 1);
+    move_to(
+        store,
+        queued,
+        &[MessageStatus::Sending, MessageStatus::Accepted],
+    )
+    .await;
+    assert_eq!(
+        store.message_by_id(queued).await.unwrap().unwrap().status,
+        MessageStatus::Accepted
+    );
+
+    fold_all(store).await;
+    assert_eq!(rollup_drift(store).await, []);
+
+    // Once it is finished, and past the cutoff, the held week goes too.
+    move_to(store, queued, &[MessageStatus::Delivered]).await;
+    let report = retain(store, Some(RETENTION), later).await.unwrap();
+    assert!(report.held.is_empty(), "{report:?}");
+    assert_eq!(rows_of(store, queued).await, [0; 4]);
+    fold_all(store).await;
+    assert_eq!(rollup_drift(store).await, []);
 }
 
-async fn scalar(store: &Store, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(store.pool())
+#[tokio::test]
+async fn a_recent_status_change_holds_a_week_and_no_retention_drops_nothing() {
+    let db = TestDatabase::new().await;
+    let store = &db.store;
+    store.ensure_message_partitions().await.unwrap();
+    let now = SystemTime::now();
+    let sent = message_at(store, "a", now).await;
+    through(store, sent, MessageStatus::Sent).await;
+
+    // MESSAGE_RETENTION_DAYS=0 keeps everything.
+    let far: DateTime<Utc> = (now + 400 * DAY).into();
+    let report = retain(store, None, far).await.unwrap();
+    assert!(
+        report.dropped.is_empty() && report.held.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(rows_of(store, sent).await[0], 1);
+
+    // Sent reported `sent` after the cutoff: its week is held. (The pass
+    // runs 130 days on; the change is dated a day before that.)
+    let later: DateTime<Utc> = (now + 130 * DAY).into();
+    sqlx::query("UPDATE messages SET updated_at = $2 WHERE id = $1")
+        .bind(sent.to_string())
+        .bind(later - chrono::Duration::days(1))
+        .execute(store.pool())
         .await
-        .unwrap()
+        .unwrap();
+    let report = retain(store, Some(RETENTION), later).await.unwrap();
+    assert!(
+        report.held.iter().any(|h| h.recent == 1 && h.unsent == 0),
+        "{report:?}"
+    );
+    assert_eq!(rows_of(store, sent).await[0], 1);
 }
 
 #[tokio::test]
@@ -169,15 +366,8 @@ async fn the_upgrade_moves_existing_rows_into_the_partitioned_layout() {
         .change_status(ids[1], &change(MessageStatus::Failed))
         .await
         .unwrap();
-    sqlx::query(
-        "INSERT INTO callback_attempts (callback_id, attempt, started_at, duration_ms, status_code)
-         SELECT id, 1, now(), 5, 200 FROM status_callbacks WHERE message_id = $1",
-    )
-    .bind(ids[0].to_string())
-    .execute(store.pool())
-    .await
-    .unwrap();
-    catch_up(&store).await;
+    attempt_callbacks(&store, ids[0]).await;
+    fold_all(&store).await;
     store
         .change_status(ids[2], &change(MessageStatus::Delivered))
         .await
@@ -242,8 +432,8 @@ async fn the_upgrade_moves_existing_rows_into_the_partitioned_layout() {
     let fresh = MessageId::new();
     submit(&store, "a", &[fresh]).await.unwrap();
     assert_eq!(store.events(fresh).await.unwrap().len(), 1);
-    catch_up(&store).await;
-    assert_eq!(rolled_up(&store).await, truth(&store).await);
+    fold_all(&store).await;
+    assert_eq!(rollup_drift(&store).await, []);
     let failures = scalar(&store, "SELECT count(*) FROM recent_failures").await;
     assert_eq!(failures, 1);
     // The timeline's foreign key still holds on the old partition.
