@@ -325,3 +325,58 @@ async fn replies_are_routed_without_an_inbound_url_and_only_within_the_window() 
     assert_eq!(feed[0]["payload"]["text"], "hi");
     assert_eq!(feed[0]["payload"]["in_reply_to"], id.as_str());
 }
+
+/// `gateway keys create --inbound-url` and `gateway keys set-inbound-url`:
+/// managed keys only, URLs judged like callback URLs, cleared with `--clear`.
+#[tokio::test]
+async fn inbound_urls_of_managed_keys_are_set_checked_and_cleared() {
+    let stack = Stack::start(&[]).await;
+    let (store, config) = (stack.store(), &stack.config);
+    let url = "http://127.0.0.1:9/replies";
+    gateway::cli::create(
+        store,
+        config,
+        "shop",
+        None,
+        common::domain::Role::Tenant,
+        Some(url.into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(inbound_url(store, "shop").await.as_deref(), Some(url));
+    for (name, bad) in [
+        ("shop", "ftp://shop.example/in"),
+        ("shop", "not a url"),
+        // A key of API_KEYS takes INBOUND_URLS.
+        (CLIENT, "https://shop.example/in"),
+        ("nobody", "https://shop.example/in"),
+    ] {
+        let set = gateway::cli::set_inbound_url(store, config, name, Some(bad)).await;
+        assert!(set.is_err(), "{name} {bad}");
+    }
+    assert!(
+        gateway::cli::create(
+            store,
+            config,
+            "other-shop",
+            None,
+            common::domain::Role::Tenant,
+            Some("gopher://x".into())
+        )
+        .await
+        .is_err()
+    );
+    gateway::cli::set_inbound_url(store, config, "shop", None)
+        .await
+        .unwrap();
+    assert_eq!(inbound_url(store, "shop").await, None);
+}
+
+/// A managed key's stored inbound URL.
+async fn inbound_url(store: &common::store::Store, name: &str) -> Option<String> {
+    let keys = store.api_keys().await.unwrap();
+    keys.into_iter()
+        .find(|k| k.name == name)
+        .unwrap()
+        .inbound_url
+}
