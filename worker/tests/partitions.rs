@@ -498,7 +498,7 @@ async fn accepts_during_partition_maintenance_are_all_kept() {
     // queued ones, is held), round after round.
     let far = Utc::now() + chrono::Duration::days(3650);
     let (mut created, mut dropped, mut held) = (0, 0, 0);
-    for round in 0..15 {
+    for round in 0..8 {
         created += sqlx::query_scalar::<_, i32>(
             "SELECT message_partitions_ensure(now() + make_interval(weeks => $1))",
         )
@@ -537,7 +537,7 @@ async fn accepts_during_partition_maintenance_are_all_kept() {
         accepted.extend(writer.await.unwrap());
     }
     assert!(
-        created > 10 && dropped > 10 && held > 0,
+        created > 5 && dropped > 5 && held > 0,
         "created {created}, dropped {dropped}, held {held}"
     );
     assert!(accepted.len() > 50, "{} accepted", accepted.len());
