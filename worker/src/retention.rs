@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 /// Time between passes. Partitions are created weeks ahead, and a week
 /// becomes droppable once a week: an hour is plenty.
 pub const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+/// After a failed pass, the next one.
+const RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Callbacks deleted per statement before a week is dropped.
 const CALLBACK_CHUNK: i64 = 5_000;
 
@@ -61,22 +63,28 @@ pub struct RetentionReport {
     pub busy: Vec<String>,
 }
 
-/// Runs a pass at start and every [`RETENTION_INTERVAL`] until `shutdown`.
+/// Runs a pass at start and every [`RETENTION_INTERVAL`] until `shutdown`;
+/// a failed pass (Postgres down at start) is tried again after
+/// [`RETRY_AFTER`].
 pub async fn run(
     store: Store,
     config: Arc<Config>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut interval = tokio::time::interval(RETENTION_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let wait = match retain(&store, config.worker.message_retention, Utc::now()).await {
+            Ok(report) => {
+                record(&report);
+                RETENTION_INTERVAL
+            }
+            Err(error) => {
+                tracing::warn!(%error, "message partition maintenance failed");
+                RETRY_AFTER
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            _ = interval.tick() => {}
-        }
-        match retain(&store, config.worker.message_retention, Utc::now()).await {
-            Ok(report) => record(&report),
-            Err(error) => tracing::warn!(%error, "message partition maintenance failed"),
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
