@@ -22,7 +22,7 @@ struct Args {
     /// host:port of the server.
     #[arg(long, default_value = "127.0.0.1:8000")]
     target: String,
-    /// send | batch | webhook
+    /// send | batch | webhook | stripe | telegram
     #[arg(long, default_value = "send")]
     scenario: String,
     #[arg(long, default_value_t = 64)]
@@ -34,7 +34,8 @@ struct Args {
     batch_size: usize,
     #[arg(long, default_value = "bench-key-0123456789")]
     api_key: String,
-    /// Webhook signing secret (webhook scenario).
+    /// Webhook signing secret (webhook scenario: Sent's `whsec_`; stripe:
+    /// Stripe's `whsec_`, the HMAC key as is; telegram: the secret token).
     #[arg(long, default_value = "")]
     webhook_secret: String,
     /// Requests per second across all connections (0 = as fast as possible).
@@ -53,6 +54,10 @@ struct Args {
     /// takes messages the first did not).
     #[arg(long, default_value_t = 0)]
     sent_id_offset: u64,
+    /// Telegram scenario: the first `update_id` (each connection takes every
+    /// `connections`-th after it).
+    #[arg(long, default_value_t = 1)]
+    first_update_id: u64,
     /// Stop after this many requests in total (0 = only `--seconds` limits).
     #[arg(long, default_value_t = 0)]
     requests: u64,
@@ -247,6 +252,47 @@ fn build_request(
                         uuid::Uuid::new_v4().to_string(),
                     ),
                 ],
+            )
+        }
+        // Provider events for forwarding (bench/forward.sh). Each carries
+        // the moment it was sent, `bench_sent_at_us`, which the receiver
+        // (forward_receiver) subtracts from the moment it arrives.
+        "stripe" => {
+            let now = chrono::Utc::now();
+            let id = format!("{}_{worker}_{sequence}", std::process::id());
+            let raw = serde_json::to_vec(&json!({
+                "id": format!("evt_bench_{id}"), "object": "event", "type": "invoice.paid",
+                "api_version": "2024-06-20", "created": now.timestamp(), "livemode": false,
+                "data": {"object": {"id": format!("in_bench_{id}"), "object": "invoice", "amount_paid": 1200,
+                                    "currency": "eur", "customer": "cus_bench"}},
+                "bench_sent_at_us": now.timestamp_micros(),
+            }))?;
+            let signature =
+                common::signature::sign_stripe(&args.webhook_secret, now.timestamp(), &raw);
+            (
+                "/webhooks/stripe",
+                raw,
+                vec![("stripe-signature".into(), signature)],
+            )
+        }
+        "telegram" => {
+            let now = chrono::Utc::now();
+            let update_id =
+                args.first_update_id + (sequence - 1) * args.connections as u64 + worker as u64;
+            let raw = serde_json::to_vec(&json!({
+                "update_id": update_id,
+                "message": {"message_id": update_id, "date": now.timestamp(),
+                            "chat": {"id": 4242, "type": "private"},
+                            "from": {"id": 4242, "is_bot": false, "first_name": "Ada"}, "text": "/start"},
+                "bench_sent_at_us": now.timestamp_micros(),
+            }))?;
+            (
+                "/webhooks/telegram",
+                raw,
+                vec![(
+                    "x-telegram-bot-api-secret-token".into(),
+                    args.webhook_secret.clone(),
+                )],
             )
         }
         other => anyhow::bail!("unknown scenario {other}"),
