@@ -8,6 +8,10 @@
 --    `gateway keys set-inbound-url`); keys of API_KEYS take INBOUND_URLS.
 ALTER TABLE api_keys ADD COLUMN inbound_url text;
 
+-- Per-source pull grants (`gateway keys create --pull stripe,telegram`): the
+-- provider sources a tenant key may read with the pull API (admins read all).
+ALTER TABLE api_keys ADD COLUMN pull_sources text[] NOT NULL DEFAULT '{}';
+
 -- 2. The routing, on the inbox row: `routed` to `reply_client` (the API key
 --    name; `message_id` is then the message the reply answers), or
 --    `unroutable` (no message to that number inside REPLY_WINDOW_DAYS).

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use common::config::BootstrapKey;
-use common::domain::Role;
+use common::domain::{Provider, Role};
 use common::rate::{MemoryLimiters, Quota, RetryAfter};
 use common::store::Store;
 use sha2::{Digest, Sha256};
@@ -37,6 +37,9 @@ pub struct Client {
     pub name: String,
     pub role: Role,
     pub rate_limit: Option<Quota>,
+    /// Provider sources this (tenant) key may read with the pull API
+    /// (`gateway keys create --pull`); an admin reads every source.
+    pub pull_sources: Vec<Provider>,
 }
 
 impl Client {
@@ -47,6 +50,11 @@ impl Client {
             Role::Admin => None,
             Role::Tenant => Some(&self.name),
         }
+    }
+
+    /// Whether this client may read `provider`'s stored events.
+    pub fn may_pull(&self, provider: Provider) -> bool {
+        self.role == Role::Admin || self.pull_sources.contains(&provider)
     }
 }
 
@@ -107,6 +115,7 @@ impl KeyRing {
                 name: name.clone(),
                 role,
                 rate_limit: None,
+                pull_sources: Vec::new(),
             });
         }
         if let Some((client, at)) = self.known.lock().unwrap().get(&hash)
@@ -128,6 +137,7 @@ impl KeyRing {
             name: record.name,
             role: record.role,
             rate_limit: record.rate_limit.and_then(|q| q.parse().ok()),
+            pull_sources: record.pull_sources,
         };
         remember(&self.known, hash, (client.clone(), Instant::now()));
         Ok(client)

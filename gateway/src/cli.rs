@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use chrono::Utc;
 use common::config::{Config, Profile, check_inbound_url};
-use common::domain::Role;
+use common::domain::{Provider, Role};
 use common::signature::callback::CallbackSecrets;
 use common::signature::standard::WebhookSecret;
 use common::store::{NewApiKey, Store, TenantPurge};
@@ -30,14 +30,38 @@ fn is_bootstrap(config: &Config, name: &str) -> bool {
     config.api_keys.iter().any(|key| key.name == name)
 }
 
+/// What a new key may do besides sending: where its replies go
+/// (`--inbound-url`) and which provider sources it may pull (`--pull`).
+#[derive(Debug, Clone, Default)]
+pub struct KeyGrants {
+    pub inbound_url: Option<String>,
+    pub pull: Vec<String>,
+}
+
+/// `stripe,telegram,...` as providers, or what is wrong.
+fn pull_sources(sources: &[String]) -> anyhow::Result<Vec<Provider>> {
+    let mut providers: Vec<Provider> = sources
+        .iter()
+        .map(|s| {
+            s.trim()
+                .parse::<Provider>()
+                .map_err(|e| anyhow::anyhow!("--pull '{s}': {e}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    providers.sort_by_key(|p| p.as_str());
+    providers.dedup();
+    Ok(providers)
+}
+
 pub async fn create(
     store: &Store,
     config: &Config,
     name: &str,
     rate_limit: Option<String>,
     role: Role,
-    inbound_url: Option<String>,
+    grants: KeyGrants,
 ) -> anyhow::Result<()> {
+    let KeyGrants { inbound_url, pull } = grants;
     // One name, one client: a managed key named like a bootstrap one would
     // see its messages and sign its callbacks with its secret.
     if is_bootstrap(config, name) {
@@ -54,6 +78,7 @@ pub async fn create(
     if let Some(url) = &inbound_url {
         valid_inbound_url(config, url).map_err(|e| anyhow::anyhow!("--inbound-url {e}"))?;
     }
+    let pull = pull_sources(&pull)?;
     let key = generate_key();
     let callback_secret = WebhookSecret::generate().to_whsec_string();
     let record = store
@@ -82,7 +107,42 @@ pub async fn create(
         store.set_inbound_url(name, Some(url)).await?;
         println!("inbound url:     {url}");
     }
+    if !pull.is_empty() {
+        store.set_pull_sources(name, &pull).await?;
+        let names: Vec<&str> = pull.iter().map(|p| p.as_str()).collect();
+        println!("may pull:        {}", names.join(","));
+    }
     println!("Store the key now: only its hash is kept.");
+    Ok(())
+}
+
+/// `gateway keys set-pull NAME SOURCES|--clear`: the provider sources a
+/// managed key may read with the pull API (gateways apply it within the key
+/// cache's 10 seconds).
+pub async fn set_pull(
+    store: &Store,
+    config: &Config,
+    name: &str,
+    sources: &[String],
+) -> anyhow::Result<()> {
+    if is_bootstrap(config, name) {
+        anyhow::bail!(
+            "'{name}' is a key of API_KEYS: give it the admin role to read provider events"
+        );
+    }
+    let sources = pull_sources(sources)?;
+    if !store.set_pull_sources(name, &sources).await? {
+        anyhow::bail!("no managed key named '{name}'");
+    }
+    let names: Vec<&str> = sources.iter().map(|p| p.as_str()).collect();
+    println!(
+        "'{name}' may pull: {}",
+        if names.is_empty() {
+            "no provider source".to_owned()
+        } else {
+            names.join(",")
+        }
+    );
     Ok(())
 }
 

@@ -64,6 +64,10 @@ enum KeysCommand {
         /// `message.inbound` callbacks (https in production).
         #[arg(long)]
         inbound_url: Option<String>,
+        /// Provider sources this key may read with the pull API
+        /// (`GET /api/events`), e.g. `stripe,telegram` (admins read all).
+        #[arg(long, value_delimiter = ',')]
+        pull: Vec<String>,
     },
     List,
     Revoke {
@@ -89,6 +93,19 @@ enum KeysCommand {
         name: String,
         #[arg(required_unless_present = "clear", conflicts_with = "clear")]
         url: Option<String>,
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Set the provider sources a managed key may read with the pull API
+    /// (`stripe,telegram,sent`; `--clear`: none).
+    SetPull {
+        name: String,
+        #[arg(
+            required_unless_present = "clear",
+            conflicts_with = "clear",
+            value_delimiter = ','
+        )]
+        sources: Vec<String>,
         #[arg(long)]
         clear: bool,
     },
@@ -138,10 +155,17 @@ async fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
                 rate_limit,
                 admin,
                 inbound_url,
+                pull,
             } => {
                 let role = if admin { Role::Admin } else { Role::Tenant };
-                cli::create(&store, &config, &name, rate_limit, role, inbound_url).await
+                let grants = cli::KeyGrants { inbound_url, pull };
+                cli::create(&store, &config, &name, rate_limit, role, grants).await
             }
+            KeysCommand::SetPull {
+                name,
+                sources,
+                clear: _,
+            } => cli::set_pull(&store, &config, &name, &sources).await,
             KeysCommand::SetInboundUrl {
                 name,
                 url,

@@ -215,3 +215,41 @@ async fn only_admin_keys_read_provider_events_and_bad_queries_are_named() {
         .unwrap();
     assert_eq!(unauthenticated.status(), 401);
 }
+
+/// Per-source pull grants (`gateway keys create --pull stripe`): a tenant key
+/// reads the provider sources granted to it, and only those.
+#[tokio::test]
+async fn tenant_keys_read_the_sources_they_were_granted() {
+    let (db, _redis, base) = start().await;
+    let http = reqwest::Client::new();
+    let key = "sgw_granted_tenant_key_01";
+    db.store
+        .create_api_key(&common::store::NewApiKey {
+            name: "billing".into(),
+            key_hash: gateway::auth::hash_key(key).to_vec(),
+            key_prefix: key[..8].into(),
+            callback_secret: common::signature::WebhookSecret::generate().to_whsec_string(),
+            rate_limit: None,
+        })
+        .await
+        .unwrap();
+    let (status, _) = page(&http, &base, key, "source=stripe").await;
+    assert_eq!(status, 400, "no grant yet");
+    assert!(
+        db.store
+            .set_pull_sources("billing", &[Provider::Stripe])
+            .await
+            .unwrap()
+    );
+    // A managed key is cached for up to 10 s (so is a revocation).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while page(&http, &base, key, "source=stripe").await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "grant not applied");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body) = page(&http, &base, key, "source=telegram").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["messages"]["source"].is_array(), "{body}");
+    let (status, _) = page(&http, &base, TENANT_KEY, "source=stripe").await;
+    assert_eq!(status, 400, "another tenant has no grant");
+}

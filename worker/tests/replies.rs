@@ -339,7 +339,10 @@ async fn inbound_urls_of_managed_keys_are_set_checked_and_cleared() {
         "shop",
         None,
         common::domain::Role::Tenant,
-        Some(url.into()),
+        gateway::cli::KeyGrants {
+            inbound_url: Some(url.into()),
+            pull: Vec::new(),
+        },
     )
     .await
     .unwrap();
@@ -361,7 +364,10 @@ async fn inbound_urls_of_managed_keys_are_set_checked_and_cleared() {
             "other-shop",
             None,
             common::domain::Role::Tenant,
-            Some("gopher://x".into())
+            gateway::cli::KeyGrants {
+                inbound_url: Some("gopher://x".into()),
+                pull: Vec::new(),
+            }
         )
         .await
         .is_err()

@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::Store;
-use crate::domain::Role;
+use crate::domain::{Provider, Role};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiKeyRecord {
@@ -22,6 +22,8 @@ pub struct ApiKeyRecord {
     pub previous_callback_secret_until: Option<DateTime<Utc>>,
     /// Where replies routed to this key's client go (`message.inbound`).
     pub inbound_url: Option<String>,
+    /// The provider sources a tenant key may read with the pull API.
+    pub pull_sources: Vec<Provider>,
 }
 
 #[derive(Debug, Clone)]
@@ -42,7 +44,7 @@ pub struct StoredCallbackSecrets {
 }
 
 const COLUMNS: &str = "name, key_prefix, callback_secret, rate_limit, created_at, revoked_at, role,
-     previous_callback_secret, previous_callback_secret_until, inbound_url";
+     previous_callback_secret, previous_callback_secret_until, inbound_url, pull_sources";
 
 impl Store {
     /// A tenant key. Fails with a unique violation when the name is taken.
@@ -143,6 +145,24 @@ impl Store {
             sqlx::query("UPDATE api_keys SET inbound_url = $2 WHERE name = $1")
                 .bind(name)
                 .bind(url)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                > 0,
+        )
+    }
+
+    /// Sets the provider sources a managed key may read with the pull API
+    /// (empty: none). Returns whether a key of that name exists.
+    pub async fn set_pull_sources(
+        &self,
+        name: &str,
+        sources: &[Provider],
+    ) -> Result<bool, sqlx::Error> {
+        Ok(
+            sqlx::query("UPDATE api_keys SET pull_sources = $2 WHERE name = $1")
+                .bind(name)
+                .bind(sources)
                 .execute(&self.pool)
                 .await?
                 .rows_affected()

@@ -15,12 +15,13 @@
 //! in the order the worker routed them, each as the `message.inbound` body
 //! its callback carries: a tenant reads those routed to it, an admin all of
 //! them, unroutable ones (`routed_to: null`) included. Provider sources are
-//! for admin keys only.
+//! for admin keys, and tenant keys granted them (`gateway keys create NAME
+//! --pull stripe,telegram`).
 
 use axum::Json;
 use axum::extract::{Extension, Query, State};
 use chrono::{DateTime, Utc};
-use common::domain::{Provider, Role};
+use common::domain::Provider;
 use common::sent::webhook::read_inbound;
 use common::store::{EventCursor, PulledEvent};
 use serde::{Deserialize, Serialize};
@@ -39,7 +40,8 @@ pub const PAGE_MAX: i64 = 1000;
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Whose events: `stripe`, `telegram` or `sent` (admin keys), or
+    /// Whose events: `stripe`, `telegram` or `sent` (admin keys, and keys
+    /// granted that source), or
     /// `inbound`, the replies to messages (a tenant's own; an admin's all).
     #[param(value_type = String, pattern = "^(stripe|telegram|sent|inbound)$")]
     pub source: Option<String>,
@@ -99,8 +101,8 @@ pub struct EventPage {
     pub has_more: bool,
 }
 
-/// Stored events of one source, oldest first (admin keys; `inbound`: any key,
-/// a tenant reading its own replies).
+/// Stored events of one source, oldest first (admin keys and keys granted
+/// the source; `inbound`: any key, a tenant reading its own replies).
 #[utoipa::path(get, path = "/api/events", tag = "events", operation_id = "listEvents",
     params(EventsQuery),
     responses((status = 200, description = "The next events after `after`", body = EventPage),
@@ -130,9 +132,15 @@ pub async fn list(
             None
         }
     };
-    // Provider events are the operator's: a tenant reads none of them.
-    if client.role != Role::Admin && matches!(source, Some(Source::Provider(_))) {
-        bad("source", "Only admin keys read provider events.".into());
+    // Provider events are the operator's: a tenant reads only the sources
+    // its key was granted (`gateway keys create --pull`).
+    if let Some(Source::Provider(provider)) = source
+        && !client.may_pull(provider)
+    {
+        bad(
+            "source",
+            format!("Only admin keys, and keys granted {provider}, read its events."),
+        );
     }
     let after = match query.after.as_deref().map(str::parse::<EventCursor>) {
         None => EventCursor::default(),
