@@ -195,9 +195,9 @@ pub fn wal(report: &WalReport) {
         "  {:<44} {:>12} {:>10}",
         "written to", "bytes/msg", "records/msg"
     );
-    for (relation, bytes, records) in report.relations.iter().take(16) {
+    for (relation, bytes, records) in report.relations.iter().take(30) {
         println!(
-            "  {:<44} {:>12.0} {:>10.2}",
+            "  {:<60} {:>12.0} {:>10.2}",
             relation,
             *bytes as f64 / report.messages as f64,
             *records as f64 / report.messages as f64

@@ -35,7 +35,7 @@ pub struct WalReport {
     pub wal_bytes: u64,
     pub fpi_bytes: u64,
     pub records: u64,
-    /// Table or index, WAL bytes, records (largest first).
+    /// Table or index and kind of record, WAL bytes, records (largest first).
     pub relations: Vec<(String, u64, u64)>,
     pub callbacks: u64,
 }
@@ -113,18 +113,19 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<WalRep
         .await?;
 
     let (wal_bytes, records, fpi_bytes): (i64, i64, i64) = sqlx::query_as(
-        "SELECT $2::pg_lsn - $1::pg_lsn, count(*), coalesce(sum(fpi_length), 0)
+        "SELECT ($2::pg_lsn - $1::pg_lsn)::bigint, count(*), coalesce(sum(fpi_length), 0)::bigint
            FROM pg_get_wal_records_info($1::pg_lsn, $2::pg_lsn)",
     )
     .bind(&start)
     .bind(&end)
     .fetch_one(&pool)
     .await?;
-    // A record's first block names the relation it changed; records without
-    // one (commits, ...) are grouped by what wrote them.
+    // A record's first block names the relation it changed (records without
+    // one, such as commits, are grouped by what wrote them); with the kind
+    // of record, that says which write to redesign.
     let relations: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT coalesce(pg_filenode_relation(0, substring(block_ref FROM 'rel \\d+/\\d+/(\\d+)')::oid)::regclass::text,
-                         '(' || resource_manager || ')') AS relation,
+                         '-') || ' ' || resource_manager || ' ' || split_part(record_type, ' ', 1),
                 sum(record_length)::bigint, count(*)
            FROM pg_get_wal_records_info($1::pg_lsn, $2::pg_lsn)
           GROUP BY 1 ORDER BY 2 DESC",
