@@ -63,7 +63,6 @@ trap 'cleanup; rm -rf "$TMP"' EXIT
 cargo build --release -q -p gateway -p worker -p bench
 fresh_database
 
-now() { date +%s.%N; }
 loadgen() {
   local out=$1; shift
   target/release/loadgen --target "127.0.0.1:$PORT" --seconds 600 "$@" > "$TMP/$out.json"
