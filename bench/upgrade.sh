@@ -19,20 +19,14 @@ DB=${DB:-sent_gateway_bench_upgrade}
 MESSAGES=${MESSAGES:-10000000}
 CHUNK=${CHUNK:-1000000}
 TARGET=20261211100000
-PSQL=(psql -h "${PGHOST:-127.0.0.1}" -p "${PGPORT:-5432}" -U "${PGUSER:-postgres}" -X -q -v ON_ERROR_STOP=1)
-work=$(mktemp -d)
-finish() {
-  rm -rf "$work"
-  if [ "${KEEP:-0}" != 1 ]; then
-    "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-  fi
-}
-trap finish EXIT
-db() { "${PSQL[@]}" -d "$DB" "$@"; }
+export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres}
+db() { psql -X -q -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
 now_ms() { date +%s%3N; }
+recreate() { psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" "$@"; }
+[ "${KEEP:-0}" = 1 ] || trap 'recreate >/dev/null 2>&1 || true' EXIT
 
 echo "== database $DB, migrated up to before $TARGET"
-"${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+recreate -c "CREATE DATABASE $DB"
 for f in migrations/*.sql; do
   version=$(basename "$f" | cut -d_ -f1)
   [ "$version" -lt "$TARGET" ] && db -1 -f "$f" >/dev/null
@@ -64,13 +58,13 @@ echo "loaded in $(( ($(now_ms) - start) / 1000 )) s: $(db -At -c "SELECT (SELECT
 
 if [ "${PRESTEP:-0}" = 1 ]; then
   echo "== the bound checked first (bench/sql/upgrade_prestep.sql), while a writer inserts events"
-  db -At -c "SELECT id FROM messages LIMIT 1" > "$work/some_id"
+  some_id=$(db -At -c "SELECT id FROM messages LIMIT 1")
   start=$(now_ms)
   db -f bench/sql/upgrade_prestep.sql > /dev/null &
   prestep=$!
   sleep 0.5
   probe_start=$(now_ms)
-  db -c "INSERT INTO message_events (message_id, status, source) VALUES ('$(cat "$work/some_id")', 'polled', 'worker')"
+  db -c "INSERT INTO message_events (message_id, status, source) VALUES ('$some_id', 'polled', 'worker')"
   echo "an event inserted meanwhile waited $(( $(now_ms) - probe_start )) ms"
   wait "$prestep"
   echo "prestep: $(( $(now_ms) - start )) ms"
@@ -78,7 +72,7 @@ fi
 
 echo "== the upgrade"
 start=$(now_ms)
-db -1 -f "migrations/${TARGET}_partitioned_messages.sql" > "$work/migration.log" &
+db -1 -f "migrations/${TARGET}_partitioned_messages.sql" > /dev/null &
 migration=$!
 # A reader arriving once the migration holds its lock: how long it waits.
 for _ in $(seq 1 100); do
