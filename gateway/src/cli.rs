@@ -183,17 +183,30 @@ pub async fn set_inbound_url(
 
 pub async fn list(store: &Store) -> anyhow::Result<()> {
     println!(
-        "{:<24} {:<7} {:<10} {:<14} {:<26} revoked",
-        "name", "role", "prefix", "rate limit", "created"
+        "{:<24} {:<7} {:<10} {:<14} {:<26} {:<8} {:<20} revoked",
+        "name", "role", "prefix", "rate limit", "created", "inbound", "pull"
     );
     for key in store.api_keys().await? {
+        // Whether replies go to a URL, not the URL: it may carry a token.
+        let inbound = if key.inbound_url.is_some() {
+            "url"
+        } else {
+            "-"
+        };
+        let pull: Vec<&str> = key.pull_sources.iter().map(|p| p.as_str()).collect();
         println!(
-            "{:<24} {:<7} {:<10} {:<14} {:<26} {}",
+            "{:<24} {:<7} {:<10} {:<14} {:<26} {:<8} {:<20} {}",
             key.name,
             key.role,
             key.key_prefix,
             key.rate_limit.unwrap_or_else(|| "default".into()),
             key.created_at.to_rfc3339(),
+            inbound,
+            if pull.is_empty() {
+                "-".to_owned()
+            } else {
+                pull.join(",")
+            },
             key.revoked_at
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_else(|| "-".into())
