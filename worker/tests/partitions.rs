@@ -569,3 +569,74 @@ async fn the_sql_ulid_prefix_is_our_ids_prefix() {
         assert_eq!(prefix, id_at(at).to_string()[..10]);
     }
 }
+
+/// Dropping a week at scale, for the README (`cargo nextest run -p worker
+/// --test partitions --run-ignored only dropping_a_large_week`;
+/// `RETENTION_BENCH_MESSAGES`, default 1,000,000, with 4 events each): how
+/// long the pass takes, and the slowest accept of a writer running
+/// meanwhile (no accept waits for the drop).
+#[tokio::test]
+#[ignore = "a benchmark: run on its own"]
+async fn dropping_a_large_week_blocks_no_accept() {
+    let messages: i64 =
+        std::env::var("RETENTION_BENCH_MESSAGES").map_or(1_000_000, |n| n.parse().unwrap());
+    let db = TestDatabase::new().await;
+    let store = db.store.clone();
+    store.ensure_message_partitions().await.unwrap();
+    let now = SystemTime::now();
+    let week: DateTime<Utc> = (now + 2 * WEEK).into();
+    let started = std::time::Instant::now();
+    sqlx::raw_sql(&format!(
+        "INSERT INTO messages (id, client, phone_number, status, created_at, updated_at, accepted_at, delivered_at, failed_at)
+         SELECT ulid_time_prefix('{week}') || lpad(i::text, 16, '0'), 'client_' || (i % 20), '+14155550123',
+                CASE WHEN i % 10 = 0 THEN 'failed' ELSE 'delivered' END, now(), now(), now(),
+                CASE WHEN i % 10 <> 0 THEN now() END, CASE WHEN i % 10 = 0 THEN now() END
+           FROM generate_series(1, {messages}) i;
+         INSERT INTO message_events (message_id, status, source, at)
+         SELECT m.id, s, 'sent', now() FROM messages m
+          CROSS JOIN LATERAL (VALUES ('queued'), ('sending'), ('accepted'), (m.status)) e(s)
+          WHERE m.id >= ulid_time_prefix('{week}');
+         SELECT dashboard_rollup_rebuild();"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE messages, message_events")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    eprintln!("loaded {messages} messages in {:?}", started.elapsed());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            while !stop.load(Ordering::Relaxed) {
+                let one = std::time::Instant::now();
+                submit(&store, "client_1", &[MessageId::new()])
+                    .await
+                    .unwrap();
+                slowest = slowest.max(one.elapsed());
+            }
+            slowest
+        })
+    };
+    let started = std::time::Instant::now();
+    let report = retain(&store, Some(RETENTION), (now + 130 * DAY).into())
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let slowest = writer.await.unwrap();
+    assert!(
+        report.dropped.iter().any(|(_, n)| *n == messages),
+        "{report:?}"
+    );
+    eprintln!(
+        "dropped a week of {messages} messages ({} events) in {took:?}; slowest accept meanwhile {slowest:?}",
+        messages * 4
+    );
+    fold_all(&store).await;
+    assert_eq!(rollup_drift(&store).await, []);
+}
