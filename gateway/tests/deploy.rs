@@ -662,7 +662,7 @@ async fn the_compose_commands_run_as_plain_processes() {
     let owners: Vec<(String, String)> = sqlx::query_as(
         "SELECT c.relname::text, pg_get_userbyid(c.relowner)::text
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v')",
+          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'p')",
     )
     .fetch_all(&mut app_admin)
     .await
