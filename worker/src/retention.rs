@@ -38,7 +38,7 @@ pub const PARTITIONS_HELD: &str = "worker_message_partitions_held";
 /// The messages holding them, `{reason="unsent|recent"}`.
 pub const PARTITIONS_HELD_MESSAGES: &str = "worker_message_partitions_held_messages";
 /// Weeks of partitions created after the current one.
-pub const PARTITIONS_AHEAD: &str = "worker_message_partitions_ahead_weeks";
+pub const PARTITIONS_AHEAD: &str = "worker_message_partitions_ahead";
 
 /// A week kept past retention, and by what.
 #[derive(Debug, Clone, PartialEq, Eq)]
