@@ -154,13 +154,16 @@ BEGIN
   -- Remember, by their text, the views, indexes and triggers on the two
   -- tables, to create them again on the parents: a view follows a renamed
   -- table, and a partitioned parent starts with nothing.
-  FOR r IN SELECT DISTINCT v.oid::regclass::text AS name, pg_get_viewdef(v.oid) AS def
+  -- (with their options: CREATE OR REPLACE VIEW resets those it is not
+  -- given, and three of the dashboard's views are security barriers).
+  FOR r IN SELECT DISTINCT v.oid::regclass::text AS name, pg_get_viewdef(v.oid) AS def,
+                  coalesce(' WITH (' || array_to_string(v.reloptions, ', ') || ')', '') AS options
              FROM pg_depend d
              JOIN pg_rewrite w ON w.oid = d.objid
              JOIN pg_class v ON v.oid = w.ev_class
             WHERE d.refobjid IN ('messages'::regclass, 'message_events'::regclass)
               AND d.classid = 'pg_rewrite'::regclass AND v.relkind = 'v' LOOP
-    views := views || format('CREATE OR REPLACE VIEW %s AS %s', r.name, r.def);
+    views := views || format('CREATE OR REPLACE VIEW %s%s AS %s', r.name, r.options, r.def);
   END LOOP;
   FOR r IN SELECT i.indexrelid::regclass::text AS name, pg_get_indexdef(i.indexrelid) AS def,
                   i.indrelid::regclass::text AS tab

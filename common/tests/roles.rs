@@ -23,15 +23,17 @@ use sqlx::{ConnectOptions, Connection, Executor, PgConnection};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
-/// The views of `migrations/20261125000003_dashboard_views.sql`, which the
+/// The views of `migrations/20261125000003_dashboard_views.sql` (and
+/// `forwarding_summary`, 20261211200000), which the
 /// README documents for Grafana, Metabase and psql: all that
 /// `dashboard_reader` may read.
-const VIEWS: [&str; 5] = [
+const VIEWS: [&str; 6] = [
     "message_status_counts",
     "message_throughput_per_minute",
     "delivery_latency_hourly",
     "failure_reasons",
     "recent_failures",
+    "forwarding_summary",
 ];
 
 /// The tables with every client's data that dashboards must not read.
