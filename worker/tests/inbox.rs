@@ -467,3 +467,106 @@ async fn notifications_wake_the_worker_without_polling() {
     stack.wait_inbox_state("n-late", "processed").await;
     assert_eq!(stack.message(&other).await.status, MessageStatus::Read);
 }
+
+/// A claim is a lease kept apart from the event's due time: a claimed event
+/// is not claimed again while leased, is claimed again once the lease runs
+/// out (its worker died), and the first claimer's late finish is ignored.
+/// And the claim writes no index entry: Postgres counts it a HOT update.
+#[tokio::test]
+async fn a_claimed_event_is_leased_then_claimed_again_and_the_claim_is_a_hot_update() {
+    use common::store::{InboxFinish, InboxResult, Store};
+    use std::time::Duration;
+
+    let stack = Stack::start(&[]).await;
+    // One connection, so that its own statistics can be read back.
+    let store = Store::from_pool(
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&stack.db.url)
+            .await
+            .unwrap(),
+    );
+    let event = |id: &str| InboxInsert {
+        provider: Provider::Stripe,
+        event_id: id.into(),
+        event_type: Some("x".into()),
+        headers: json!({}),
+        body: format!("{{\"id\": \"{id}\"}}").into_bytes(),
+    };
+    store
+        .insert_inbox(&[event("evt_lease"), event("evt_other")])
+        .await
+        .unwrap();
+    // Updates of the inbox so far, and how many of them were HOT.
+    let updates = || async {
+        // The connection flushes its statistics when it next goes idle.
+        sqlx::query("SELECT pg_stat_force_next_flush()")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables, pg_stat_clear_snapshot()
+              WHERE relname = 'webhook_inbox'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    };
+    let before = updates().await;
+
+    let first = store
+        .claim_inbox(1, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let after = updates().await;
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (1, 1),
+        "the claim is one HOT update"
+    );
+    // Leased: the other event is claimed, this one is not.
+    let second = store
+        .claim_inbox(10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1);
+    assert_ne!(second[0].id, first[0].id);
+    assert!(
+        store
+            .claim_inbox(10, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The lease runs out: claimed again, with the next attempt number.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let again = store
+        .claim_inbox(10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (first[0].id, 2));
+
+    // The first claimer's late finish is ignored; the second's counts.
+    let finish = |attempts| InboxFinish {
+        id: first[0].id,
+        attempts,
+        result: InboxResult::NotApplicable,
+    };
+    let state = || async {
+        store
+            .inbox_events(Some("stripe"))
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.id == first[0].id)
+            .unwrap()
+            .state
+    };
+    store.finish_inbox(&[finish(1)]).await.unwrap();
+    assert_eq!(state().await, "pending");
+    store.finish_inbox(&[finish(2)]).await.unwrap();
+    assert_eq!(state().await, "not_applicable");
+}

@@ -2,7 +2,8 @@
 //! acknowledged, then processed by the worker.
 //!
 //! Life of a row: `pending` (due at `next_attempt_at`) is claimed by one
-//! worker at a time, then becomes `processed`, `not_applicable`, `unmatched`
+//! worker at a time (`leased_until`, in no index, so that the claim is a HOT
+//! update), then becomes `processed`, `not_applicable`, `unmatched`
 //! (waiting for the send record that carries its message id), `pending` again
 //! with a later `next_attempt_at` (retry), or `parked` (poison, or waited too
 //! long for its message).
@@ -190,9 +191,10 @@ impl Store {
         lease: Duration,
     ) -> Result<Vec<InboxEvent>, sqlx::Error> {
         let mut events: Vec<InboxEvent> = sqlx::query_as(
-            "UPDATE webhook_inbox SET attempts = attempts + 1, next_attempt_at = now() + $2::interval
+            "UPDATE webhook_inbox SET attempts = attempts + 1, leased_until = now() + $2::interval
               WHERE id IN (SELECT id FROM webhook_inbox
                             WHERE state = 'pending' AND next_attempt_at <= now()
+                              AND (leased_until IS NULL OR leased_until <= now())
                             ORDER BY next_attempt_at, id
                             LIMIT $1 FOR UPDATE SKIP LOCKED)
              RETURNING id, provider, event_id, event_type, body, attempts, received_at",
@@ -271,6 +273,7 @@ impl Store {
                       WHEN u.state = 'pending' THEN u.next_at
                       WHEN u.state = 'unmatched' THEN now()
                       ELSE w.next_attempt_at END,
+                    leased_until = NULL,
                     last_error = u.error,
                     subject_id = coalesce(u.subject, w.subject_id),
                     message_id = coalesce(u.message, w.message_id),

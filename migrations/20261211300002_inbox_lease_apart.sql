@@ -1,0 +1,14 @@
+-- A claimed inbox event's lease in a column of its own (issue 13: Postgres
+-- cost per message). The claim used to push `next_attempt_at` forward,
+-- which `webhook_inbox_due` indexes, so every claim was a non-HOT update: a
+-- new entry in each of the inbox's indexes, for every event. `leased_until`
+-- is in no index, so a claim is a HOT update (the page has room: fillfactor
+-- 50, 20261211300000) and only the event's end writes index entries.
+-- `next_attempt_at` now only says when an event is due (its retry time).
+-- Adding a nullable column rewrites nothing.
+--
+-- During a rolling upgrade a worker of the previous release may claim an
+-- event a new worker holds (it does not see the new lease), so that event
+-- is applied twice: harmless, as applying is idempotent (statuses only move
+-- forward, forwards and reply callbacks are unique per event).
+ALTER TABLE webhook_inbox ADD COLUMN leased_until timestamptz;
