@@ -474,18 +474,11 @@ async fn notifications_wake_the_worker_without_polling() {
 /// And the claim writes no index entry: Postgres counts it a HOT update.
 #[tokio::test]
 async fn a_claimed_event_is_leased_then_claimed_again_and_the_claim_is_a_hot_update() {
-    use common::store::{InboxFinish, InboxResult, Store};
+    use common::store::{InboxFinish, InboxResult};
     use std::time::Duration;
 
     let stack = Stack::start(&[]).await;
-    // One connection, so that its own statistics can be read back.
-    let store = Store::from_pool(
-        sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&stack.db.url)
-            .await
-            .unwrap(),
-    );
+    let store = stack.single_connection_store().await;
     let event = |id: &str| InboxInsert {
         provider: Provider::Stripe,
         event_id: id.into(),
@@ -497,29 +490,14 @@ async fn a_claimed_event_is_leased_then_claimed_again_and_the_claim_is_a_hot_upd
         .insert_inbox(&[event("evt_lease"), event("evt_other")])
         .await
         .unwrap();
-    // Updates of the inbox so far, and how many of them were HOT.
-    let updates = || async {
-        // The connection flushes its statistics when it next goes idle.
-        sqlx::query("SELECT pg_stat_force_next_flush()")
-            .execute(store.pool())
-            .await
-            .unwrap();
-        sqlx::query_as::<_, (i64, i64)>(
-            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables, pg_stat_clear_snapshot()
-              WHERE relname = 'webhook_inbox'",
-        )
-        .fetch_one(store.pool())
-        .await
-        .unwrap()
-    };
-    let before = updates().await;
+    let before = updates_of(&store, "webhook_inbox").await;
 
     let first = store
         .claim_inbox(1, Duration::from_millis(300))
         .await
         .unwrap();
     assert_eq!(first.len(), 1);
-    let after = updates().await;
+    let after = updates_of(&store, "webhook_inbox").await;
     assert_eq!(
         (after.0 - before.0, after.1 - before.1),
         (1, 1),

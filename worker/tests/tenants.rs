@@ -244,6 +244,38 @@ async fn callbacks_are_claimed_round_robin_within_each_clients_share() {
     );
 }
 
+/// A callback's claim is a lease apart from its due time: not claimed
+/// again while leased, claimed again (next attempt) once the lease runs out,
+/// and the claim writes no index entry (Postgres counts a HOT update).
+#[tokio::test]
+async fn a_claimed_callback_is_leased_then_claimed_again_and_the_claim_is_a_hot_update() {
+    let stack = Stack::start(&[]).await;
+    let id = stack.submit(API_KEY, Some("http://127.0.0.1:9/hook")).await;
+    stack.accept(&id, &[&format!("sent-{id}")]).await;
+    let store = stack.single_connection_store().await;
+    let before = updates_of(&store, "status_callbacks").await;
+    let first = store
+        .claim_callbacks(10, Duration::from_millis(300), 10, &HashMap::new())
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let after = updates_of(&store, "status_callbacks").await;
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (1, 1),
+        "the claim is one HOT update"
+    );
+    let no_one_in_flight = HashMap::new();
+    let claim = || store.claim_callbacks(10, Duration::from_secs(60), 10, &no_one_in_flight);
+    assert!(claim().await.unwrap().is_empty(), "leased");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let again = claim().await.unwrap();
+    assert_eq!(
+        (again.len(), again[0].id, again[0].attempts),
+        (1, first[0].id, 2)
+    );
+}
+
 /// While one tenant's receiver hangs (and the callback timeout is long),
 /// with many of its callbacks pending, another tenant's later callbacks
 /// are all delivered; the hanging tenant holds no more than its share.

@@ -5,7 +5,8 @@
 //! made when it was routed, signed and delivered like a status callback.
 //!
 //! Claims are leases, as for the inbox: a claimed row stays `pending` with
-//! `next_attempt_at` pushed past the lease and `attempts` bumped, and the
+//! `leased_until` set (in no index, so the claim is a HOT update) and
+//! `attempts` bumped, and the
 //! transaction ends before any HTTP call. Callbacks of one message go out in
 //! order: only its oldest pending callback is ever claimable. Clients
 //! (API keys) are served round-robin, each within its share of a worker's
@@ -190,6 +191,7 @@ impl Store {
                  FROM room r CROSS JOIN LATERAL (
                         SELECT s.id, s.next_attempt_at FROM status_callbacks s
                          WHERE s.client = r.client AND s.state = 'pending' AND s.next_attempt_at <= now()
+                           AND (s.leased_until IS NULL OR s.leased_until <= now())
                            AND NOT EXISTS (SELECT 1 FROM status_callbacks e
                                             WHERE e.message_id = s.message_id AND e.state = 'pending' AND e.id < s.id)
                          ORDER BY s.next_attempt_at, s.id
@@ -199,7 +201,7 @@ impl Store {
                          LIMIT least(r.room, $1) FOR UPDATE SKIP LOCKED) d
              ),
              claimed AS (
-               UPDATE status_callbacks SET attempts = attempts + 1, next_attempt_at = now() + $2::interval
+               UPDATE status_callbacks SET attempts = attempts + 1, leased_until = now() + $2::interval
                 WHERE id IN (SELECT id FROM candidates WHERE turn <= room
                               ORDER BY turn, next_attempt_at, id LIMIT $1)
                RETURNING *
@@ -285,7 +287,7 @@ impl Store {
                VALUES ($1, $2, $3, $4, $5, $6)
              )
              UPDATE status_callbacks
-                SET state = $7, next_attempt_at = coalesce($8, next_attempt_at),
+                SET state = $7, next_attempt_at = coalesce($8, next_attempt_at), leased_until = NULL,
                     last_status_code = $5, last_error = $6,
                     completed_at = CASE WHEN $7 = 'pending' THEN NULL ELSE now() END
               WHERE id = $1 AND attempts = $2 AND state = 'pending'",
