@@ -1707,7 +1707,10 @@ mod tests {
                 .map(|c| c.worker.message_retention)
         };
         let days = |d: u64| Some(Duration::from_secs(d * 86_400));
-        let default = Config::from_map(&vars(&[])).unwrap().worker.message_retention;
+        let default = Config::from_map(&vars(&[]))
+            .unwrap()
+            .worker
+            .message_retention;
         assert_eq!(default, days(90));
         assert_eq!(retention("30").unwrap(), days(30));
         assert_eq!(retention("0").unwrap(), None);
@@ -1736,16 +1739,16 @@ mod tests {
             config.replies.inbound_urls["a"],
             "https://a.example/replies?t=1"
         );
-        assert_eq!(
-            config.replies.inbound_urls["b"],
-            "http://b.example:8080/in"
-        );
+        assert_eq!(config.replies.inbound_urls["b"], "http://b.example:8080/in");
         for (var, value) in [
             ("INBOUND_URLS", "c:https://c.example/in"),
             ("INBOUND_URLS", "a"),
             ("INBOUND_URLS", "a:ftp://a.example/"),
             ("INBOUND_URLS", "a:https://127.0.0.1/in"),
-            ("INBOUND_URLS", "a:https://a.example/1,a:https://a.example/2"),
+            (
+                "INBOUND_URLS",
+                "a:https://a.example/1,a:https://a.example/2",
+            ),
             ("REPLY_WINDOW_DAYS", "0"),
             ("REPLY_WINDOW_DAYS", "a month"),
         ] {

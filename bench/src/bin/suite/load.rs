@@ -9,7 +9,7 @@ use crate::ledger::{self, Ledger};
 use crate::stack::{Stack, StackOptions};
 use crate::traffic::{Mix, Op, OpStats, Recorder, Traffic};
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Plan {
     /// Operations per second of the sustained phase.
     pub rate: f64,
@@ -18,6 +18,8 @@ pub struct Plan {
     pub step: Duration,
     pub max_steps: usize,
     pub settle_timeout: Duration,
+    /// Directory of the binaries to load (default: next to this one).
+    pub bin: Option<std::path::PathBuf>,
 }
 
 /// A step counts as keeping up while under 1% of operations fail, p99 stays
@@ -78,7 +80,7 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<LoadRe
             private_postgres: false,
             redis_cluster: false,
             log_level: "warn",
-            bin: None,
+            bin: plan.bin.clone(),
             env: Vec::new(),
         },
         results,

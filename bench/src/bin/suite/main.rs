@@ -56,6 +56,9 @@ enum Command {
         step_seconds: u64,
         #[arg(long, default_value_t = 10)]
         max_steps: usize,
+        /// Directory of another build's gateway, worker and sent-sim.
+        #[arg(long)]
+        bin: Option<PathBuf>,
     },
     /// WAL bytes Postgres writes over the whole life of a message.
     Wal {
@@ -91,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             step_seconds,
             max_steps,
+            bin,
         } => {
             let plan = load::Plan {
                 rate,
@@ -98,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
                 step: Duration::from_secs(step_seconds),
                 max_steps,
                 settle_timeout: Duration::from_secs(300),
+                bin,
             };
             let report = load::run(plan, &args.results).await?;
             report::load(&report);
