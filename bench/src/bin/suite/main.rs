@@ -134,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
                     let report = wal::run(plan, &args.results).await?;
                     println!("\n== round {round}");
                     report::wal(&report);
+                    report::wal_statements(&report);
                     reports.push(report);
                 }
             }

@@ -205,6 +205,17 @@ pub fn wal(report: &WalReport) {
     }
 }
 
+/// Where Postgres spent its time in a `suite wal` run.
+pub fn wal_statements(report: &WalReport) {
+    println!(
+        "  {:<90} {:>8} {:>10} {:>10}",
+        "statement", "calls", "exec ms", "plan ms"
+    );
+    for (query, calls, exec, plan) in &report.statements {
+        println!("  {query:<90} {calls:>8} {exec:>10.0} {plan:>10.0}");
+    }
+}
+
 /// Every build's WAL bytes per message, each run and the median; the first
 /// build is the baseline of the ratios.
 pub fn wal_summary(reports: &[WalReport]) {

@@ -852,7 +852,8 @@ impl PrivatePostgres {
         let data = self.dir.join("data").display().to_string();
         let log = self.dir.join("postgres.log").display().to_string();
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 \
+             -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on",
             self.port,
             self.dir.display()
         );

@@ -38,6 +38,8 @@ pub struct WalReport {
     /// Table or index and kind of record, WAL bytes, records (largest first).
     pub relations: Vec<(String, u64, u64)>,
     pub callbacks: u64,
+    /// Statement (its start), calls, execution and planning ms (costliest first).
+    pub statements: Vec<(String, i64, f64, f64)>,
 }
 
 impl WalReport {
@@ -77,9 +79,11 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<WalRep
     )
     .await?;
     let pool = stack.database().await?;
-    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
-        .execute(&pool)
-        .await?;
+    for extension in ["pg_walinspect", "pg_stat_statements"] {
+        sqlx::query(&format!("CREATE EXTENSION IF NOT EXISTS {extension}"))
+            .execute(&pool)
+            .await?;
+    }
     let callback_url = format!("http://{receiver}/callbacks");
 
     submit(
@@ -94,6 +98,9 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<WalRep
 
     sqlx::query("CHECKPOINT").execute(&pool).await?;
     let callbacks_before = received.load(Ordering::Relaxed);
+    sqlx::query("SELECT pg_stat_statements_reset()")
+        .execute(&pool)
+        .await?;
     let start: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
         .fetch_one(&pool)
         .await?;
@@ -134,6 +141,15 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<WalRep
     .bind(&end)
     .fetch_all(&pool)
     .await?;
+    // Where Postgres spent its time: the statements that cost most, planning
+    // included.
+    let statements: Vec<(String, i64, f64, f64)> = sqlx::query_as(
+        "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 90), calls,
+                total_exec_time, total_plan_time
+           FROM pg_stat_statements ORDER BY total_exec_time + total_plan_time DESC LIMIT 12",
+    )
+    .fetch_all(&pool)
+    .await?;
     let bin = plan
         .bin
         .map_or_else(|| "this build".to_owned(), |p| p.display().to_string());
@@ -149,6 +165,7 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<WalRep
             .map(|(name, bytes, n)| (name, bytes as u64, n as u64))
             .collect(),
         callbacks: received.load(Ordering::Relaxed) - callbacks_before,
+        statements,
     };
     pool.close().await;
     stack.stop().await?;
