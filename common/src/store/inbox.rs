@@ -307,7 +307,11 @@ impl Store {
     ///
     /// One GIN probe per Sent id (a lateral join), not one `&&` over them
     /// all: the planner estimates an overlap with a couple of hundred
-    /// elements to match most of the table and scans all of it.
+    /// elements to match most of the table and scans all of it. `OFFSET 0`
+    /// keeps the probe per id: flattened into a join, with weeks of
+    /// `messages` not yet analyzed, Postgres chose to read every message
+    /// once and test it against every id (44 ms for 100 ids at 3,000
+    /// messages, and growing with the table; 0.7 ms as probes).
     pub async fn messages_by_provider_ids(
         &self,
         provider_ids: &[&str],
@@ -319,7 +323,7 @@ impl Store {
         let rows: Vec<(String, MessageId, Option<Json<TraceContext>>)> = sqlx::query_as(
             "SELECT p.id, m.id, m.trace_context FROM unnest($1::text[]) AS p(id)
                CROSS JOIN LATERAL (SELECT id, trace_context FROM messages
-                                    WHERE provider_message_ids @> ARRAY[p.id]) m
+                                    WHERE provider_message_ids @> ARRAY[p.id] OFFSET 0) m
               ORDER BY p.id, m.id",
         )
         .bind(provider_ids)

@@ -167,6 +167,7 @@ impl Store {
                   SET status = 'sending', attempts = attempts + 1, updated_at = now(),
                       sending_at = coalesce(sending_at, now()), next_attempt_at = NULL
                 WHERE id IN (SELECT id FROM messages WHERE id = ANY($1) ORDER BY id FOR UPDATE)
+                  AND id = ANY($1)
                   AND (status IN ('queued', 'sending') OR (status = 'scheduled' AND accepted_at IS NULL))
                RETURNING {COLUMNS}
              ), event AS (
@@ -301,6 +302,9 @@ impl Store {
                SELECT i.*, m.status AS previous_status,
                       status_rank(i.status) > status_rank(m.status) AS advance
                  FROM messages m JOIN input i ON i.id = m.id
+                -- Redundant with the join, but values: Postgres plans only
+                -- the weeks of `messages` these ids are in.
+                WHERE m.id = ANY($1::text[])
                 ORDER BY m.id
                   FOR UPDATE OF m
              ), updated AS (
@@ -329,7 +333,7 @@ impl Store {
                       dead_lettered_at = CASE WHEN p.advance AND p.event = 'dead_lettered'
                                               THEN now() ELSE m.dead_lettered_at END
                  FROM prev p
-                WHERE m.id = p.id AND (p.advance OR p.provider_ids IS NOT NULL)
+                WHERE m.id = p.id AND m.id = ANY($1::text[]) AND (p.advance OR p.provider_ids IS NOT NULL)
                RETURNING m.client, m.callback_url, p.*
              ), event AS (
                INSERT INTO message_events (message_id, status, applied, source, attempt, detail, at)
