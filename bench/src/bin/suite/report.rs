@@ -177,12 +177,8 @@ pub fn load(report: &LoadReport) {
 /// One `suite wal` run: the total and the relations that wrote it.
 pub fn wal(report: &WalReport) {
     println!(
-        "  {} ({}): {} messages in {:.1} s, {} callbacks delivered",
-        report.bin,
-        "whole life: accept, send, sent, delivered, callbacks",
-        report.messages,
-        report.seconds,
-        report.callbacks
+        "  {}: {} whole lives (accept, send, sent, delivered, callbacks) in {:.1} s, {} callbacks delivered",
+        report.bin, report.messages, report.seconds, report.callbacks
     );
     println!(
         "  WAL {:.1} MB: {:.0} bytes/message ({:.0} of them full-page images), {:.1} records/message",
