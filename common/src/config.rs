@@ -1721,7 +1721,7 @@ mod tests {
 
     #[test]
     fn replies_take_a_window_and_inbound_urls_of_api_keys_only() {
-        let keys = ("API_KEYS", "a:key-aaaa-0001,b:key-bbbb-0001");
+        let keys = ("API_KEYS", "a:key-aaaaaaaa,b:key-bbbbbbbb");
         let config = Config::from_map(&vars(&[keys])).unwrap();
         assert_eq!(config.replies.window, Duration::from_secs(30 * 86_400));
         assert!(config.replies.inbound_urls.is_empty());
