@@ -11,7 +11,7 @@ use common::store::Store;
 pub(crate) const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 /// Rows deleted per statement, and statements per pass at most: a large
 /// backlog (retention just shortened) is worked off over several passes.
-const PURGE_CHUNK: i64 = 5_000;
+pub(crate) const PURGE_CHUNK: i64 = 5_000;
 const PURGE_MAX_CHUNKS: usize = 100;
 
 /// What one purge pass deleted.

@@ -20,16 +20,18 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::config::Config;
-use common::store::{MessagePartition, Retirement, Store};
+use common::store::{Holders, MessagePartition, Retirement, Store};
 use tokio_util::sync::CancellationToken;
+
+// Callbacks are deleted before a week is dropped, as many per statement as
+// the other purges delete.
+use crate::purge::PURGE_CHUNK;
 
 /// Time between passes. Partitions are created weeks ahead, and a week
 /// becomes droppable once a week: an hour is plenty.
 pub const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 /// After a failed pass, the next one.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
-/// Callbacks deleted per statement before a week is dropped.
-const CALLBACK_CHUNK: i64 = 5_000;
 
 /// Weeks of messages dropped.
 pub const PARTITIONS_DROPPED: &str = "worker_message_partitions_dropped_total";
@@ -39,14 +41,6 @@ pub const PARTITIONS_HELD: &str = "worker_message_partitions_held";
 pub const PARTITIONS_HELD_MESSAGES: &str = "worker_message_partitions_held_messages";
 /// Weeks of partitions created after the current one.
 pub const PARTITIONS_AHEAD: &str = "worker_message_partitions_ahead";
-
-/// A week kept past retention, and by what.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Held {
-    pub partition: String,
-    pub unsent: i64,
-    pub recent: i64,
-}
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -58,7 +52,8 @@ pub struct RetentionReport {
     /// Weeks dropped, with their messages (-1: a drop a stopped worker
     /// left half done, finished).
     pub dropped: Vec<(String, i64)>,
-    pub held: Vec<Held>,
+    /// Weeks kept past retention, and by what.
+    pub held: Vec<(String, Holders)>,
     /// Weeks another worker was dropping: the next pass looks again.
     pub busy: Vec<String>,
 }
@@ -117,11 +112,7 @@ pub async fn retain(
         }
         match retire(store, &partition, cutoff).await? {
             Retirement::Dropped { messages } => report.dropped.push((partition.name, messages)),
-            Retirement::Held(holders) => report.held.push(Held {
-                partition: partition.name,
-                unsent: holders.unsent,
-                recent: holders.recent,
-            }),
+            Retirement::Held(holders) => report.held.push((partition.name, holders)),
             Retirement::Busy => report.busy.push(partition.name),
         }
     }
@@ -140,9 +131,9 @@ async fn retire(
         return Ok(Retirement::Held(holders));
     }
     while store
-        .delete_partition_callbacks(partition, CALLBACK_CHUNK)
+        .delete_partition_callbacks(partition, PURGE_CHUNK)
         .await?
-        == CALLBACK_CHUNK as u64
+        == PURGE_CHUNK as u64
     {}
     store.drop_message_partition(partition, cutoff).await
 }
@@ -160,11 +151,11 @@ fn record(report: &RetentionReport) {
         );
         metrics::counter!(PARTITIONS_DROPPED).increment(1);
     }
-    for held in &report.held {
+    for (partition, holders) in &report.held {
         tracing::warn!(
-            partition = held.partition,
-            unsent = held.unsent,
-            recent = held.recent,
+            partition,
+            unsent = holders.unsent,
+            recent = holders.recent,
             "a week of messages past MESSAGE_RETENTION_DAYS is held: some of its messages are not yet \
              handed to Sent (unsent) or still changing (recent)"
         );
@@ -176,7 +167,7 @@ fn record(report: &RetentionReport) {
         );
     }
     metrics::gauge!(PARTITIONS_HELD).set(report.held.len() as f64);
-    let sum = |f: fn(&Held) -> i64| report.held.iter().map(f).sum::<i64>() as f64;
+    let sum = |f: fn(&Holders) -> i64| report.held.iter().map(|(_, h)| f(h)).sum::<i64>() as f64;
     metrics::gauge!(PARTITIONS_HELD_MESSAGES, "reason" => "unsent").set(sum(|h| h.unsent));
     metrics::gauge!(PARTITIONS_HELD_MESSAGES, "reason" => "recent").set(sum(|h| h.recent));
 }

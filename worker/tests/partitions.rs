@@ -24,13 +24,13 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use common::domain::{Channel, EventSource, MessageId, MessageStatus, PhoneNumber};
-use common::store::{MIGRATOR, NewMessage, Retirement, StatusChange, Store, Submission};
+use common::store::{Holders, MIGRATOR, NewMessage, Retirement, StatusChange, Store, Submission};
 use common::telemetry::TraceContext;
 use common::test_support::{TestDatabase, admin_url, database_url, drop_database, unique};
 use serde_json::json;
 use sqlx::migrate::Migrator;
 use sqlx::{Connection, PgConnection};
-use worker::retention::{Held, retain};
+use worker::retention::retain;
 
 const DAY: Duration = Duration::from_secs(86_400);
 const WEEK: Duration = Duration::from_secs(7 * 86_400);
@@ -240,15 +240,14 @@ async fn a_finished_week_goes_whole_and_an_unsent_message_holds_its_week() {
     // The counts lost exactly the dropped messages, each in the status it
     // was counted in (`delivered`, its `read` not folded in).
     assert_eq!(rollup_drift(store).await, []);
-    let week_of_queued = report
+    let (_, week_of_queued) = report
         .held
         .iter()
-        .find(|h| h.unsent == 1)
+        .find(|(_, h)| h.unsent == 1)
         .expect("the queued message's week is held");
     assert_eq!(
         *week_of_queued,
-        Held {
-            partition: week_of_queued.partition.clone(),
+        Holders {
             unsent: 1,
             recent: 0
         }
@@ -315,7 +314,10 @@ async fn a_recent_status_change_holds_a_week_and_no_retention_drops_nothing() {
         .unwrap();
     let report = retain(store, Some(RETENTION), later).await.unwrap();
     assert!(
-        report.held.iter().any(|h| h.recent == 1 && h.unsent == 0),
+        report
+            .held
+            .iter()
+            .any(|(_, h)| h.recent == 1 && h.unsent == 0),
         "{report:?}"
     );
     assert_eq!(rows_of(store, sent).await[0], 1);
