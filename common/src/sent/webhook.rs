@@ -39,22 +39,29 @@ pub enum Parsed {
 
 /// A `message.received` event: a contact's message (a reply, usually) to one
 /// of the account's numbers. Every field but the time is optional at Sent.
-#[derive(Debug, Clone, PartialEq)]
+/// Serialized, it is the body of a `message.inbound` callback without its
+/// envelope ([`InboundCallback`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InboundMessage {
-    /// `inbound_number`: the contact, as Sent wrote it.
+    /// `inbound_number`: the contact's number (E.164), as Sent reported it.
+    #[cfg_attr(feature = "openapi", schema(example = "+14155550123"))]
     pub from: Option<String>,
-    /// `outbound_number`: our number the contact wrote to.
+    /// `outbound_number`: the number of ours the contact wrote to.
     pub to: Option<String>,
-    /// Null for a media-only message.
+    /// `null` for a media-only message.
     pub text: Option<String>,
-    /// Sent's `media[]` entries (`url`, `mime_type`, `size_bytes`,
-    /// `hash_sha256`), as Sent sent them.
+    /// Attachments as Sent reports them (`url`, `mime_type`, `size_bytes`,
+    /// `hash_sha256`); the URLs are the carrier's and expire.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub media: Vec<Value>,
+    #[cfg_attr(feature = "openapi", schema(example = "sms"))]
     pub channel: Option<String>,
     /// Sent's id of the inbound message.
     pub sent_message_id: Option<String>,
     /// `received_at`, else `updated_at`, else the envelope's `timestamp`,
     /// else when we received the event.
+    #[serde(serialize_with = "crate::domain::serialize_api_time")]
     pub received_at: DateTime<Utc>,
 }
 
@@ -75,13 +82,7 @@ impl InboundMessage {
         InboundCallback {
             kind: "message.inbound",
             event_id: event_id.to_owned(),
-            from: self.from.clone(),
-            to: self.to.clone(),
-            text: self.text.clone(),
-            media: self.media.clone(),
-            channel: self.channel.clone(),
-            sent_message_id: self.sent_message_id.clone(),
-            received_at: self.received_at,
+            message: self.clone(),
             in_reply_to: in_reply_to.map(str::to_owned),
         }
     }
@@ -106,23 +107,9 @@ pub struct InboundCallback {
     /// Sent's event id: the same for the callback and the pull API;
     /// deduplicate on it.
     pub event_id: String,
-    /// The contact's number (E.164), as Sent reported it.
-    #[cfg_attr(feature = "openapi", schema(example = "+14155550123"))]
-    pub from: Option<String>,
-    /// The number of ours the contact wrote to.
-    pub to: Option<String>,
-    /// `null` for a media-only message.
-    pub text: Option<String>,
-    /// Attachments as Sent reports them (`url`, `mime_type`, `size_bytes`,
-    /// `hash_sha256`); the URLs are the carrier's and expire.
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
-    pub media: Vec<Value>,
-    #[cfg_attr(feature = "openapi", schema(example = "sms"))]
-    pub channel: Option<String>,
-    /// Sent's id of the inbound message.
-    pub sent_message_id: Option<String>,
-    #[serde(serialize_with = "crate::domain::serialize_api_time")]
-    pub received_at: DateTime<Utc>,
+    /// The contact's message.
+    #[serde(flatten)]
+    pub message: InboundMessage,
     /// Our id of the message this replies to: the tenant's latest to the
     /// contact's number within `REPLY_WINDOW_DAYS`; `null` when unroutable
     /// (admins only see those).
