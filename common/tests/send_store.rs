@@ -440,3 +440,68 @@ async fn expired_idempotency_records_go_a_chunk_at_a_time_and_live_ones_stay() {
         .unwrap();
     assert_eq!(left, 5);
 }
+
+/// A message's everyday status changes write no index entry: `sending` and
+/// `sent` are HOT updates as Postgres counts them (no index names the
+/// status or the time of a change), while `accepted` (Sent's ids) and
+/// `delivered` (which ends the status polls) change an indexed column. A
+/// new index naming `status` or `updated_at` fails this test.
+#[tokio::test]
+async fn sending_and_sent_are_hot_updates_of_the_message() {
+    let db = TestDatabase::new().await;
+    // One connection: Postgres flushes a backend's counts when asked.
+    let store = Store::from_pool(
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&db.url)
+            .await
+            .unwrap(),
+    );
+    let ids = store_messages(&store, (0..20).map(|_| message(None)).collect()).await;
+    let updates = || async {
+        sqlx::query("SELECT pg_stat_force_next_flush()")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let (all, hot): (i64, i64) = sqlx::query_as(
+            "SELECT sum(n_tup_upd)::bigint, sum(n_tup_hot_upd)::bigint
+               FROM pg_stat_user_tables, pg_stat_clear_snapshot()
+              WHERE relid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'messages'::regclass)",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        (all, hot)
+    };
+    let hot_share = |before: (i64, i64), after: (i64, i64)| {
+        assert_eq!(after.0 - before.0, 20, "one update per message");
+        after.1 - before.1
+    };
+
+    let before = updates().await;
+    store.begin_attempts(&ids).await.unwrap();
+    let after_sending = updates().await;
+    assert_eq!(hot_share(before, after_sending), 20, "sending is HOT");
+
+    let acceptances: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| accepted(*id, &[&format!("sent-hot-{i}")], 1))
+        .collect();
+    store.record_accepted_many(&acceptances).await.unwrap();
+    let after_accepted = updates().await;
+    assert_eq!(hot_share(after_sending, after_accepted), 0, "Sent's ids are indexed");
+
+    let (sent, delivered) = (
+        StatusChange::new(MessageStatus::Sent, EventSource::Sent),
+        StatusChange::new(MessageStatus::Delivered, EventSource::Sent),
+    );
+    let all = |change| ids.iter().map(|id| (*id, change)).collect::<Vec<_>>();
+    store.change_statuses(&all(&sent)).await.unwrap();
+    let after_sent = updates().await;
+    assert_eq!(hot_share(after_accepted, after_sent), 20, "sent is HOT");
+
+    store.change_statuses(&all(&delivered)).await.unwrap();
+    let after_delivered = updates().await;
+    assert_eq!(hot_share(after_sent, after_delivered), 0, "delivered ends the polls' index");
+}

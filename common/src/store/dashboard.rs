@@ -291,13 +291,15 @@ fn failure_reasons_sql() -> String {
 
 /// As `recent_failures`, newest first through `messages_recent_failures`
 /// (or, for a tenant, `messages_client_failed_at`) and `messages_sent_anomalies`.
+/// "Failed" is said as that index's condition, which names no status: a
+/// failure sets `failed_at`, and only `delivered` and `read` rank above it.
 fn recent_failures_sql() -> String {
     format!(
         "SELECT * FROM (
            (SELECT id AS message_id, client, status, last_error_code, last_error, attempts,
                    dead_lettered_at IS NOT NULL AS dead_lettered, failed_at
               FROM messages
-             WHERE status IN {FAILED} AND failed_at IS NOT NULL AND {OF_CLIENT}
+             WHERE failed_at IS NOT NULL AND delivered_at IS NULL AND read_at IS NULL AND {OF_CLIENT}
              ORDER BY failed_at DESC
              LIMIT $2)
            UNION ALL
@@ -305,7 +307,7 @@ fn recent_failures_sql() -> String {
               FROM messages
              WHERE last_error_code IN ('sent_answer_without_id', 'sent_status_stale')
                AND status IN ('accepted', 'scheduled', 'sent') AND {OF_CLIENT}
-             ORDER BY updated_at DESC
+             ORDER BY id DESC
              LIMIT $2)
          ) failures
          ORDER BY failed_at DESC NULLS LAST, message_id DESC

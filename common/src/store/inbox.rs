@@ -267,7 +267,8 @@ impl Store {
             "UPDATE webhook_inbox w
                 SET state = CASE
                       WHEN u.state = 'unmatched' AND EXISTS
-                           (SELECT 1 FROM messages m WHERE m.provider_message_ids @> ARRAY[u.subject])
+                           (SELECT 1 FROM messages m WHERE m.provider_message_ids @> ARRAY[u.subject]
+                                                         AND cardinality(m.provider_message_ids) > 0)
                       THEN 'pending' ELSE u.state END,
                     next_attempt_at = CASE
                       WHEN u.state = 'pending' THEN u.next_at
@@ -323,7 +324,8 @@ impl Store {
         let rows: Vec<(String, MessageId, Option<Json<TraceContext>>)> = sqlx::query_as(
             "SELECT p.id, m.id, m.trace_context FROM unnest($1::text[]) AS p(id)
                CROSS JOIN LATERAL (SELECT id, trace_context FROM messages
-                                    WHERE provider_message_ids @> ARRAY[p.id] OFFSET 0) m
+                                    WHERE provider_message_ids @> ARRAY[p.id]
+                                      AND cardinality(provider_message_ids) > 0 OFFSET 0) m
               ORDER BY p.id, m.id",
         )
         .bind(provider_ids)
@@ -342,7 +344,8 @@ impl Store {
         Ok(sqlx::query(
             "UPDATE webhook_inbox w SET state = 'pending', next_attempt_at = now()
               WHERE w.state = 'unmatched'
-                AND EXISTS (SELECT 1 FROM messages m WHERE m.provider_message_ids @> ARRAY[w.subject_id])",
+                AND EXISTS (SELECT 1 FROM messages m WHERE m.provider_message_ids @> ARRAY[w.subject_id]
+                                                     AND cardinality(m.provider_message_ids) > 0)",
         )
         .execute(&self.pool)
         .await?

@@ -151,9 +151,8 @@ impl Store {
     /// worker's group commit). The answer is in the order of `ids`; an id given
     /// twice starts one attempt, and its second place gets `None` like any
     /// duplicate job. Rows are locked in id order, so concurrent batches
-    /// cannot deadlock. The lock is taken by id alone: with a status condition
-    /// the planner may scan `messages_status_created`, whose `queued` and
-    /// `sending` entries include every dead row version.
+    /// cannot deadlock. The lock is taken by id alone, then the status is
+    /// checked.
     pub async fn begin_attempts(
         &self,
         ids: &[MessageId],
@@ -422,12 +421,20 @@ impl Store {
             "UPDATE messages m SET status_polls = status_polls + 1, last_polled_at = now()
               WHERE m.id = (
                 SELECT id FROM messages
-                 WHERE status IN ('accepted', 'scheduled', 'sent') AND provider_message_id IS NOT NULL
-                   AND status_polls < 4
-                   AND ((status_polls = 0 AND greatest(updated_at, last_polled_at) < now() - $1::interval)
-                     OR (status_polls = 1 AND greatest(updated_at, last_polled_at) < now() - $2::interval)
-                     OR (status_polls = 2 AND greatest(updated_at, last_polled_at) < now() - $3::interval)
-                     OR (status_polls = 3 AND greatest(updated_at, last_polled_at) < now() - $4::interval))
+                 -- messages_status_poll_due's condition, then the status (in no
+                 -- index, so that a change of it is a HOT update); the last
+                 -- change is never older than the acceptance.
+                 WHERE provider_message_id IS NOT NULL AND accepted_at IS NOT NULL AND status_polls < 4
+                   AND delivered_at IS NULL AND read_at IS NULL AND failed_at IS NULL
+                   AND status IN ('accepted', 'scheduled', 'sent')
+                   AND ((status_polls = 0 AND accepted_at < now() - $1::interval
+                         AND greatest(updated_at, last_polled_at) < now() - $1::interval)
+                     OR (status_polls = 1 AND accepted_at < now() - $2::interval
+                         AND greatest(updated_at, last_polled_at) < now() - $2::interval)
+                     OR (status_polls = 2 AND accepted_at < now() - $3::interval
+                         AND greatest(updated_at, last_polled_at) < now() - $3::interval)
+                     OR (status_polls = 3 AND accepted_at < now() - $4::interval
+                         AND greatest(updated_at, last_polled_at) < now() - $4::interval))
                  LIMIT 1
                    FOR UPDATE SKIP LOCKED)
              RETURNING m.id, m.provider_message_id, m.status_polls",
@@ -562,9 +569,11 @@ impl Store {
     ) -> Result<Vec<Unsent>, sqlx::Error> {
         let rows = sqlx::query_as(
             "SELECT id, client, trace_context FROM messages
-              WHERE (status = 'queued' AND updated_at < now() - $1::interval)
-                 OR (status = 'sending' AND coalesce(next_attempt_at, updated_at) < now() - $1::interval)
-                 OR (status = 'scheduled' AND accepted_at IS NULL AND scheduled_at < now() - $1::interval)
+              -- messages_unsent's condition: no status is indexed (HOT changes).
+              WHERE accepted_at IS NULL AND failed_at IS NULL
+                AND ((status = 'queued' AND updated_at < now() - $1::interval)
+                  OR (status = 'sending' AND coalesce(next_attempt_at, updated_at) < now() - $1::interval)
+                  OR (status = 'scheduled' AND scheduled_at < now() - $1::interval))
               ORDER BY updated_at LIMIT $2",
         )
         .bind(chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::minutes(2)))
