@@ -16,7 +16,9 @@
 #
 #   bench/worker.sh                  # N=40000, 30 s steady
 #   N=20000 STEADY_SECONDS=15 bench/worker.sh
-#   WORKER_BIN=/path/to/other/worker bench/worker.sh   # A/B against another build
+#   WORKER_BIN=/path/to/other/worker bench/worker.sh   # A/B against another build's worker
+#   BIN_DIR=/path/to/other/target/release bench/worker.sh  # ... or its gateway, sent-sim
+#                                                          # and worker (its schema too)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
@@ -25,7 +27,8 @@ N=${N:-40000}
 STEADY_RATE=${STEADY_RATE:-500}
 STEADY_SECONDS=${STEADY_SECONDS:-30}
 WORKERS=${WORKERS:-2}
-WORKER_BIN=${WORKER_BIN:-target/release/worker}
+BIN_DIR=${BIN_DIR:-target/release}
+WORKER_BIN=${WORKER_BIN:-$BIN_DIR/worker}
 WORKER_LOG_LEVEL=${WORKER_LOG_LEVEL:-warn}
 WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-64}
 DB_CONNECTIONS=${DB_CONNECTIONS:-16}
@@ -77,9 +80,9 @@ export DATABASE_MAX_CONNECTIONS=$DB_CONNECTIONS
 
 SENT_SIM_BIND=127.0.0.1:$SIM_PORT SENT_SIM_API_KEYS=$SIM_KEY \
 SENT_SIM_IDEMPOTENCY_TTL_SECS=900 SENT_SIM_MESSAGE_RETENTION_SECS=30 \
-  target/release/sent-sim & pids+=($!); sim_pid=$!
+  "$BIN_DIR/sent-sim" & pids+=($!); sim_pid=$!
 GATEWAY_BIND=127.0.0.1:$PORT API_KEYS=drain:$DRAIN_KEY,steady:$STEADY_KEY RATELIMIT_ENABLED=false \
-  target/release/gateway & pids+=($!); gw_pid=$!
+  "$BIN_DIR/gateway" & pids+=($!); gw_pid=$!
 wait_port "$SIM_PORT"
 wait_port "$PORT"
 

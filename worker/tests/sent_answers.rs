@@ -129,7 +129,8 @@ async fn silence_is_marked_stale_after_the_last_poll() {
     // Accepted by Sent under an id the sim has never heard of, long ago.
     sqlx::query(
         "UPDATE messages SET status = 'accepted', provider_message_ids = '{sim-unknown-id}',
-                provider_message_id = 'sim-unknown-id', updated_at = now() - interval '1 hour'
+                provider_message_id = 'sim-unknown-id', updated_at = now() - interval '1 hour',
+                accepted_at = now() - interval '1 hour'
           WHERE id = $1",
     )
     .bind(&id)

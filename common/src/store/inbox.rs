@@ -263,13 +263,21 @@ impl Store {
             subjects.push(subject);
             messages.push(message);
         }
-        sqlx::query(
+        // An event found no message, but the message's ids may have been
+        // stored since (the rematch trigger skips events still being
+        // processed): then it goes back to pending. Only batches with such an
+        // event name `messages`, which Postgres plans week by week.
+        let state = if states.contains(&"unmatched") {
+            "CASE WHEN u.state = 'unmatched' AND EXISTS
+                       (SELECT 1 FROM messages m WHERE m.provider_message_ids @> ARRAY[u.subject]
+                                                     AND cardinality(m.provider_message_ids) > 0)
+                  THEN 'pending' ELSE u.state END"
+        } else {
+            "u.state"
+        };
+        sqlx::query(&format!(
             "UPDATE webhook_inbox w
-                SET state = CASE
-                      WHEN u.state = 'unmatched' AND EXISTS
-                           (SELECT 1 FROM messages m WHERE m.provider_message_ids @> ARRAY[u.subject]
-                                                         AND cardinality(m.provider_message_ids) > 0)
-                      THEN 'pending' ELSE u.state END,
+                SET state = {state},
                     next_attempt_at = CASE
                       WHEN u.state = 'pending' THEN u.next_at
                       WHEN u.state = 'unmatched' THEN now()
@@ -286,8 +294,8 @@ impl Store {
                FROM unnest($1::bigint[], $2::int[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
                            $8::text[], $9::text[])
                     AS u(id, attempts, state, next_at, error, subject, message, reply, reply_client)
-              WHERE w.id = u.id AND w.attempts = u.attempts AND w.state = 'pending'",
-        )
+              WHERE w.id = u.id AND w.attempts = u.attempts AND w.state = 'pending'"
+        ))
         .bind(&ids)
         .bind(&attempts)
         .bind(&states)
