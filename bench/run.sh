@@ -5,6 +5,7 @@
 #
 #   bench/run.sh                # 20 s per scenario
 #   SECONDS_PER=10 bench/run.sh
+#   GATEWAY_BIN=/path/to/other/target/release/gateway bench/run.sh   # another build (its schema too)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
@@ -14,6 +15,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 PORT=${PORT:-8077}
 BARE_PORT=${BARE_PORT:-8099}
 DB=sent_gateway_bench
+GATEWAY_BIN=${GATEWAY_BIN:-target/release/gateway}
 PREFIX=bench:$(date +%s)
 source scripts/secrets.sh
 KEY=$(random_key)
@@ -34,7 +36,7 @@ kill "$bare_pid"
 APP_ENV=production LOG_LEVEL=warn GATEWAY_BIND=127.0.0.1:$PORT \
 DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB DATABASE_MAX_CONNECTIONS=16 \
 REDIS_URL=redis://127.0.0.1:6379 REDIS_PREFIX=$PREFIX API_KEYS=bench:$KEY RATELIMIT_ENABLED=false \
-  target/release/gateway & pids+=($!); gw_pid=$!
+  "$GATEWAY_BIN" & pids+=($!); gw_pid=$!
 wait_port "$PORT"
 send=$(run "$PORT" --scenario send)
 batch=$(run "$PORT" --scenario batch --batch-size 100 --connections 16)
