@@ -473,7 +473,7 @@ async fn sending_and_sent_are_hot_updates_of_the_message() {
         .unwrap();
         (all, hot)
     };
-    let hot_share = |before: (i64, i64), after: (i64, i64)| {
+    let hot_updates = |before: (i64, i64), after: (i64, i64)| {
         assert_eq!(after.0 - before.0, 20, "one update per message");
         after.1 - before.1
     };
@@ -481,7 +481,7 @@ async fn sending_and_sent_are_hot_updates_of_the_message() {
     let before = updates().await;
     store.begin_attempts(&ids).await.unwrap();
     let after_sending = updates().await;
-    assert_eq!(hot_share(before, after_sending), 20, "sending is HOT");
+    assert_eq!(hot_updates(before, after_sending), 20, "sending is HOT");
 
     let acceptances: Vec<_> = ids
         .iter()
@@ -490,7 +490,11 @@ async fn sending_and_sent_are_hot_updates_of_the_message() {
         .collect();
     store.record_accepted_many(&acceptances).await.unwrap();
     let after_accepted = updates().await;
-    assert_eq!(hot_share(after_sending, after_accepted), 0, "Sent's ids are indexed");
+    assert_eq!(
+        hot_updates(after_sending, after_accepted),
+        0,
+        "Sent's ids are indexed"
+    );
 
     let (sent, delivered) = (
         StatusChange::new(MessageStatus::Sent, EventSource::Sent),
@@ -499,9 +503,13 @@ async fn sending_and_sent_are_hot_updates_of_the_message() {
     let all = |change| ids.iter().map(|id| (*id, change)).collect::<Vec<_>>();
     store.change_statuses(&all(&sent)).await.unwrap();
     let after_sent = updates().await;
-    assert_eq!(hot_share(after_accepted, after_sent), 20, "sent is HOT");
+    assert_eq!(hot_updates(after_accepted, after_sent), 20, "sent is HOT");
 
     store.change_statuses(&all(&delivered)).await.unwrap();
     let after_delivered = updates().await;
-    assert_eq!(hot_share(after_sent, after_delivered), 0, "delivered ends the polls' index");
+    assert_eq!(
+        hot_updates(after_sent, after_delivered),
+        0,
+        "delivered ends the polls' index"
+    );
 }

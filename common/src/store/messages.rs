@@ -422,8 +422,9 @@ impl Store {
               WHERE m.id = (
                 SELECT id FROM messages
                  -- messages_status_poll_due's condition, then the status (in no
-                 -- index, so that a change of it is a HOT update); the last
-                 -- change is never older than the acceptance.
+                 -- index, so that a change of it is a HOT update). The last
+                 -- change is never older than the acceptance, so accepted_at
+                 -- bounds each number of polls' range of the index.
                  WHERE provider_message_id IS NOT NULL AND accepted_at IS NOT NULL AND status_polls < 4
                    AND delivered_at IS NULL AND read_at IS NULL AND failed_at IS NULL
                    AND status IN ('accepted', 'scheduled', 'sent')
