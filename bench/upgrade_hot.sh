@@ -14,8 +14,8 @@ scripts/services.sh
 N=${N:-1000000}
 DB=sent_gateway_bench_upgrade_hot
 MIGRATION=migrations/20261212000000_message_status_changes_hot.sql
-source bench/lib.sh
 psql() { command psql -h 127.0.0.1 -U postgres -q -v ON_ERROR_STOP=1 "$@"; }
+fresh_database() { psql -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" postgres; }
 
 fresh_database
 psql -c "CREATE DATABASE $DB" postgres
