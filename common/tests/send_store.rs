@@ -445,7 +445,9 @@ async fn expired_idempotency_records_go_a_chunk_at_a_time_and_live_ones_stay() {
 /// `sent` are HOT updates as Postgres counts them (no index names the
 /// status or the time of a change), while `accepted` (Sent's ids) and
 /// `delivered` (which ends the status polls) change an indexed column. A
-/// new index naming `status` or `updated_at` fails this test.
+/// new index naming `status` or `updated_at` makes none of them HOT and
+/// fails this test. Nearly all, not all: a row whose page has no room left
+/// moves to another page, which is never HOT.
 #[tokio::test]
 async fn sending_and_sent_are_hot_updates_of_the_message() {
     let db = TestDatabase::new().await;
@@ -481,7 +483,7 @@ async fn sending_and_sent_are_hot_updates_of_the_message() {
     let before = updates().await;
     store.begin_attempts(&ids).await.unwrap();
     let after_sending = updates().await;
-    assert_eq!(hot_updates(before, after_sending), 20, "sending is HOT");
+    assert!(hot_updates(before, after_sending) >= 15, "sending is HOT");
 
     let acceptances: Vec<_> = ids
         .iter()
@@ -503,7 +505,7 @@ async fn sending_and_sent_are_hot_updates_of_the_message() {
     let all = |change| ids.iter().map(|id| (*id, change)).collect::<Vec<_>>();
     store.change_statuses(&all(&sent)).await.unwrap();
     let after_sent = updates().await;
-    assert_eq!(hot_updates(after_accepted, after_sent), 20, "sent is HOT");
+    assert!(hot_updates(after_accepted, after_sent) >= 15, "sent is HOT");
 
     store.change_statuses(&all(&delivered)).await.unwrap();
     let after_delivered = updates().await;
