@@ -96,6 +96,40 @@ impl TestDatabase {
         let store = Store::connect_lazy(&url, 10).expect("test database url");
         TestDatabase { name, url, store }
     }
+
+    /// A store on one connection of its own, so that [`updates_of`] can
+    /// read back the statistics of what it did.
+    pub async fn single_connection_store(&self) -> Store {
+        Store::from_pool(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&self.url)
+                .await
+                .expect("connect to the test database"),
+        )
+    }
+}
+
+/// Updates of `table` (of all its partitions, if it has any) so far, and
+/// how many of them were HOT (wrote no index entry), as Postgres counts
+/// them. `store` must have one connection
+/// ([`TestDatabase::single_connection_store`]): a backend's counts are
+/// flushed when asked, and read by the same backend.
+pub async fn updates_of(store: &Store, table: &str) -> (i64, i64) {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(store.pool())
+        .await
+        .expect("flush statistics");
+    sqlx::query_as(
+        "SELECT coalesce(sum(n_tup_upd), 0)::bigint, coalesce(sum(n_tup_hot_upd), 0)::bigint
+           FROM pg_stat_user_tables, pg_stat_clear_snapshot()
+          WHERE relid = $1::regclass
+             OR relid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = $1::regclass)",
+    )
+    .bind(table)
+    .fetch_one(store.pool())
+    .await
+    .expect("read table statistics")
 }
 
 impl Drop for TestDatabase {

@@ -8,7 +8,7 @@ use chrono::Utc;
 use common::domain::{Channel, EventSource, MessageId, MessageStatus, PhoneNumber};
 use common::store::{Acceptance, NewMessage, StatusChange, Store, Submission, Unsent};
 use common::telemetry::TraceContext;
-use common::test_support::TestDatabase;
+use common::test_support::{TestDatabase, updates_of};
 use serde_json::json;
 
 fn message(callback_url: Option<&str>) -> NewMessage {
@@ -451,30 +451,9 @@ async fn expired_idempotency_records_go_a_chunk_at_a_time_and_live_ones_stay() {
 #[tokio::test]
 async fn sending_and_sent_are_hot_updates_of_the_message() {
     let db = TestDatabase::new().await;
-    // One connection: Postgres flushes a backend's counts when asked.
-    let store = Store::from_pool(
-        sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&db.url)
-            .await
-            .unwrap(),
-    );
+    let store = db.single_connection_store().await;
     let ids = store_messages(&store, (0..20).map(|_| message(None)).collect()).await;
-    let updates = || async {
-        sqlx::query("SELECT pg_stat_force_next_flush()")
-            .execute(store.pool())
-            .await
-            .unwrap();
-        let (all, hot): (i64, i64) = sqlx::query_as(
-            "SELECT sum(n_tup_upd)::bigint, sum(n_tup_hot_upd)::bigint
-               FROM pg_stat_user_tables, pg_stat_clear_snapshot()
-              WHERE relid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'messages'::regclass)",
-        )
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-        (all, hot)
-    };
+    let updates = || updates_of(&store, "messages");
     let hot_updates = |before: (i64, i64), after: (i64, i64)| {
         assert_eq!(after.0 - before.0, 20, "one update per message");
         after.1 - before.1

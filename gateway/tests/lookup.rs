@@ -85,7 +85,7 @@ async fn finds_by_id_or_phone_with_timeline_and_callbacks_scoped_to_the_tenant()
         .unwrap()[0]
         .clone();
     db.store
-        .record_callback_attempt(&CallbackAttempt {
+        .record_callback_attempts(&[CallbackAttempt {
             id: callback.id,
             attempt: 0,
             started_at: Utc::now(),
@@ -93,7 +93,7 @@ async fn finds_by_id_or_phone_with_timeline_and_callbacks_scoped_to_the_tenant()
             status_code: Some(503),
             error: Some("HTTP 503".into()),
             next: CallbackNext::RetryAt(Utc::now()),
-        })
+        }])
         .await
         .unwrap();
 

@@ -40,7 +40,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::config::{Config, ForwardDestination};
@@ -52,6 +52,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument::WithSubscriber;
 
+use crate::deliveries::{self, Pace};
 use crate::listen::listen;
 use crate::webhook_client::{self, Outcome, SignedPost, post_signed, refused_literal, truncate};
 
@@ -142,44 +143,36 @@ async fn destination_loop(
     let listener = tokio::spawn(
         listen(store.clone(), CHANNEL, wake.clone(), shutdown.clone()).with_current_subscriber(),
     );
-    let mut in_flight = JoinSet::new();
-    while !shutdown.is_cancelled() {
-        let room = settings.concurrency.saturating_sub(in_flight.len());
-        if room > 0 {
-            match store
-                .claim_forwards(&destination.name, room as i64, settings.lease)
-                .await
-            {
-                Ok(claimed) => {
-                    for forward in claimed {
-                        let (store, config, client, destination) = (
-                            store.clone(),
-                            config.clone(),
-                            client.clone(),
-                            destination.clone(),
-                        );
-                        in_flight.spawn(
-                            async move {
-                                deliver(&store, &config, &client, &destination, forward).await
-                            }
-                            .with_current_subscriber(),
-                        );
-                    }
-                }
-                Err(error) => tracing::warn!(
+    // No gap: a Telegram destination's next update is claimable only once
+    // the one before it is delivered, so each claim follows a delivery.
+    let pace = Pace {
+        concurrency: settings.concurrency,
+        poll_interval: settings.poll_interval,
+        gap: Duration::ZERO,
+    };
+    let claim = |room: usize| async move {
+        store
+            .claim_forwards(&destination.name, room as i64, settings.lease)
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(
                     %error, destination = %destination.name,
                     "forwarding: could not claim deliveries; will retry"
-                ),
-            }
-        }
-        tokio::select! {
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(settings.poll_interval) => {}
-            _ = shutdown.cancelled() => {}
-        }
-    }
-    while in_flight.join_next().await.is_some() {}
+                );
+                Vec::new()
+            })
+    };
+    let start = |forward| {
+        let (store, config, client, destination) = (
+            store.clone(),
+            config.clone(),
+            client.clone(),
+            destination.clone(),
+        );
+        async move { deliver(&store, &config, &client, &destination, forward).await }
+            .with_current_subscriber()
+    };
+    deliveries::run(pace, &wake, shutdown, claim, start).await;
     listener.abort();
 }
 

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod callbacks;
+pub mod deliveries;
 pub mod forward;
 pub mod inbox;
 pub mod listen;

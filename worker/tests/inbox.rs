@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use common::signature::sign_legacy;
 use common::store::InboxInsert;
+use common::test_support::updates_of;
 use inbox_support::*;
 use serde_json::json;
 use sqlx::Executor;
@@ -478,7 +479,7 @@ async fn a_claimed_event_is_leased_then_claimed_again_and_the_claim_is_a_hot_upd
     use std::time::Duration;
 
     let stack = Stack::start(&[]).await;
-    let store = stack.single_connection_store().await;
+    let store = stack.db.single_connection_store().await;
     let event = |id: &str| InboxInsert {
         provider: Provider::Stripe,
         event_id: id.into(),

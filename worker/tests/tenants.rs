@@ -18,6 +18,7 @@ use common::config::{Config, Secret};
 use common::signature::WebhookSecret;
 use common::signature::callback::{derived_secret, legacy_secret};
 use common::store::NewApiKey;
+use common::test_support::updates_of;
 use inbox_support::*;
 
 const SIGNING_KEY: &str = "tests-callback-signing-key-0123456789abcdef";
@@ -252,7 +253,7 @@ async fn a_claimed_callback_is_leased_then_claimed_again_and_the_claim_is_a_hot_
     let stack = Stack::start(&[]).await;
     let id = stack.submit(API_KEY, Some("http://127.0.0.1:9/hook")).await;
     stack.accept(&id, &[&format!("sent-{id}")]).await;
-    let store = stack.single_connection_store().await;
+    let store = stack.db.single_connection_store().await;
     let before = updates_of(&store, "status_callbacks").await;
     let first = store
         .claim_callbacks(10, Duration::from_millis(300), 10, &HashMap::new())

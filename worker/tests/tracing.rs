@@ -60,6 +60,20 @@ async fn one_trace_covers_request_queue_worker_and_sent() {
         }
     })
     .await;
+    // The status is visible once the apply commits, a moment before the
+    // apply's span ends: wait for the span too.
+    wait_for(5, "the delivery's span to end", || {
+        let spans = exporter.get_finished_spans().unwrap();
+        async move {
+            spans.iter().any(|s| {
+                s.name == "sent.webhook"
+                    && s.attributes
+                        .iter()
+                        .any(|kv| kv.key.as_str() == "status" && kv.value.as_str() == "delivered")
+            })
+        }
+    })
+    .await;
     provider.force_flush().unwrap();
 
     let spans = exporter.get_finished_spans().unwrap();

@@ -294,37 +294,59 @@ impl Store {
         .await
     }
 
-    /// Records an attempt and moves the callback on, in one statement. An
-    /// attempt whose claim was superseded (lease expired, claimed again) is
-    /// still recorded but does not move the row.
-    pub async fn record_callback_attempt(
+    /// Records attempts and moves their callbacks on, in one statement (the
+    /// worker group-commits its deliveries' outcomes). An attempt whose
+    /// claim was superseded (lease expired, claimed again) is still recorded
+    /// but does not move the row.
+    pub async fn record_callback_attempts(
         &self,
-        attempt: &CallbackAttempt,
+        attempts: &[CallbackAttempt],
     ) -> Result<(), sqlx::Error> {
-        let (state, next_at) = match attempt.next {
-            CallbackNext::Delivered => ("delivered", None),
-            CallbackNext::RetryAt(at) => ("pending", Some(at)),
-            CallbackNext::GiveUp => ("failed", None),
-        };
+        let mut states = Vec::with_capacity(attempts.len());
+        let mut next_at = Vec::with_capacity(attempts.len());
+        for attempt in attempts {
+            let (state, at) = match attempt.next {
+                CallbackNext::Delivered => ("delivered", None),
+                CallbackNext::RetryAt(at) => ("pending", Some(at)),
+                CallbackNext::GiveUp => ("failed", None),
+            };
+            states.push(state);
+            next_at.push(at);
+        }
         sqlx::query(
-            "WITH logged AS (
+            "WITH u AS (
+               SELECT * FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::int[], $5::int[],
+                                    $6::text[], $7::text[], $8::timestamptz[])
+                        AS u(id, attempt, started_at, duration_ms, status_code, error, state, next_at)
+             ), logged AS (
                INSERT INTO callback_attempts (callback_id, attempt, started_at, duration_ms, status_code, error)
-               VALUES ($1, $2, $3, $4, $5, $6)
+               SELECT id, attempt, started_at, duration_ms, status_code, error FROM u
              )
-             UPDATE status_callbacks
-                SET state = $7, next_attempt_at = coalesce($8, next_attempt_at), leased_until = NULL,
-                    last_status_code = $5, last_error = $6,
-                    completed_at = CASE WHEN $7 = 'pending' THEN NULL ELSE now() END
-              WHERE id = $1 AND attempts = $2 AND state = 'pending'",
+             UPDATE status_callbacks s
+                SET state = u.state, next_attempt_at = coalesce(u.next_at, s.next_attempt_at),
+                    leased_until = NULL, last_status_code = u.status_code, last_error = u.error,
+                    completed_at = CASE WHEN u.state = 'pending' THEN NULL ELSE now() END
+               FROM u
+              WHERE s.id = u.id AND s.attempts = u.attempt AND s.state = 'pending'",
         )
-        .bind(attempt.id)
-        .bind(attempt.attempt)
-        .bind(attempt.started_at)
-        .bind(i32::try_from(attempt.duration.as_millis()).unwrap_or(i32::MAX))
-        .bind(attempt.status_code.map(i32::from))
-        .bind(&attempt.error)
-        .bind(state)
-        .bind(next_at)
+        .bind(attempts.iter().map(|a| a.id).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|a| a.attempt).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|a| a.started_at).collect::<Vec<_>>())
+        .bind(
+            attempts
+                .iter()
+                .map(|a| i32::try_from(a.duration.as_millis()).unwrap_or(i32::MAX))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            attempts
+                .iter()
+                .map(|a| a.status_code.map(i32::from))
+                .collect::<Vec<_>>(),
+        )
+        .bind(attempts.iter().map(|a| a.error.as_deref()).collect::<Vec<_>>())
+        .bind(&states)
+        .bind(&next_at)
         .execute(&self.pool)
         .await?;
         Ok(())

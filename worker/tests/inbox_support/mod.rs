@@ -244,35 +244,3 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
-
-impl Stack {
-    /// A store on one connection of its own, so that [`updates_of`] can
-    /// read back the statistics of what it did.
-    pub async fn single_connection_store(&self) -> Store {
-        Store::from_pool(
-            sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .connect(&self.db.url)
-                .await
-                .unwrap(),
-        )
-    }
-}
-
-/// Updates of `table` so far, and how many of them were HOT (wrote no index
-/// entry), as Postgres counts them. `store` must have one connection, whose
-/// statistics are flushed when it next goes idle.
-pub async fn updates_of(store: &Store, table: &str) -> (i64, i64) {
-    sqlx::query("SELECT pg_stat_force_next_flush()")
-        .execute(store.pool())
-        .await
-        .unwrap();
-    sqlx::query_as(
-        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables, pg_stat_clear_snapshot()
-          WHERE relname = $1",
-    )
-    .bind(table)
-    .fetch_one(store.pool())
-    .await
-    .unwrap()
-}

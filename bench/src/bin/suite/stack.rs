@@ -851,11 +851,14 @@ impl PrivatePostgres {
     fn pg_ctl(&self, args: &[&str]) -> anyhow::Result<()> {
         let data = self.dir.join("data").display().to_string();
         let log = self.dir.join("postgres.log").display().to_string();
+        // SUITE_PG_OPTIONS adds server options, e.g. auto_explain's, with
+        // `-c logging_collector=on -c log_directory=/tmp/...` to keep the log.
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 \
-             -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on",
+             -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on {}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            std::env::var("SUITE_PG_OPTIONS").unwrap_or_default()
         );
         let mut full = vec!["-D", &data, "-l", &log, "-w", "-o", &options];
         full.extend_from_slice(args);
