@@ -50,6 +50,9 @@ pub async fn run<T, C, CF, D, DF>(
                 _ = shutdown.cancelled() => break,
             }
         }
+        // Deliveries that ended during the gap make room too, not only the
+        // one that woke us.
+        while in_flight.try_join_next().is_some() {}
         let room = pace.concurrency.saturating_sub(in_flight.len());
         if room > 0 {
             last_claim = Some(Instant::now());
@@ -65,4 +68,51 @@ pub async fn run<T, C, CF, D, DF>(
         }
     }
     while in_flight.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A backlog is claimed a full room at a time: the deliveries that ended
+    /// while the loop waited out the gap all make room, not only the one the
+    /// loop woke for (which once made each claim take a single row, so a
+    /// backlog drained at one delivery per gap).
+    #[tokio::test(start_paused = true)]
+    async fn a_backlog_is_claimed_a_full_room_at_a_time() {
+        const BACKLOG: usize = 40;
+        const CONCURRENCY: usize = 4;
+        let (wake, shutdown) = (Notify::new(), CancellationToken::new());
+        let (left, claims, delivered) = (
+            AtomicUsize::new(BACKLOG),
+            AtomicUsize::new(0),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let pace = Pace {
+            concurrency: CONCURRENCY,
+            poll_interval: Duration::from_secs(1),
+            gap: Duration::from_millis(25),
+        };
+        let claim = |room: usize| {
+            claims.fetch_add(1, Ordering::Relaxed);
+            let taken = room.min(left.load(Ordering::Relaxed));
+            left.fetch_sub(taken, Ordering::Relaxed);
+            if left.load(Ordering::Relaxed) == 0 {
+                shutdown.cancel();
+            }
+            async move { vec![(); taken] }
+        };
+        let deliver = |()| {
+            let delivered = delivered.clone();
+            async move {
+                delivered.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        run(pace, &wake, &shutdown, claim, deliver).await;
+        assert_eq!(delivered.load(Ordering::Relaxed), BACKLOG);
+        assert_eq!(claims.load(Ordering::Relaxed), BACKLOG / CONCURRENCY);
+    }
 }
