@@ -8,6 +8,9 @@
 #   bench/wal.sh                                  # this checkout, 3000 messages
 #   BASELINE=94a8aa8 ROUNDS=3 bench/wal.sh        # against another commit, alternating
 #   MESSAGES=10000 bench/wal.sh
+#   SUITE_PG_OPTIONS="-c session_preload_libraries=auto_explain -c auto_explain.log_min_duration=5 \
+#     -c logging_collector=on -c log_directory=/tmp/wal-pg-log" bench/wal.sh
+#                                                 # server options for the run's Postgres: here, slow plans logged
 #
 # BASELINE is built in a git worktree under target/wal-baseline with a target
 # directory of its own (the first build there takes minutes).
