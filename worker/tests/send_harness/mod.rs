@@ -135,12 +135,11 @@ impl Harness {
             .await
             .unwrap();
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(worker::run_worker(
-            config,
-            self.store.clone(),
-            redis,
-            shutdown.clone(),
-        ));
+        // A pool of its own, as the worker process has: sharing the test's
+        // let a busy worker hold every connection past the pool's 3 s
+        // acquire timeout while the test stored messages (PoolTimedOut).
+        let store = Store::connect_lazy(&self.db.url, 10).unwrap();
+        let handle = tokio::spawn(worker::run_worker(config, store, redis, shutdown.clone()));
         RunningWorker { shutdown, handle }
     }
 
