@@ -36,18 +36,23 @@ SELECT lpad(i::text, 26, '0'), 'client_' || (i % 20), '+14155550123', t.status,
                        WHEN i % 100 < 96 THEN 'accepted' WHEN i % 100 < 97 THEN 'sending'
                        ELSE 'queued' END AS s) x) t;
 
-INSERT INTO message_events (message_id, status, applied, source, attempt, at)
-SELECT m.id, e.status, e.applied, e.source, e.attempt, e.at
+-- Each event carries the message's client and the status it left, as the
+-- writers store them.
+INSERT INTO message_events (message_id, status, applied, source, attempt, at, client, prev_status)
+SELECT m.id, e.status, e.applied, e.source, e.attempt, e.at, m.client, e.prev
   FROM messages m
- CROSS JOIN LATERAL (VALUES
-   ('queued', true, 'gateway', NULL::int, m.created_at),
-   ('sending', true, 'worker', 1, m.sending_at),
-   ('accepted', true, 'worker', 1, m.accepted_at),
-   ('sent', true, 'sent', NULL, m.sent_at),
-   ('delivered', true, 'sent', NULL, m.delivered_at),
-   ('delivered', false, 'sent', NULL, CASE WHEN m.id::bigint % 10 = 1 THEN m.delivered_at END),
-   ('read', true, 'sent', NULL, m.read_at),
-   (CASE WHEN m.dead_lettered_at IS NOT NULL THEN 'dead_lettered' ELSE m.status END, true,
-    CASE m.status WHEN 'cancelled' THEN 'gateway' WHEN 'failed' THEN 'worker' ELSE 'sent' END, NULL, m.failed_at)
- ) e(status, applied, source, attempt, at)
- WHERE m.id >= lpad(:first::text, 26, '0') AND m.id < lpad(:last::text, 26, '0') AND e.at IS NOT NULL;
+ CROSS JOIN LATERAL (
+   SELECT v.*, lag(dashboard_status_of(v.status)) OVER (ORDER BY v.n) AS prev
+     FROM (VALUES
+       (1, 'queued', true, 'gateway', NULL::int, m.created_at),
+       (2, 'sending', true, 'worker', 1, m.sending_at),
+       (3, 'accepted', true, 'worker', 1, m.accepted_at),
+       (4, 'sent', true, 'sent', NULL, m.sent_at),
+       (5, 'delivered', true, 'sent', NULL, m.delivered_at),
+       (6, 'delivered', false, 'sent', NULL, CASE WHEN m.id::bigint % 10 = 1 THEN m.delivered_at END),
+       (7, 'read', true, 'sent', NULL, m.read_at),
+       (8, CASE WHEN m.dead_lettered_at IS NOT NULL THEN 'dead_lettered' ELSE m.status END, true,
+        CASE m.status WHEN 'cancelled' THEN 'gateway' WHEN 'failed' THEN 'worker' ELSE 'sent' END, NULL, m.failed_at)
+     ) v(n, status, applied, source, attempt, at)
+    WHERE v.at IS NOT NULL) e
+ WHERE m.id >= lpad(:first::text, 26, '0') AND m.id < lpad(:last::text, 26, '0');

@@ -316,6 +316,28 @@ async fn the_rollup_is_count_star_after_a_mixed_workload() {
             ("unreachable".to_owned(), 2)
         ]
     );
+
+    // Every writer above stored, on each event the dashboard counts, the
+    // message's client and the status it left: what the readers would
+    // otherwise look up (migrations/20261213000000_events_carry_their_client.sql).
+    let (counted, differing): (i64, i64) = sqlx::query_as(
+        "SELECT count(*),
+                count(*) FILTER (WHERE e.client IS DISTINCT FROM m.client OR e.prev_status IS DISTINCT FROM (
+                  SELECT dashboard_status_of(p.status) FROM message_events p
+                   WHERE p.message_id = e.message_id AND p.id < e.id AND p.applied
+                     AND dashboard_status_of(p.status) IS NOT NULL
+                   ORDER BY p.id DESC LIMIT 1))
+           FROM message_events e JOIN messages m ON m.id = e.message_id
+          WHERE e.applied AND dashboard_status_of(e.status) IS NOT NULL",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert!(counted > 40, "{counted} counted events");
+    assert_eq!(
+        differing, 0,
+        "events whose client or previous status differs"
+    );
 }
 
 #[tokio::test]

@@ -245,10 +245,10 @@ async fn insert_messages(
                          $14::jsonb[], $15::text[], $16::jsonb[])
                AS u(id, client, key, phone, tid, tname, params, chans, sched, sandbox, cb, meta, created, trace,
                     txt, media)
-           RETURNING id, created_at, status, scheduled_at
+           RETURNING id, client, created_at, status, scheduled_at
          )
-         INSERT INTO message_events (message_id, status, source, at, detail)
-         SELECT id, status, 'gateway', created_at,
+         INSERT INTO message_events (message_id, status, source, at, client, detail)
+         SELECT id, status, 'gateway', created_at, client,
                 CASE WHEN scheduled_at IS NOT NULL THEN jsonb_build_object('scheduled_at', scheduled_at) END
            FROM inserted",
     )

@@ -161,17 +161,19 @@ impl Store {
             return Ok(Vec::new());
         }
         let rows: Vec<MessageRecord> = sqlx::query_as(&format!(
-            "WITH updated AS (
+            "WITH locked AS (
+               SELECT id AS locked_id, status AS prev_status FROM messages WHERE id = ANY($1) ORDER BY id FOR UPDATE
+             ), updated AS (
                UPDATE messages
                   SET status = 'sending', attempts = attempts + 1, updated_at = now(),
                       sending_at = coalesce(sending_at, now()), next_attempt_at = NULL
-                WHERE id IN (SELECT id FROM messages WHERE id = ANY($1) ORDER BY id FOR UPDATE)
-                  AND id = ANY($1)
+                 FROM locked
+                WHERE id = locked_id AND id = ANY($1)
                   AND (status IN ('queued', 'sending') OR (status = 'scheduled' AND accepted_at IS NULL))
-               RETURNING {COLUMNS}
+               RETURNING {COLUMNS}, prev_status
              ), event AS (
-               INSERT INTO message_events (message_id, status, source, attempt)
-               SELECT id, 'sending', 'worker', attempts FROM updated
+               INSERT INTO message_events (message_id, status, source, attempt, client, prev_status)
+               SELECT id, 'sending', 'worker', attempts, client, prev_status FROM updated
              )
              SELECT {COLUMNS} FROM updated"
         ))
@@ -287,8 +289,11 @@ impl Store {
     /// it ranks above that status. `updated` writes the applied changes, and
     /// Sent's ids of acceptances whether applied or not; every row gets its
     /// timeline event; applied changes of messages with a `callback_url` get
-    /// their callback row. `updated` returns its `prev` row with the message's
-    /// client and callback URL, so the callback needs no join.
+    /// their callback row. `prev` carries the message's client and status
+    /// before the change, which the event stores for the dashboard's readers
+    /// (migrations/20261213000000_events_carry_their_client.sql); `updated`
+    /// returns its `prev` row with the callback URL, so the callback needs no
+    /// join.
     async fn apply_distinct(&self, rows: &[&ChangeRow<'_>]) -> Result<Vec<bool>, sqlx::Error> {
         let found: Vec<(MessageId, bool)> = sqlx::query_as(
             "WITH input AS (
@@ -298,7 +303,7 @@ impl Store {
                              $8::timestamptz[], $9::text[], $10::jsonb[])
                         AS u(id, status, source, attempt, detail, error_code, error, at, event, provider_json)
              ), prev AS (
-               SELECT i.*, m.status AS previous_status,
+               SELECT i.*, m.client, m.status AS previous_status,
                       status_rank(i.status) > status_rank(m.status) AS advance
                  FROM messages m JOIN input i ON i.id = m.id
                 -- Redundant with the join, but values: Postgres plans only
@@ -333,10 +338,11 @@ impl Store {
                                               THEN now() ELSE m.dead_lettered_at END
                  FROM prev p
                 WHERE m.id = p.id AND m.id = ANY($1::text[]) AND (p.advance OR p.provider_ids IS NOT NULL)
-               RETURNING m.client, m.callback_url, p.*
+               RETURNING m.callback_url, p.*
              ), event AS (
-               INSERT INTO message_events (message_id, status, applied, source, attempt, detail, at)
-               SELECT id, coalesce(event, status), advance, source, attempt, detail, at FROM prev
+               INSERT INTO message_events (message_id, status, applied, source, attempt, detail, at, client, prev_status)
+               SELECT id, coalesce(event, status), advance, source, attempt, detail, at, client, previous_status
+                 FROM prev
              ), callback AS (
                INSERT INTO status_callbacks (message_id, client, url, status, previous_status, at, error_code, error, channel)
                SELECT id, client, callback_url, status, previous_status, at, error_code, error,
@@ -387,8 +393,9 @@ impl Store {
                 WHERE m.id = t.id AND (t.status = 'queued' OR (t.status = 'scheduled' AND t.accepted_at IS NULL))
                RETURNING m.id, m.client, m.callback_url, t.status AS previous_status, m.updated_at AS at
              ), event AS (
-               INSERT INTO message_events (message_id, status, source, detail, at)
-               SELECT id, 'cancelled', 'gateway', jsonb_build_object('by', 'client'), at FROM cancelled
+               INSERT INTO message_events (message_id, status, source, detail, at, client, prev_status)
+               SELECT id, 'cancelled', 'gateway', jsonb_build_object('by', 'client'), at, client, previous_status
+                 FROM cancelled
              ), callback AS (
                INSERT INTO status_callbacks (message_id, client, url, status, previous_status, at)
                SELECT id, client, callback_url, 'cancelled', previous_status, at
@@ -528,18 +535,21 @@ impl Store {
     ) -> Result<(Vec<Unsent>, Vec<String>), sqlx::Error> {
         let rows: Vec<(String, String, Option<Json<TraceContext>>, bool)> = sqlx::query_as(
             "WITH chosen AS (
-               SELECT id, $2::timestamptz IS NULL OR sending_at IS NULL OR sending_at >= $2 AS safe
+               SELECT id, status, $2::timestamptz IS NULL OR sending_at IS NULL OR sending_at >= $2 AS safe
                  FROM messages
                 WHERE dead_lettered_at IS NOT NULL AND ($1::text[] IS NULL OR id = ANY($1))
+                ORDER BY id
+                  FOR UPDATE
              ), redriven AS (
                UPDATE messages m
                   SET status = 'queued', dead_lettered_at = NULL, failed_at = NULL, attempts = 0,
                       next_attempt_at = NULL, updated_at = now()
                  FROM chosen c
                 WHERE m.id = c.id AND c.safe
-               RETURNING m.id, m.client, m.trace_context
+               RETURNING m.id, m.client, m.trace_context, c.status AS prev_status
              ), event AS (
-               INSERT INTO message_events (message_id, status, source) SELECT id, 'queued', 'operator' FROM redriven
+               INSERT INTO message_events (message_id, status, source, client, prev_status)
+               SELECT id, 'queued', 'operator', client, prev_status FROM redriven
              )
              SELECT id, client, trace_context, true FROM redriven
              UNION ALL
