@@ -11,9 +11,11 @@
 #                                           # (common/tests/bench_dashboard.rs runs one)
 #   KEEP=1 bench/dashboard.sh               # keep the database afterwards
 #
-# The load: messages and message_events are unlogged and have no foreign
-# keys in this database (the figures are of reads), and their secondary
-# indexes are dropped during each load and built again after it. Before
+# The load: the partitions of messages and message_events are unlogged and
+# have no foreign keys in this database (the figures are of reads), the ids
+# spread the rows over the weekly partitions (bench/sql/dashboard_load.sql),
+# and the secondary indexes are dropped during each load and built again
+# after it. Before
 # timing, the rollups are rebuilt (`dashboard_rollup_rebuild()`: what the
 # migration does on an existing installation; its time at LARGE is printed)
 # and the last TAIL messages are loaded after it, so their ~5 events each
@@ -48,10 +50,21 @@ echo "== database $DB"
 "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
 for f in migrations/*.sql; do db -1 -f "$f" >/dev/null; done
 db <<'SQL'
-ALTER TABLE message_events DROP CONSTRAINT IF EXISTS message_events_message_id_fkey;
-ALTER TABLE status_callbacks DROP CONSTRAINT IF EXISTS status_callbacks_message_id_fkey;
-ALTER TABLE message_events SET UNLOGGED;
-ALTER TABLE messages SET UNLOGGED;
+-- Every partition's (a partitioned table itself has no storage to log).
+DO $$
+DECLARE
+  p record;
+BEGIN
+  FOR p IN SELECT c.conrelid::regclass AS rel, c.conname FROM pg_constraint c
+            WHERE c.contype = 'f' AND c.conrelid IN (SELECT inhrelid FROM pg_inherits
+                                                      WHERE inhparent = 'message_events'::regclass) LOOP
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', p.rel, p.conname);
+  END LOOP;
+  FOR p IN SELECT inhrelid::regclass AS rel FROM pg_inherits
+            WHERE inhparent IN ('messages'::regclass, 'message_events'::regclass) LOOP
+    EXECUTE format('ALTER TABLE %s SET UNLOGGED', p.rel);
+  END LOOP;
+END $$;
 CREATE TABLE bench_indexes AS
   -- A partitioned table's index reads "ON ONLY" there, which would build
   -- it on no partition.

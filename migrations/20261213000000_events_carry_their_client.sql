@@ -18,8 +18,10 @@
 -- Unapplied events (polls, retries, repeated webhooks) need neither.
 --
 -- Adding nullable columns without a default changes only the catalog: no
--- rewrite, and the lock (ACCESS EXCLUSIVE on the two tables) lasts
--- milliseconds. New weekly partitions copy the columns (LIKE message_events).
+-- rewrite, and the lock it takes (ACCESS EXCLUSIVE on message_events and
+-- its partitions) lasts milliseconds. New weekly partitions copy the
+-- columns (LIKE message_events). They cost about 1% more WAL per message
+-- (bench/wal.sh).
 ALTER TABLE message_events ADD COLUMN client text, ADD COLUMN prev_status text;
 
 CREATE OR REPLACE FUNCTION dashboard_pending_changes(upto bigint DEFAULT NULL)
