@@ -15,10 +15,10 @@
 # have no foreign keys in this database (the figures are of reads), the ids
 # spread the rows over the weekly partitions (bench/sql/dashboard_load.sql),
 # and the secondary indexes are dropped during each load and built again
-# after it. Before
-# timing, the rollups are rebuilt (`dashboard_rollup_rebuild()`: what the
-# migration does on an existing installation; its time at LARGE is printed)
-# and the last TAIL messages are loaded after it, so their ~5 events each
+# after it. Before timing, the rollups are rebuilt
+# (`dashboard_rollup_rebuild()`: what the migration does on an existing
+# installation; its time at LARGE is printed) and the last TAIL messages
+# are loaded after it, so their ~5 events each
 # are pending (not yet folded in), which every reader adds up itself, as in
 # production between two housekeeping steps: 200 messages, ~950 events, are
 # about 2 s of traffic at 10 million messages a day (the worker steps every
@@ -50,7 +50,8 @@ echo "== database $DB"
 "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
 for f in migrations/*.sql; do db -1 -f "$f" >/dev/null; done
 db <<'SQL'
--- Every partition's (a partitioned table itself has no storage to log).
+-- Partition by partition: the timeline's foreign keys go, and each is made
+-- unlogged (SET UNLOGGED on a partitioned table changes nothing).
 DO $$
 DECLARE
   p record;
