@@ -13,8 +13,10 @@
 -- them, and the pending events are one range scan of the timeline's tail.
 -- The message is still read for the few the latency and failure rollups
 -- need it for (a delivery: when it was created and accepted; a failure:
--- its error), and for events written before this migration (client NULL),
--- which the readers and the next housekeeping step still fold as before.
+-- its error), and for events without a client, which the readers and the
+-- next housekeeping step still fold as before: those written before this
+-- migration, and those the previous release's processes write while a
+-- rolling upgrade replaces them (so the fallback stays, not a backfill).
 -- Unapplied events (polls, retries, repeated webhooks) need neither.
 --
 -- Adding nullable columns without a default changes only the catalog: no
