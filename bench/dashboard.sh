@@ -11,8 +11,8 @@
 #                                           # (common/tests/bench_dashboard.rs runs one)
 #   KEEP=1 bench/dashboard.sh               # keep the database afterwards
 #
-# The load: the partitions of messages and message_events are unlogged and
-# have no foreign keys in this database (the figures are of reads), the ids
+# The load: the partitions of messages and message_events are unlogged in
+# this database (the figures are of reads), the ids
 # spread the rows over the weekly partitions (bench/sql/dashboard_load.sql),
 # and the secondary indexes are dropped during each load and built again
 # after it. Before timing, the rollups are rebuilt
@@ -50,17 +50,12 @@ echo "== database $DB"
 "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
 for f in migrations/*.sql; do db -1 -f "$f" >/dev/null; done
 db <<'SQL'
--- Partition by partition: the timeline's foreign keys go, and each is made
--- unlogged (SET UNLOGGED on a partitioned table changes nothing).
+-- Partition by partition, each is made unlogged (SET UNLOGGED on a
+-- partitioned table changes nothing).
 DO $$
 DECLARE
   p record;
 BEGIN
-  FOR p IN SELECT c.conrelid::regclass AS rel, c.conname FROM pg_constraint c
-            WHERE c.contype = 'f' AND c.conrelid IN (SELECT inhrelid FROM pg_inherits
-                                                      WHERE inhparent = 'message_events'::regclass) LOOP
-    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', p.rel, p.conname);
-  END LOOP;
   FOR p IN SELECT inhrelid::regclass AS rel FROM pg_inherits
             WHERE inhparent IN ('messages'::regclass, 'message_events'::regclass) LOOP
     EXECUTE format('ALTER TABLE %s SET UNLOGGED', p.rel);

@@ -338,6 +338,16 @@ async fn the_rollup_is_count_star_after_a_mixed_workload() {
         differing, 0,
         "events whose client or previous status differs"
     );
+    // And every event has its message: the writers keep that, not a foreign
+    // key (migrations/20261214000001_timeline_keys_kept_by_writers.sql).
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM message_events e
+          WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = e.message_id)",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(orphans, 0, "events without their message");
 }
 
 #[tokio::test]

@@ -494,3 +494,30 @@ async fn sending_and_sent_are_hot_updates_of_the_message() {
         "delivered ends the polls' index"
     );
 }
+
+/// A poll's timeline record is written only while its message exists (the
+/// timeline has no foreign key: the writer checks, and locks the row).
+#[tokio::test]
+async fn a_poll_of_a_message_gone_writes_no_event() {
+    let db = TestDatabase::new().await;
+    let store = &db.store;
+    let ids = store_messages(store, vec![message(None)]).await;
+    store
+        .record_poll(ids[0], &json!({"status": "sent"}))
+        .await
+        .unwrap();
+    assert_eq!(timeline(store, ids[0]).await.len(), 2, "queued, polled");
+
+    let gone = MessageId::new();
+    store
+        .record_poll(gone, &json!({"stale": true, "reason": "x"}))
+        .await
+        .unwrap();
+    let events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM message_events WHERE message_id = $1")
+            .bind(gone.to_string())
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(events, 0);
+}

@@ -472,9 +472,11 @@ async fn notifications_wake_the_worker_without_polling() {
 /// A claim is a lease kept apart from the event's due time: a claimed event
 /// is not claimed again while leased, is claimed again once the lease runs
 /// out (its worker died), and the first claimer's late finish is ignored.
-/// And the claim writes no index entry: Postgres counts it a HOT update.
+/// And neither writes an index entry of the inbox: the claim is a HOT update
+/// of the event's queue row, the finish a HOT update of the event (and the
+/// queue row's delete).
 #[tokio::test]
-async fn a_claimed_event_is_leased_then_claimed_again_and_the_claim_is_a_hot_update() {
+async fn a_claimed_event_is_leased_then_claimed_again_and_claim_and_finish_are_hot_updates() {
     use common::store::{InboxFinish, InboxResult};
     use std::time::Duration;
 
@@ -491,18 +493,17 @@ async fn a_claimed_event_is_leased_then_claimed_again_and_the_claim_is_a_hot_upd
         .insert_inbox(&[event("evt_lease"), event("evt_other")])
         .await
         .unwrap();
-    let before = updates_of(&store, "webhook_inbox").await;
-
+    let before = updates_of(&store, "webhook_inbox_queue").await;
     let first = store
         .claim_inbox(1, Duration::from_millis(300))
         .await
         .unwrap();
     assert_eq!(first.len(), 1);
-    let after = updates_of(&store, "webhook_inbox").await;
+    let after = updates_of(&store, "webhook_inbox_queue").await;
     assert_eq!(
         (after.0 - before.0, after.1 - before.1),
         (1, 1),
-        "the claim is one HOT update"
+        "the claim is one HOT update of the queue"
     );
     // Leased: the other event is claimed, this one is not.
     let second = store
@@ -544,8 +545,21 @@ async fn a_claimed_event_is_leased_then_claimed_again_and_the_claim_is_a_hot_upd
             .unwrap()
             .state
     };
+    let before = updates_of(&store, "webhook_inbox").await;
     store.finish_inbox(&[finish(1)]).await.unwrap();
     assert_eq!(state().await, "pending");
     store.finish_inbox(&[finish(2)]).await.unwrap();
     assert_eq!(state().await, "not_applicable");
+    let after = updates_of(&store, "webhook_inbox").await;
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (1, 1),
+        "the finish is one HOT update of the event"
+    );
+    let queued: (i64,) = sqlx::query_as("SELECT count(*) FROM webhook_inbox_queue WHERE id = $1")
+        .bind(first[0].id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(queued.0, 0, "a finished event leaves the queue");
 }

@@ -237,6 +237,7 @@ async fn parked_events_are_redriven_by_the_operator_and_then_applied() {
                 last_error = 'database: connection refused'",
     )
     .await;
+    exec(&stack, "DELETE FROM webhook_inbox_queue").await;
     let stack = &stack;
     let parked = |event_id: &'static str| async move {
         stack

@@ -204,8 +204,15 @@ impl Store {
             })
             .collect();
         let mut tx = self.pool.begin().await?;
+        // The timeline has no foreign key (migrations/
+        // 20261214000001_timeline_keys_kept_by_writers.sql): the messages'
+        // events go in the same statement. `= ANY($1)` lets Postgres plan only
+        // their weeks.
         sqlx::query(
-            "DELETE FROM messages WHERE id = ANY($1) AND status IN ('queued', 'scheduled')",
+            "WITH gone AS (
+               DELETE FROM messages WHERE id = ANY($1) AND status IN ('queued', 'scheduled') RETURNING id
+             )
+             DELETE FROM message_events WHERE message_id = ANY($1) AND message_id IN (SELECT id FROM gone)",
         )
         .bind(&ids)
         .execute(&mut *tx)

@@ -1,12 +1,18 @@
 //! The webhook inbox: every verified inbound event, stored before it is
 //! acknowledged, then processed by the worker.
 //!
-//! Life of a row: `pending` (due at `next_attempt_at`) is claimed by one
-//! worker at a time (`leased_until`, in no index, so that the claim is a HOT
-//! update), then becomes `processed`, `not_applicable`, `unmatched`
-//! (waiting for the send record that carries its message id), `pending` again
-//! with a later `next_attempt_at` (retry), or `parked` (poison, or waited too
-//! long for its message).
+//! Life of a row: `pending` (due at its queue row's `next_attempt_at`) is
+//! claimed by one worker at a time (the queue row's lease), then becomes
+//! `processed`, `not_applicable`, `unmatched` (waiting for the send record
+//! that carries its message id), `pending` again with a later
+//! `next_attempt_at` (retry), or `parked` (poison, or waited too long for its
+//! message).
+//!
+//! An event is in `webhook_inbox_queue` while it is `pending` or `unmatched`
+//! (migrations/20261214000000_inbox_queue_apart.sql): claims and leases
+//! write that narrow row, and the event's own row is written once more, when
+//! its outcome is known, with a HOT update (no index of the inbox names a
+//! column the finish writes).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -63,7 +69,8 @@ pub struct InboxRecord {
     pub received_at: DateTime<Utc>,
     pub state: String,
     pub attempts: i32,
-    pub next_attempt_at: DateTime<Utc>,
+    /// When it is due again (its queue row's); `None` once finished.
+    pub next_attempt_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub processed_at: Option<DateTime<Utc>>,
     pub subject_id: Option<String>,
@@ -113,17 +120,20 @@ pub struct InboxFinish {
     pub result: InboxResult,
 }
 
-const RECORD_COLUMNS: &str =
-    "id, provider, event_id, event_type, headers, body, received_at, state, attempts,
-    next_attempt_at, last_error, processed_at, subject_id, message_id, event_id_reused, reply_state,
-    reply_client";
+/// An event with its queue row, if it has one (`w`, `q`): while queued, the
+/// queue's attempts are the current ones.
+const RECORDS: &str =
+    "SELECT w.id, provider, event_id, event_type, headers, body, received_at, state,
+        coalesce(q.attempts, w.attempts) AS attempts, q.next_attempt_at, last_error, processed_at,
+        subject_id, message_id, event_id_reused, reply_state, reply_client
+   FROM webhook_inbox w LEFT JOIN webhook_inbox_queue q ON q.id = w.id";
 
 impl Store {
     /// Stores a batch of events in one transaction; a body already in the
     /// inbox (for the provider) is a duplicate delivery and is not stored
-    /// again, whatever its event id. Workers are
-    /// woken by the `webhook_inbox` notification the table's trigger sends
-    /// when this commits.
+    /// again, whatever its event id. The table's trigger queues the stored
+    /// events and wakes the workers (`webhook_inbox` notification) when this
+    /// commits.
     pub async fn insert_inbox(
         &self,
         events: &[InboxInsert],
@@ -191,13 +201,17 @@ impl Store {
         lease: Duration,
     ) -> Result<Vec<InboxEvent>, sqlx::Error> {
         let mut events: Vec<InboxEvent> = sqlx::query_as(
-            "UPDATE webhook_inbox SET attempts = attempts + 1, leased_until = now() + $2::interval
-              WHERE id IN (SELECT id FROM webhook_inbox
-                            WHERE state = 'pending' AND next_attempt_at <= now()
-                              AND (leased_until IS NULL OR leased_until <= now())
-                            ORDER BY next_attempt_at, id
-                            LIMIT $1 FOR UPDATE SKIP LOCKED)
-             RETURNING id, provider, event_id, event_type, body, attempts, received_at",
+            "WITH claimed AS (
+               UPDATE webhook_inbox_queue SET attempts = attempts + 1, leased_until = now() + $2::interval
+                WHERE id IN (SELECT id FROM webhook_inbox_queue
+                              WHERE waiting_for IS NULL AND next_attempt_at <= now()
+                                AND (leased_until IS NULL OR leased_until <= now())
+                              ORDER BY next_attempt_at, id
+                              LIMIT $1 FOR UPDATE SKIP LOCKED)
+               RETURNING id, attempts
+             )
+             SELECT w.id, w.provider, w.event_id, w.event_type, w.body, c.attempts, w.received_at
+               FROM claimed c JOIN webhook_inbox w ON w.id = c.id",
         )
         .bind(limit)
         .bind(interval(lease))
@@ -275,26 +289,44 @@ impl Store {
         } else {
             "u.state"
         };
+        // The queue row decides: a claim whose lease ended and that another
+        // worker took since (its `attempts` moved on) changes nothing. An
+        // event with work left keeps its queue row (due again, or waiting
+        // for its Sent id); the others leave the queue.
         sqlx::query(&format!(
-            "UPDATE webhook_inbox w
-                SET state = {state},
-                    next_attempt_at = CASE
-                      WHEN u.state = 'pending' THEN u.next_at
-                      WHEN u.state = 'unmatched' THEN now()
-                      ELSE w.next_attempt_at END,
-                    leased_until = NULL,
+            "WITH u AS (
+               SELECT u.id, u.attempts, {state} AS state, u.next_at, u.error, u.subject, u.message,
+                      u.reply, u.reply_client
+                 FROM unnest($1::bigint[], $2::int[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
+                             $7::text[], $8::text[], $9::text[])
+                      AS u(id, attempts, state, next_at, error, subject, message, reply, reply_client)
+             ), ended AS (
+               DELETE FROM webhook_inbox_queue q USING u
+                WHERE q.id = u.id AND q.attempts = u.attempts AND q.waiting_for IS NULL
+                  AND u.state NOT IN ('pending', 'unmatched')
+               RETURNING q.id
+             ), kept AS (
+               UPDATE webhook_inbox_queue q
+                  SET next_attempt_at = coalesce(u.next_at, now()), leased_until = NULL,
+                      waiting_for = CASE WHEN u.state = 'unmatched' THEN u.subject END
+                 FROM u
+                WHERE q.id = u.id AND q.attempts = u.attempts AND q.waiting_for IS NULL
+                  AND u.state IN ('pending', 'unmatched')
+               RETURNING q.id
+             )
+             UPDATE webhook_inbox w
+                SET state = u.state,
+                    attempts = u.attempts,
                     last_error = u.error,
                     subject_id = coalesce(u.subject, w.subject_id),
                     message_id = coalesce(u.message, w.message_id),
                     processed_at = CASE WHEN u.state IN ('processed', 'not_applicable', 'parked')
-                                        THEN now() ELSE w.processed_at END,
+                                        THEN now() END,
                     reply_state = coalesce(u.reply, w.reply_state),
                     reply_client = coalesce(u.reply_client, w.reply_client),
                     reply_xid = CASE WHEN u.reply IS NOT NULL THEN pg_current_xact_id() ELSE w.reply_xid END
-               FROM unnest($1::bigint[], $2::int[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
-                           $8::text[], $9::text[])
-                    AS u(id, attempts, state, next_at, error, subject, message, reply, reply_client)
-              WHERE w.id = u.id AND w.attempts = u.attempts AND w.state = 'pending'"
+               FROM u
+              WHERE w.id = u.id AND u.id IN (SELECT id FROM ended UNION ALL SELECT id FROM kept)"
         ))
         .bind(&ids)
         .bind(&attempts)
@@ -352,10 +384,14 @@ impl Store {
     /// net behind the `messages_provider_ids_rematch` trigger). Returns how many.
     pub async fn rematch_inbox(&self) -> Result<u64, sqlx::Error> {
         Ok(sqlx::query(
-            "UPDATE webhook_inbox w SET state = 'pending', next_attempt_at = now()
-              WHERE w.state = 'unmatched'
-                AND EXISTS (SELECT 1 FROM messages m WHERE m.provider_message_ids @> ARRAY[w.subject_id]
-                                                     AND cardinality(m.provider_message_ids) > 0)",
+            "WITH woken AS (
+               UPDATE webhook_inbox_queue q SET waiting_for = NULL, next_attempt_at = now()
+                WHERE q.waiting_for IS NOT NULL
+                  AND EXISTS (SELECT 1 FROM messages m WHERE m.provider_message_ids @> ARRAY[q.waiting_for]
+                                                       AND cardinality(m.provider_message_ids) > 0)
+               RETURNING q.id
+             )
+             UPDATE webhook_inbox SET state = 'pending' WHERE id IN (SELECT id FROM woken)",
         )
         .execute(&self.pool)
         .await?
@@ -366,10 +402,15 @@ impl Store {
     /// record is not coming. Returns how many.
     pub async fn expire_unmatched_inbox(&self, max_wait: Duration) -> Result<u64, sqlx::Error> {
         Ok(sqlx::query(
-            "UPDATE webhook_inbox
+            "WITH expired AS (
+               DELETE FROM webhook_inbox_queue q USING webhook_inbox w
+                WHERE q.waiting_for IS NOT NULL AND w.id = q.id AND w.received_at < now() - $1::interval
+               RETURNING q.id, q.waiting_for
+             )
+             UPDATE webhook_inbox w
                 SET state = 'parked', processed_at = now(),
-                    last_error = 'no message with Sent id ' || coalesce(subject_id, '?') || ' after waiting ' || $1::interval
-              WHERE state = 'unmatched' AND received_at < now() - $1::interval",
+                    last_error = 'no message with Sent id ' || e.waiting_for || ' after waiting ' || $1::interval
+               FROM expired e WHERE w.id = e.id",
         )
         .bind(interval(max_wait))
         .execute(&self.pool)
@@ -378,14 +419,19 @@ impl Store {
     }
 
     /// Deletes up to `limit` finished events (`processed`, `not_applicable`)
-    /// that finished more than `older_than` ago, oldest first. Parked events
-    /// are kept for an operator. Returns how many were deleted.
+    /// received and finished more than `older_than` ago. Parked events are
+    /// kept for an operator. Returns how many were deleted.
+    ///
+    /// Found by time of receipt (a BRIN index: it names no column an update
+    /// writes, so finishing stays a HOT update), in no particular order: a
+    /// pass takes whichever old enough events it finds first.
     pub async fn purge_inbox(&self, older_than: Duration, limit: i64) -> Result<u64, sqlx::Error> {
         Ok(sqlx::query(
             "DELETE FROM webhook_inbox WHERE id IN (
                SELECT id FROM webhook_inbox
-                WHERE state IN ('processed', 'not_applicable') AND processed_at < now() - $1::interval
-                ORDER BY processed_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                WHERE received_at < now() - $1::interval
+                  AND state IN ('processed', 'not_applicable') AND processed_at < now() - $1::interval
+                LIMIT $2 FOR UPDATE SKIP LOCKED)",
         )
         .bind(interval(older_than))
         .bind(limit)
@@ -400,10 +446,16 @@ impl Store {
     pub async fn redrive_inbox(&self, ids: Option<&[i64]>) -> Result<Vec<i64>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let rows: Vec<(i64,)> = sqlx::query_as(
-            "UPDATE webhook_inbox
-                SET state = 'pending', attempts = 0, next_attempt_at = now(), processed_at = NULL
-              WHERE state = 'parked' AND ($1::bigint[] IS NULL OR id = ANY($1))
-             RETURNING id",
+            "WITH redriven AS (
+               UPDATE webhook_inbox SET state = 'pending', attempts = 0, processed_at = NULL
+                WHERE state = 'parked' AND ($1::bigint[] IS NULL OR id = ANY($1))
+               RETURNING id
+             ), queued AS (
+               INSERT INTO webhook_inbox_queue (id) SELECT id FROM redriven
+               ON CONFLICT (id) DO UPDATE
+                  SET next_attempt_at = now(), attempts = 0, leased_until = NULL, waiting_for = NULL
+             )
+             SELECT id FROM redriven",
         )
         .bind(ids)
         .fetch_all(&mut *tx)
@@ -424,13 +476,11 @@ impl Store {
         provider: &str,
         event_id: &str,
     ) -> Result<Option<InboxRecord>, sqlx::Error> {
-        sqlx::query_as(&format!(
-            "SELECT {RECORD_COLUMNS} FROM webhook_inbox WHERE provider = $1 AND event_id = $2"
-        ))
-        .bind(provider)
-        .bind(event_id)
-        .fetch_optional(&self.pool)
-        .await
+        sqlx::query_as(&format!("{RECORDS} WHERE provider = $1 AND event_id = $2"))
+            .bind(provider)
+            .bind(event_id)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     /// The inbox, oldest first, optionally only one provider's events.
@@ -439,7 +489,7 @@ impl Store {
         provider: Option<&str>,
     ) -> Result<Vec<InboxRecord>, sqlx::Error> {
         sqlx::query_as(&format!(
-            "SELECT {RECORD_COLUMNS} FROM webhook_inbox WHERE $1::text IS NULL OR provider = $1 ORDER BY id"
+            "{RECORDS} WHERE $1::text IS NULL OR provider = $1 ORDER BY w.id"
         ))
         .bind(provider)
         .fetch_all(&self.pool)

@@ -459,15 +459,21 @@ impl Store {
     /// said (when the answer changed nothing, or could not be applied). A
     /// stale mark (`detail.stale`) also goes on the message itself
     /// (`last_error_code: sent_status_stale`), where the status page shows it.
+    ///
+    /// The event is written only while its message exists, which the lock
+    /// keeps until this commits (the timeline has no foreign key:
+    /// migrations/20261214000001_timeline_keys_kept_by_writers.sql).
     pub async fn record_poll(&self, id: MessageId, detail: &Value) -> Result<(), sqlx::Error> {
         let stale = detail["stale"] == true;
         sqlx::query(
-            "WITH marked AS (
+            "WITH message AS (
+               SELECT id FROM messages WHERE id = $1 FOR KEY SHARE
+             ), marked AS (
                UPDATE messages SET last_error_code = $4, last_error = $5
                 WHERE id = $1 AND $4::text IS NOT NULL
              )
              INSERT INTO message_events (message_id, status, applied, source, detail)
-             VALUES ($1, $2, false, 'poll', $3)",
+             SELECT id, $2, false, 'poll', $3 FROM message",
         )
         .bind(id)
         .bind(if stale { "stale" } else { "polled" })

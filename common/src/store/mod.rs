@@ -205,7 +205,7 @@ impl Store {
     /// delivered, for the worker's gauges.
     pub async fn backlogs(&self) -> Result<(i64, i64), sqlx::Error> {
         sqlx::query_as(
-            "SELECT (SELECT count(*) FROM webhook_inbox WHERE state = 'pending'),
+            "SELECT (SELECT count(*) FROM webhook_inbox_queue WHERE waiting_for IS NULL),
                     (SELECT count(*) FROM status_callbacks WHERE state = 'pending')",
         )
         .fetch_one(&self.pool)
