@@ -8,17 +8,20 @@
 -- Now an event is in `webhook_inbox_queue` while it has work left (state
 -- `pending` or `unmatched`): a row of its id, when it is due, its attempts
 -- and lease, and the Sent id it waits for while unmatched. The insert
--- trigger queues every stored `pending` event; the claim and its lease
--- update the queue row (HOT: neither is in the queue's due index but its
--- key); the finish deletes the row (or updates it, for a retry or an event
--- that waits) and writes the event's outcome into `webhook_inbox` with a
--- HOT update, as no index of the inbox names a column the finish writes.
+-- trigger queues every stored `pending` event; a claim updates the queue
+-- row (a HOT update: no index of the queue names the attempts or the
+-- lease); the finish deletes the row (or updates it, for a retry or an
+-- event that waits) and writes the event's outcome into `webhook_inbox`
+-- with a HOT update, as no index of the inbox names a column the finish
+-- writes.
 -- `webhook_inbox.state` stays what operators and the pull API read.
 --
 -- No foreign key from the queue to the inbox: checking it would lock the
 -- event's row (a WAL record per event). The code keeps the two in step: the
--- trigger queues, and the statements that end an event's work (finish,
--- expiry, a tenant's purge) delete its queue row in the same statement.
+-- trigger and a re-drive queue, and the statements that end an event's work
+-- (its finish, its expiry while unmatched) delete its queue row in the same
+-- statement. The events a tenant's purge deletes are finished ones (only a
+-- finish names the message), so none is queued.
 --
 -- Upgrading: the previous release's workers claim through the columns
 -- dropped here, so their claims fail (logged) until they are replaced;
@@ -73,7 +76,10 @@ $$;
 
 -- When the send path stores Sent's ids for a message, events that arrived
 -- before them become due at once (one probe of the waiting index, which is
--- empty while nothing waits).
+-- empty while nothing waits). The events are named as an array, so that
+-- their update is a probe of the key: PL/pgSQL keeps a plan made while the
+-- inbox was small, and a semi-join planned then reads the whole inbox
+-- (bench/wal.sh with auto_explain: 18 ms an acceptance at 12,000 events).
 CREATE OR REPLACE FUNCTION webhook_inbox_rematch() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -82,7 +88,7 @@ BEGIN
      WHERE waiting_for = ANY (NEW.provider_message_ids)
     RETURNING id
   )
-  UPDATE webhook_inbox SET state = 'pending' WHERE id IN (SELECT id FROM woken);
+  UPDATE webhook_inbox SET state = 'pending' WHERE id = ANY (ARRAY(SELECT id FROM woken));
   IF FOUND THEN
     PERFORM pg_notify('webhook_inbox', '');
   END IF;

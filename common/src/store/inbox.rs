@@ -292,7 +292,10 @@ impl Store {
         // The queue row decides: a claim whose lease ended and that another
         // worker took since (its `attempts` moved on) changes nothing. An
         // event with work left keeps its queue row (due again, or waiting
-        // for its Sent id); the others leave the queue.
+        // for its Sent id); the others leave the queue. Rows are named by
+        // arrays of ids, which keeps each step a probe of a key whatever
+        // Postgres estimates of the CTEs (joined, it may read a whole
+        // backlog's queue, or the whole inbox).
         sqlx::query(&format!(
             "WITH u AS (
                SELECT u.id, u.attempts, {state} AS state, u.next_at, u.error, u.subject, u.message,
@@ -302,7 +305,7 @@ impl Store {
                       AS u(id, attempts, state, next_at, error, subject, message, reply, reply_client)
              ), ended AS (
                DELETE FROM webhook_inbox_queue q USING u
-                WHERE q.id = u.id AND q.attempts = u.attempts AND q.waiting_for IS NULL
+                WHERE q.id = ANY($1) AND q.id = u.id AND q.attempts = u.attempts AND q.waiting_for IS NULL
                   AND u.state NOT IN ('pending', 'unmatched')
                RETURNING q.id
              ), kept AS (
@@ -310,7 +313,7 @@ impl Store {
                   SET next_attempt_at = coalesce(u.next_at, now()), leased_until = NULL,
                       waiting_for = CASE WHEN u.state = 'unmatched' THEN u.subject END
                  FROM u
-                WHERE q.id = u.id AND q.attempts = u.attempts AND q.waiting_for IS NULL
+                WHERE q.id = ANY($1) AND q.id = u.id AND q.attempts = u.attempts AND q.waiting_for IS NULL
                   AND u.state IN ('pending', 'unmatched')
                RETURNING q.id
              )
@@ -326,7 +329,7 @@ impl Store {
                     reply_client = coalesce(u.reply_client, w.reply_client),
                     reply_xid = CASE WHEN u.reply IS NOT NULL THEN pg_current_xact_id() ELSE w.reply_xid END
                FROM u
-              WHERE w.id = u.id AND u.id IN (SELECT id FROM ended UNION ALL SELECT id FROM kept)"
+              WHERE w.id = u.id AND w.id = ANY (ARRAY(SELECT id FROM ended UNION ALL SELECT id FROM kept))"
         ))
         .bind(&ids)
         .bind(&attempts)
@@ -381,36 +384,52 @@ impl Store {
     }
 
     /// Makes unmatched events whose message now exists due again (the safety
-    /// net behind the `messages_provider_ids_rematch` trigger). Returns how many.
+    /// net behind the `messages_provider_ids_rematch` trigger), up to 1,000
+    /// a call. Returns how many.
+    ///
+    /// The waiting events are read in the waiting index's order, so that
+    /// Postgres reads that index (with no statistics of the queue yet, it
+    /// expects nearly every row to wait and would read the whole queue), and
+    /// those a status change is waking at that moment are skipped, not
+    /// waited for. One GIN probe per waiting event (`OFFSET 0` keeps the
+    /// subquery a probe, not a semi-join that may read every message).
     pub async fn rematch_inbox(&self) -> Result<u64, sqlx::Error> {
         Ok(sqlx::query(
-            "WITH woken AS (
-               UPDATE webhook_inbox_queue q SET waiting_for = NULL, next_attempt_at = now()
-                WHERE q.waiting_for IS NOT NULL
+            "WITH found AS (
+               SELECT id FROM webhook_inbox_queue q
+                WHERE waiting_for IS NOT NULL
                   AND EXISTS (SELECT 1 FROM messages m WHERE m.provider_message_ids @> ARRAY[q.waiting_for]
-                                                       AND cardinality(m.provider_message_ids) > 0)
-               RETURNING q.id
+                                                       AND cardinality(m.provider_message_ids) > 0 OFFSET 0)
+                ORDER BY waiting_for LIMIT 1000 FOR UPDATE SKIP LOCKED
+             ), woken AS (
+               UPDATE webhook_inbox_queue SET waiting_for = NULL, next_attempt_at = now()
+                WHERE id = ANY (ARRAY(SELECT id FROM found))
+               RETURNING id
              )
-             UPDATE webhook_inbox SET state = 'pending' WHERE id IN (SELECT id FROM woken)",
+             UPDATE webhook_inbox SET state = 'pending' WHERE id = ANY (ARRAY(SELECT id FROM woken))",
         )
         .execute(&self.pool)
         .await?
         .rows_affected())
     }
 
-    /// Parks unmatched events received more than `max_wait` ago: their send
+    /// Parks unmatched events received more than `max_wait` ago, up to 1,000
+    /// a call (read as [`Store::rematch_inbox`] reads them): their send
     /// record is not coming. Returns how many.
     pub async fn expire_unmatched_inbox(&self, max_wait: Duration) -> Result<u64, sqlx::Error> {
         Ok(sqlx::query(
-            "WITH expired AS (
-               DELETE FROM webhook_inbox_queue q USING webhook_inbox w
-                WHERE q.waiting_for IS NOT NULL AND w.id = q.id AND w.received_at < now() - $1::interval
-               RETURNING q.id, q.waiting_for
+            "WITH found AS (
+               SELECT id FROM webhook_inbox_queue q
+                WHERE waiting_for IS NOT NULL
+                  AND (SELECT received_at FROM webhook_inbox w WHERE w.id = q.id) < now() - $1::interval
+                ORDER BY waiting_for LIMIT 1000 FOR UPDATE SKIP LOCKED
+             ), expired AS (
+               DELETE FROM webhook_inbox_queue WHERE id = ANY (ARRAY(SELECT id FROM found)) RETURNING id
              )
-             UPDATE webhook_inbox w
+             UPDATE webhook_inbox
                 SET state = 'parked', processed_at = now(),
-                    last_error = 'no message with Sent id ' || e.waiting_for || ' after waiting ' || $1::interval
-               FROM expired e WHERE w.id = e.id",
+                    last_error = 'no message with Sent id ' || coalesce(subject_id, '?') || ' after waiting ' || $1::interval
+              WHERE id = ANY (ARRAY(SELECT id FROM expired))",
         )
         .bind(interval(max_wait))
         .execute(&self.pool)
