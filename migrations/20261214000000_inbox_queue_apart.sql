@@ -51,14 +51,12 @@ SELECT id, next_attempt_at, attempts, leased_until,
   FROM webhook_inbox
  WHERE state IN ('pending', 'unmatched');
 
--- Finished events are purged by age of receipt: `received_at` never
--- changes, and rows arrive in its order, so a BRIN index (a few pages) finds
--- the old ones without naming a column any update writes.
+-- Finished events are purged in id order, the order they were received in
+-- (common/src/store/purge.rs): no index names a time.
 DROP INDEX webhook_inbox_due;
 DROP INDEX webhook_inbox_finished;
 DROP INDEX webhook_inbox_unmatched;
 DROP INDEX webhook_inbox_unmatched_subject;
-CREATE INDEX webhook_inbox_received ON webhook_inbox USING brin (received_at);
 ALTER TABLE webhook_inbox DROP COLUMN next_attempt_at, DROP COLUMN leased_until;
 
 -- Every stored pending event is queued, by whatever statement stored it,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use common::config::Config;
-use common::store::Store;
+use common::store::{Purged, Store};
 
 /// How often a worker deletes finished rows past their retention.
 pub(crate) const PURGE_INTERVAL: Duration = Duration::from_secs(600);
@@ -26,26 +26,33 @@ pub struct PurgeReport {
 /// `CALLBACK_RETENTION_DAYS`. Parked events and pending callbacks are never
 /// deleted. Safe to run from every worker at once.
 pub async fn purge(store: &Store, config: &Config) -> Result<PurgeReport, sqlx::Error> {
-    let mut report = PurgeReport::default();
-    if let Some(retention) = config.inbox.retention {
-        for _ in 0..PURGE_MAX_CHUNKS {
-            let deleted = store.purge_inbox(retention, PURGE_CHUNK).await?;
-            report.inbox_events += deleted;
-            if deleted < PURGE_CHUNK as u64 {
-                break;
-            }
+    Ok(PurgeReport {
+        inbox_events: purge_table(store, Purged::Inbox, config.inbox.retention).await?,
+        callbacks: purge_table(store, Purged::Callbacks, config.callbacks.retention).await?,
+    })
+}
+
+/// One table's pass, oldest rows first (see `common::store::Purged`): at
+/// most [`PURGE_MAX_CHUNKS`] chunks, each starting where the last ended.
+async fn purge_table(
+    store: &Store,
+    purged: Purged,
+    retention: Option<Duration>,
+) -> Result<u64, sqlx::Error> {
+    let Some(retention) = retention else {
+        return Ok(0);
+    };
+    let bound = store.purge_bound(purged, retention).await?;
+    let (mut total, mut after) = (0, 0);
+    for _ in 0..PURGE_MAX_CHUNKS {
+        let (deleted, last) = store.purge_chunk(purged, bound, after, PURGE_CHUNK).await?;
+        total += deleted;
+        after = last;
+        if deleted < PURGE_CHUNK as u64 {
+            break;
         }
     }
-    if let Some(retention) = config.callbacks.retention {
-        for _ in 0..PURGE_MAX_CHUNKS {
-            let deleted = store.purge_callbacks(retention, PURGE_CHUNK).await?;
-            report.callbacks += deleted;
-            if deleted < PURGE_CHUNK as u64 {
-                break;
-            }
-        }
-    }
-    Ok(report)
+    Ok(total)
 }
 
 /// One [`purge`] pass, logged; a failed pass waits for the next one.

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::process::Stdio;
 
 use common::config::Config;
+use common::store::Purged;
 use inbox_support::*;
 use serde_json::json;
 use worker::purge::{PurgeReport, purge};
@@ -149,6 +150,71 @@ async fn finished_rows_past_their_retention_are_purged_and_nothing_else() {
     assert_eq!(
         purge(forever.store(), &forever.config).await.unwrap(),
         PurgeReport::default()
+    );
+}
+
+/// A pass walks the oldest rows by id, in chunks, each starting after the
+/// last row the previous one deleted, and stops at the first row written
+/// inside the retention: the rows it keeps (parked) and the recent ones are
+/// never read twice nor deleted.
+#[tokio::test]
+async fn a_purge_walks_the_oldest_rows_in_chunks() {
+    let stack = Stack::start(&[("INBOX_RETENTION_DAYS", "30")]).await;
+    let mut ids = Vec::new();
+    for (n, (state, age_days)) in [
+        ("processed", 40),
+        ("parked", 40),
+        ("processed", 39),
+        ("not_applicable", 38),
+        ("processed", 37),
+        ("parked", 36),
+        ("processed", 35),
+        ("processed", 34),
+        ("processed", 2),
+        ("processed", 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO webhook_inbox (provider, event_id, body, state, received_at, processed_at)
+             VALUES ('sent', $1, $2, $3, now() - make_interval(days => $4), now() - make_interval(days => $4))
+             RETURNING id",
+        )
+        .bind(format!("evt-{n}"))
+        .bind(format!("{{\"n\": {n}}}").into_bytes())
+        .bind(state)
+        .bind(age_days)
+        .fetch_one(stack.store().pool())
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    let store = stack.store();
+    let retention = stack.config.inbox.retention.unwrap();
+    let bound = store.purge_bound(Purged::Inbox, retention).await.unwrap();
+    let mut chunks = Vec::new();
+    let mut after = 0;
+    loop {
+        let (deleted, last) = store
+            .purge_chunk(Purged::Inbox, bound, after, 2)
+            .await
+            .unwrap();
+        chunks.push((deleted, last));
+        after = last;
+        if deleted < 2 {
+            break;
+        }
+    }
+    // Deleted in id order, two at a time, the parked ones stepped over.
+    assert_eq!(chunks, [(2, ids[2]), (2, ids[4]), (2, ids[7]), (0, ids[7])]);
+    let left: Vec<(i64,)> = sqlx::query_as("SELECT id FROM webhook_inbox ORDER BY id")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        left.into_iter().map(|(id,)| id).collect::<Vec<_>>(),
+        [ids[1], ids[5], ids[8], ids[9]]
     );
 }
 

@@ -352,27 +352,6 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes up to `limit` finished callbacks (`delivered`, `failed`) that
-    /// finished more than `older_than` ago, with their attempts. Returns how
-    /// many callbacks were deleted.
-    pub async fn purge_callbacks(
-        &self,
-        older_than: Duration,
-        limit: i64,
-    ) -> Result<u64, sqlx::Error> {
-        Ok(sqlx::query(
-            "DELETE FROM status_callbacks WHERE id IN (
-               SELECT id FROM status_callbacks
-                WHERE state IN ('delivered', 'failed') AND completed_at < now() - $1::interval
-                ORDER BY completed_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(interval(older_than))
-        .bind(limit)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
-    }
-
     /// A message's callbacks, oldest first.
     pub async fn callbacks_for_message(
         &self,

@@ -437,28 +437,6 @@ impl Store {
         .rows_affected())
     }
 
-    /// Deletes up to `limit` finished events (`processed`, `not_applicable`)
-    /// received and finished more than `older_than` ago. Parked events are
-    /// kept for an operator. Returns how many were deleted.
-    ///
-    /// Found by time of receipt (a BRIN index: it names no column an update
-    /// writes, so finishing stays a HOT update), in no particular order: a
-    /// pass takes whichever old enough events it finds first.
-    pub async fn purge_inbox(&self, older_than: Duration, limit: i64) -> Result<u64, sqlx::Error> {
-        Ok(sqlx::query(
-            "DELETE FROM webhook_inbox WHERE id IN (
-               SELECT id FROM webhook_inbox
-                WHERE received_at < now() - $1::interval
-                  AND state IN ('processed', 'not_applicable') AND processed_at < now() - $1::interval
-                LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(interval(older_than))
-        .bind(limit)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
-    }
-
     /// Puts parked events (all, or these inbox ids) back to `pending` with
     /// their attempts reset, and wakes the workers. Returns their ids; ids
     /// that are not parked are left alone.

@@ -11,6 +11,7 @@ mod lookup;
 mod messages;
 mod partitions;
 mod pull;
+mod purge;
 mod tenants;
 
 use std::sync::LazyLock;
@@ -45,6 +46,7 @@ pub use messages::{
 };
 pub use partitions::{Holders, MessagePartition, PARTITIONS_AHEAD_WEEKS, Retirement};
 pub use pull::{EventCursor, PulledEvent};
+pub use purge::{PurgeBound, Purged};
 pub use tenants::TenantPurge;
 
 /// The schema's migrations. A database may hold migrations newer than this

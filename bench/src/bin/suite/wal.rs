@@ -118,6 +118,15 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<WalRep
     let end: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
         .fetch_one(&pool)
         .await?;
+    // pg_walinspect reads only flushed WAL ("cannot accept future end
+    // LSN"), and the last records may still be in the WAL buffers.
+    while sqlx::query_scalar::<_, bool>("SELECT pg_current_wal_flush_lsn() < $1::pg_lsn")
+        .bind(&end)
+        .fetch_one(&pool)
+        .await?
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let (wal_bytes, records, fpi_bytes): (i64, i64, i64) = sqlx::query_as(
         "SELECT ($2::pg_lsn - $1::pg_lsn)::bigint, count(*), coalesce(sum(fpi_length), 0)::bigint
