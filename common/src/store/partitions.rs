@@ -112,8 +112,9 @@ impl Store {
         .await
     }
 
-    /// The messages of `partition` that keep it past `cutoff` (through its
-    /// `(status, created_at)` index: only the few unfinished rows are read).
+    /// The messages of `partition` that keep it past `cutoff`. No index
+    /// names `status` (status changes stay HOT), so this reads the week
+    /// whole: once when it is dropped, and each pass while it is held.
     pub async fn partition_holders(
         &self,
         partition: &MessagePartition,
