@@ -9,8 +9,9 @@
 #          changes wait.
 #   inbox  20261214000000_inbox_queue_apart: N webhook events (1% pending,
 #          0.5% unmatched, the rest processed; bodies of about 500 bytes).
-#          It holds ACCESS EXCLUSIVE on the inbox from its first DROP INDEX
-#          to its commit: for that long, webhooks and the pull API wait.
+#          It locks the inbox against writes before its copy, and against
+#          reads too from its first DROP INDEX, to its commit: for that
+#          long, webhooks wait (and the pull API, for the last part).
 #
 #   bench/upgrade_step.sh hot              # 1 million rows
 #   N=10000000 bench/upgrade_step.sh inbox

@@ -13,7 +13,8 @@
 -- lease); the finish deletes the row (or updates it, for a retry or an
 -- event that waits) and writes the event's outcome into `webhook_inbox`
 -- with a HOT update, as no index of the inbox names a column the finish
--- writes.
+-- of a status event writes (a reply's routing writes `reply_xid`, which
+-- the replies' own indexes name).
 -- `webhook_inbox.state` stays what operators and the pull API read.
 --
 -- No foreign key from the queue to the inbox: checking it would lock the
@@ -29,6 +30,11 @@
 -- with its lease, and an event one of them was applying is claimed again
 -- when the lease ends (applying is idempotent). The previous release's
 -- gateways keep storing events (their insert names none of these columns).
+-- The inbox is locked before the copy (EXCLUSIVE: reads pass, writes
+-- wait), so no event is stored, finished or set waiting between the copy
+-- and the new trigger: such an event would have no queue row, or one too
+-- many. Writes wait from here, reads too from the first DROP INDEX, until
+-- the commit.
 CREATE TABLE webhook_inbox_queue (
     id bigint PRIMARY KEY,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
@@ -44,6 +50,8 @@ CREATE INDEX webhook_inbox_queue_due ON webhook_inbox_queue (next_attempt_at, id
     WHERE waiting_for IS NULL;
 CREATE INDEX webhook_inbox_queue_waiting ON webhook_inbox_queue (waiting_for)
     WHERE waiting_for IS NOT NULL;
+
+LOCK TABLE webhook_inbox IN EXCLUSIVE MODE;
 
 INSERT INTO webhook_inbox_queue (id, next_attempt_at, attempts, leased_until, waiting_for)
 SELECT id, next_attempt_at, attempts, leased_until,
@@ -75,9 +83,10 @@ $$;
 -- When the send path stores Sent's ids for a message, events that arrived
 -- before them become due at once (one probe of the waiting index, which is
 -- empty while nothing waits). The events are named as an array, so that
--- their update is a probe of the key: PL/pgSQL keeps a plan made while the
--- inbox was small, and a semi-join planned then reads the whole inbox
--- (bench/wal.sh with auto_explain: 18 ms an acceptance at 12,000 events).
+-- their update is a probe of the key: planned as a semi-join against the
+-- woken rows, whose number Postgres cannot know, the update read the whole
+-- inbox (bench/wal.sh with auto_explain: 18 ms an acceptance at 12,000
+-- events).
 CREATE OR REPLACE FUNCTION webhook_inbox_rematch() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN

@@ -16,6 +16,14 @@
 -- (Store::purge_tenant). Tests check that no event is left without its
 -- message (common/tests/rollup.rs, common/tests/send_store.rs,
 -- worker/tests/partitions.rs).
+--
+-- Both parents are locked first, in the order the writers lock them
+-- (messages, then their events): each dropped key would otherwise lock an
+-- events partition, then its messages partition, the reverse of an accept,
+-- and one of the two would fail as a deadlock. Held for the catalog
+-- changes only: no scan.
+LOCK TABLE messages, message_events IN ACCESS EXCLUSIVE MODE;
+
 DO $$
 DECLARE
   c record;

@@ -47,7 +47,8 @@ use common::config::Config;
 use common::domain::{MessageId, MessageStatus, Provider, api_time};
 use common::sent::webhook::{self, InboundMessage, Parsed, StatusUpdate};
 use common::store::{
-    InboxEvent, InboxFinish, InboxResult, NewInboundCallback, ReplyRoute, StatusChange, Store,
+    INBOX_HOUSEKEEPING_BATCH, InboxEvent, InboxFinish, InboxResult, NewInboundCallback, ReplyRoute,
+    StatusChange, Store,
 };
 use common::telemetry::TraceContext;
 use tokio::sync::Notify;
@@ -229,16 +230,15 @@ pub async fn process_due(
 /// Re-checks unmatched events against new send records, and parks the ones
 /// that waited too long.
 pub async fn housekeeping(store: &Store, config: &Config) -> Result<(), sqlx::Error> {
-    let rematched = store.rematch_inbox().await?;
+    let rematched = in_batches(|| store.rematch_inbox()).await?;
     if rematched > 0 {
         tracing::info!(
             events = rematched,
             "unmatched webhook events found their message"
         );
     }
-    let expired = store
-        .expire_unmatched_inbox(config.inbox.unmatched_ttl)
-        .await?;
+    let ttl = config.inbox.unmatched_ttl;
+    let expired = in_batches(|| store.expire_unmatched_inbox(ttl)).await?;
     if expired > 0 {
         tracing::warn!(
             events = expired,
@@ -557,4 +557,21 @@ impl Report for StatusUpdate {
             ),
         }
     }
+}
+
+/// Runs a housekeeping statement again while it takes a whole batch, up to
+/// a hundred times a pass: a large backlog is worked off over passes.
+async fn in_batches<F>(mut step: impl FnMut() -> F) -> Result<u64, sqlx::Error>
+where
+    F: std::future::Future<Output = Result<u64, sqlx::Error>>,
+{
+    let mut total = 0;
+    for _ in 0..100 {
+        let taken = step().await?;
+        total += taken;
+        if taken < INBOX_HOUSEKEEPING_BATCH {
+            break;
+        }
+    }
+    Ok(total)
 }

@@ -425,6 +425,29 @@ async fn purging_a_tenant_leaves_the_others_rows_untouched() {
     assert_eq!(before, (2, 6, 4, 4, 2, 2));
     assert_eq!(others_before, (1, 3, 2, 2, 1, 1));
 
+    // Folded into the dashboard's status counts, which the purge takes the
+    // messages out of again.
+    let counted_for = |client: &'static str| {
+        let pool = stack.store().pool().clone();
+        async move {
+            let (n,): (i64,) = sqlx::query_as(
+                "SELECT coalesce(sum(messages), 0)::bigint FROM dashboard_status_counts WHERE client = $1",
+            )
+            .bind(client)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            n
+        }
+    };
+    for _ in 0..3 {
+        stack.store().roll_up_dashboard(1000).await.unwrap();
+    }
+    assert_eq!(
+        (counted_for(CLIENT).await, counted_for("other").await),
+        (2, 1)
+    );
+
     let config: Config = (*stack.config).clone();
     let purged = gateway::cli::purge_tenant(stack.store(), &config, CLIENT, false)
         .await
@@ -445,4 +468,8 @@ async fn purging_a_tenant_leaves_the_others_rows_untouched() {
     assert_eq!(counted, as_u64(before));
     assert_eq!(rows(mine, CLIENT).await, (0, 0, 0, 0, 0, 0));
     assert_eq!(rows(theirs, "other").await, others_before);
+    assert_eq!(
+        (counted_for(CLIENT).await, counted_for("other").await),
+        (0, 1)
+    );
 }

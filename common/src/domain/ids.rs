@@ -18,6 +18,15 @@ impl MessageId {
     pub fn ulid(self) -> Ulid {
         self.0
     }
+
+    /// An id below that of every message created at `at` or later, a minute
+    /// early for the skew between the gateways' clocks: `id >= bound` lets
+    /// Postgres skip the weeks of `messages` before it and stop an id-ordered
+    /// scan there.
+    pub fn lower_bound(at: chrono::DateTime<chrono::Utc>) -> MessageId {
+        let early = at - chrono::Duration::minutes(1);
+        MessageId(Ulid::from_parts(early.timestamp_millis().max(0) as u64, 0))
+    }
 }
 
 impl Default for MessageId {

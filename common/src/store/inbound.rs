@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::Store;
 use super::inbox::interval;
+use crate::domain::MessageId;
 
 /// The tenant a reply goes to: the client that most recently created a
 /// message to the contact's number, that message, and the key's stored
@@ -59,8 +60,7 @@ impl Store {
 /// created within `window` of now, with a minute to spare for clock skew
 /// between the processes that make ids.
 fn oldest_id(window: Duration) -> String {
-    let since = chrono::Utc::now() - interval(window) - chrono::Duration::minutes(1);
-    ulid::Ulid::from_parts(since.timestamp_millis().max(0) as u64, 0).to_string()
+    MessageId::lower_bound(chrono::Utc::now() - interval(window)).to_string()
 }
 
 #[cfg(test)]

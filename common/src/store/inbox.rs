@@ -12,7 +12,8 @@
 //! (migrations/20261214000000_inbox_queue_apart.sql): claims and leases
 //! write that narrow row, and the event's own row is written once more, when
 //! its outcome is known, with a HOT update (no index of the inbox names a
-//! column the finish writes).
+//! column the finish of a status event writes; a reply's routing writes
+//! `reply_xid`, which the replies' indexes name).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -25,6 +26,10 @@ use sqlx::types::Json;
 use super::Store;
 use crate::domain::{MessageId, Provider};
 use crate::telemetry::TraceContext;
+
+/// Unmatched events the housekeeping statements take at most a call
+/// ([`Store::rematch_inbox`], [`Store::expire_unmatched_inbox`]).
+pub const INBOX_HOUSEKEEPING_BATCH: u64 = 1_000;
 
 #[derive(Debug, Clone)]
 pub struct InboxInsert {
@@ -384,8 +389,8 @@ impl Store {
     }
 
     /// Makes unmatched events whose message now exists due again (the safety
-    /// net behind the `messages_provider_ids_rematch` trigger), up to 1,000
-    /// a call. Returns how many.
+    /// net behind the `messages_provider_ids_rematch` trigger), up to
+    /// [`INBOX_HOUSEKEEPING_BATCH`] a call. Returns how many.
     ///
     /// The waiting events are read in the waiting index's order, so that
     /// Postgres reads that index (with no statistics of the queue yet, it
@@ -400,7 +405,7 @@ impl Store {
                 WHERE waiting_for IS NOT NULL
                   AND EXISTS (SELECT 1 FROM messages m WHERE m.provider_message_ids @> ARRAY[q.waiting_for]
                                                        AND cardinality(m.provider_message_ids) > 0 OFFSET 0)
-                ORDER BY waiting_for LIMIT 1000 FOR UPDATE SKIP LOCKED
+                ORDER BY waiting_for LIMIT $1 FOR UPDATE SKIP LOCKED
              ), woken AS (
                UPDATE webhook_inbox_queue SET waiting_for = NULL, next_attempt_at = now()
                 WHERE id = ANY (ARRAY(SELECT id FROM found))
@@ -408,21 +413,22 @@ impl Store {
              )
              UPDATE webhook_inbox SET state = 'pending' WHERE id = ANY (ARRAY(SELECT id FROM woken))",
         )
+        .bind(INBOX_HOUSEKEEPING_BATCH as i64)
         .execute(&self.pool)
         .await?
         .rows_affected())
     }
 
-    /// Parks unmatched events received more than `max_wait` ago, up to 1,000
-    /// a call (read as [`Store::rematch_inbox`] reads them): their send
-    /// record is not coming. Returns how many.
+    /// Parks unmatched events received more than `max_wait` ago, up to
+    /// [`INBOX_HOUSEKEEPING_BATCH`] a call (read as [`Store::rematch_inbox`]
+    /// reads them): their send record is not coming. Returns how many.
     pub async fn expire_unmatched_inbox(&self, max_wait: Duration) -> Result<u64, sqlx::Error> {
         Ok(sqlx::query(
             "WITH found AS (
                SELECT id FROM webhook_inbox_queue q
                 WHERE waiting_for IS NOT NULL
                   AND (SELECT received_at FROM webhook_inbox w WHERE w.id = q.id) < now() - $1::interval
-                ORDER BY waiting_for LIMIT 1000 FOR UPDATE SKIP LOCKED
+                ORDER BY waiting_for LIMIT $2 FOR UPDATE SKIP LOCKED
              ), expired AS (
                DELETE FROM webhook_inbox_queue WHERE id = ANY (ARRAY(SELECT id FROM found)) RETURNING id
              )
@@ -432,6 +438,7 @@ impl Store {
               WHERE id = ANY (ARRAY(SELECT id FROM expired))",
         )
         .bind(interval(max_wait))
+        .bind(INBOX_HOUSEKEEPING_BATCH as i64)
         .execute(&self.pool)
         .await?
         .rows_affected())

@@ -630,6 +630,9 @@ impl Reader<'_> {
                 AND ($2::text IS NULL OR status = $2)
                 AND ($3::timestamptz IS NULL OR created_at >= $3)
                 AND ($4::text IS NULL OR id < $4)
+                -- ids sort by creation: the scan stops, and earlier weeks
+                -- are not read, where `since` begins.
+                AND ($6::text IS NULL OR id >= $6)
               ORDER BY id DESC LIMIT $5"
         ))
         .bind(client)
@@ -637,6 +640,7 @@ impl Reader<'_> {
         .bind(filter.since)
         .bind(filter.before)
         .bind(filter.limit)
+        .bind(filter.since.map(MessageId::lower_bound))
         .fetch_all(self.pool)
         .await
     }

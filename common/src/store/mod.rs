@@ -36,7 +36,8 @@ pub use forwards::{
 };
 pub use inbound::ReplyTarget;
 pub use inbox::{
-    InboxEvent, InboxFinish, InboxInsert, InboxInsertOutcome, InboxRecord, InboxResult, ReplyRoute,
+    INBOX_HOUSEKEEPING_BATCH, InboxEvent, InboxFinish, InboxInsert, InboxInsertOutcome,
+    InboxRecord, InboxResult, ReplyRoute,
 };
 pub use keys::{ApiKeyRecord, NewApiKey, StoredCallbackSecrets};
 pub use lookup::{LOOKUP_LIMIT, Lookup};

@@ -31,18 +31,19 @@ pub enum Purged {
 }
 
 impl Purged {
-    /// The table, when a row was written, and when a finished row finished.
+    /// The table, when a row was written, and the condition of a row that
+    /// finished before the cutoff `$1`.
     fn columns(self) -> (&'static str, &'static str, &'static str) {
         match self {
             Purged::Inbox => (
                 "webhook_inbox",
                 "received_at",
-                "state IN ('processed', 'not_applicable') AND processed_at",
+                "state IN ('processed', 'not_applicable') AND processed_at < $1",
             ),
             Purged::Callbacks => (
                 "status_callbacks",
                 "created_at",
-                "state IN ('delivered', 'failed') AND completed_at",
+                "state IN ('delivered', 'failed') AND completed_at < $1",
             ),
         }
     }
@@ -91,7 +92,7 @@ impl Store {
                DELETE FROM {table} WHERE id IN (
                  SELECT id FROM {table}
                   WHERE id > $2 AND ($3::bigint IS NULL OR id < $3)
-                    AND {written} < $1 AND {finished} < $1
+                    AND {written} < $1 AND {finished}
                   ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)
                RETURNING id)
              SELECT count(*), max(id) FROM deleted"

@@ -38,16 +38,20 @@ impl Store {
         dry_run: bool,
     ) -> Result<TenantPurge, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM messages WHERE client = $1 ORDER BY id FOR UPDATE")
-                .bind(client)
-                .fetch_all(&mut *tx)
-                .await?;
+        // The idempotency records before the messages are read: an accept
+        // stores both in one transaction, so a message that stays (accepted
+        // after the read) keeps its record, and a retry of its request
+        // cannot make a second message.
         let idempotency_records = sqlx::query("DELETE FROM idempotency_records WHERE client = $1")
             .bind(client)
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM messages WHERE client = $1 ORDER BY id FOR UPDATE")
+                .bind(client)
+                .fetch_all(&mut *tx)
+                .await?;
         let mut delete = async |sql: &str| -> Result<u64, sqlx::Error> {
             Ok(sqlx::query(sql)
                 .bind(&ids)
@@ -62,10 +66,13 @@ impl Store {
         .await?;
         let status_callbacks =
             delete("DELETE FROM status_callbacks WHERE message_id = ANY($1)").await?;
+        // The messages before their timelines: each message's delete trigger
+        // reads its last counted event to take it out of the dashboard's
+        // status counts (dashboard_forget).
+        let messages = delete("DELETE FROM messages WHERE id = ANY($1)").await?;
         let message_events =
             delete("DELETE FROM message_events WHERE message_id = ANY($1)").await?;
         let webhook_events = delete("DELETE FROM webhook_inbox WHERE message_id = ANY($1)").await?;
-        let messages = delete("DELETE FROM messages WHERE id = ANY($1)").await?;
         if dry_run {
             tx.rollback().await?;
         } else {
