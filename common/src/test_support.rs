@@ -132,6 +132,18 @@ pub async fn updates_of(store: &Store, table: &str) -> (i64, i64) {
     .expect("read table statistics")
 }
 
+/// Timeline events whose message is gone. The writers keep this at zero,
+/// not a foreign key (migrations/20261214000001_timeline_keys_kept_by_writers.sql).
+pub async fn orphan_events(store: &Store) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM message_events e
+          WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = e.message_id)",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("count events without their message")
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let name = self.name.clone();

@@ -16,7 +16,7 @@ use common::store::{
     Acceptance, DEAD_LETTERED, NewMessage, StatusChange, Store, Submission, ThroughputMinute,
 };
 use common::telemetry::TraceContext;
-use common::test_support::TestDatabase;
+use common::test_support::{TestDatabase, orphan_events};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 
@@ -338,16 +338,12 @@ async fn the_rollup_is_count_star_after_a_mixed_workload() {
         differing, 0,
         "events whose client or previous status differs"
     );
-    // And every event has its message: the writers keep that, not a foreign
-    // key (migrations/20261214000001_timeline_keys_kept_by_writers.sql).
-    let orphans: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM message_events e
-          WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = e.message_id)",
-    )
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
-    assert_eq!(orphans, 0, "events without their message");
+    // And every event has its message.
+    assert_eq!(
+        orphan_events(store).await,
+        0,
+        "events without their message"
+    );
 }
 
 #[tokio::test]
