@@ -56,6 +56,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument::WithSubscriber;
 
+use crate::batches::in_batches;
 use crate::listen::listen;
 use crate::purge::{PURGE_INTERVAL, purge_and_log};
 
@@ -227,10 +228,17 @@ pub async fn process_due(
     Ok(claimed)
 }
 
+/// Housekeeping statements a pass runs at most, each (a backlog beyond is
+/// worked off over passes).
+const HOUSEKEEPING_CALLS: usize = 100;
+
 /// Re-checks unmatched events against new send records, and parks the ones
 /// that waited too long.
 pub async fn housekeeping(store: &Store, config: &Config) -> Result<(), sqlx::Error> {
-    let rematched = in_batches(|| store.rematch_inbox()).await?;
+    let rematched = in_batches(HOUSEKEEPING_CALLS, INBOX_HOUSEKEEPING_BATCH, || {
+        store.rematch_inbox()
+    })
+    .await?;
     if rematched > 0 {
         tracing::info!(
             events = rematched,
@@ -238,7 +246,10 @@ pub async fn housekeeping(store: &Store, config: &Config) -> Result<(), sqlx::Er
         );
     }
     let ttl = config.inbox.unmatched_ttl;
-    let expired = in_batches(|| store.expire_unmatched_inbox(ttl)).await?;
+    let expired = in_batches(HOUSEKEEPING_CALLS, INBOX_HOUSEKEEPING_BATCH, || {
+        store.expire_unmatched_inbox(ttl)
+    })
+    .await?;
     if expired > 0 {
         tracing::warn!(
             events = expired,
@@ -557,21 +568,4 @@ impl Report for StatusUpdate {
             ),
         }
     }
-}
-
-/// Runs a housekeeping statement again while it takes a whole batch, up to
-/// a hundred times a pass: a large backlog is worked off over passes.
-async fn in_batches<F>(mut step: impl FnMut() -> F) -> Result<u64, sqlx::Error>
-where
-    F: std::future::Future<Output = Result<u64, sqlx::Error>>,
-{
-    let mut total = 0;
-    for _ in 0..100 {
-        let taken = step().await?;
-        total += taken;
-        if taken < INBOX_HOUSEKEEPING_BATCH {
-            break;
-        }
-    }
-    Ok(total)
 }

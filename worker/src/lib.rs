@@ -3,6 +3,7 @@
 //! delivers status callbacks, and re-enqueues stalled messages.
 
 pub mod app;
+mod batches;
 pub mod callbacks;
 pub mod deliveries;
 pub mod forward;

@@ -2,10 +2,13 @@
 //! ten minutes, finished inbox events older than `INBOX_RETENTION_DAYS` and
 //! finished status callbacks older than `CALLBACK_RETENTION_DAYS`.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use common::config::Config;
 use common::store::{Purged, Store};
+
+use crate::batches::in_batches;
 
 /// How often a worker deletes finished rows past their retention.
 pub(crate) const PURGE_INTERVAL: Duration = Duration::from_secs(600);
@@ -43,16 +46,16 @@ async fn purge_table(
         return Ok(0);
     };
     let bound = store.purge_bound(purged, retention).await?;
-    let (mut total, mut after) = (0, 0);
-    for _ in 0..PURGE_MAX_CHUNKS {
-        let (deleted, last) = store.purge_chunk(purged, bound, after, PURGE_CHUNK).await?;
-        total += deleted;
-        after = last;
-        if deleted < PURGE_CHUNK as u64 {
-            break;
-        }
-    }
-    Ok(total)
+    // Where the last chunk ended, for the next to start after.
+    let after = &AtomicI64::new(0);
+    in_batches(PURGE_MAX_CHUNKS, PURGE_CHUNK as u64, move || async move {
+        let (deleted, last) = store
+            .purge_chunk(purged, bound, after.load(Ordering::Relaxed), PURGE_CHUNK)
+            .await?;
+        after.store(last, Ordering::Relaxed);
+        Ok(deleted)
+    })
+    .await
 }
 
 /// One [`purge`] pass, logged; a failed pass waits for the next one.

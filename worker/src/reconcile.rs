@@ -16,6 +16,8 @@ use common::queue::{SendJob, SendQueue};
 use common::store::{Store, Unsent};
 use tokio_util::sync::CancellationToken;
 
+use crate::batches::in_batches;
+
 /// Stalled messages handled per pass at most.
 const MAX_STALLED: i64 = 1000;
 /// Finished tasks removed per Redis call, and calls per pass at most.
@@ -67,33 +69,32 @@ pub async fn pass(
     queue: &SendQueue,
     reconcile_after: Duration,
 ) -> anyhow::Result<PassReport> {
-    let mut report = PassReport::default();
     // First free finished task ids, so that a stalled message whose first
     // task is long done can be enqueued under its id again.
-    for _ in 0..MAX_PRUNE_CALLS {
-        let pruned = queue.prune_done(PRUNE_BATCH).await? + queue.prune_dead(PRUNE_BATCH).await?;
-        report.pruned_tasks += pruned;
-        if pruned < PRUNE_BATCH {
-            break;
-        }
-    }
+    let pruned_tasks = in_batches(MAX_PRUNE_CALLS, PRUNE_BATCH, move || async move {
+        Ok::<_, anyhow::Error>(
+            queue.prune_done(PRUNE_BATCH).await? + queue.prune_dead(PRUNE_BATCH).await?,
+        )
+    })
+    .await?;
     let stalled = store.stalled_messages(reconcile_after, MAX_STALLED).await?;
+    let enqueued = stalled.len();
     if !stalled.is_empty() {
         let jobs: Vec<SendJob> = stalled.into_iter().map(Unsent::job).collect();
         for chunk in jobs.chunks(200) {
             queue.enqueue(chunk).await?;
         }
         tracing::info!(count = jobs.len(), "re-enqueued stalled messages");
-        report.enqueued = jobs.len();
     }
-    for _ in 0..MAX_PRUNE_CALLS {
-        let purged = store.purge_expired_idempotency(PRUNE_BATCH as i64).await?;
-        report.purged_idempotency += purged;
-        if purged < PRUNE_BATCH as u64 {
-            break;
-        }
-    }
-    Ok(report)
+    let purged_idempotency = in_batches(MAX_PRUNE_CALLS, PRUNE_BATCH as u64, || {
+        store.purge_expired_idempotency(PRUNE_BATCH as i64)
+    })
+    .await?;
+    Ok(PassReport {
+        enqueued,
+        pruned_tasks,
+        purged_idempotency,
+    })
 }
 
 /// Only one worker reconciles per interval: a lease in Redis that expires on its own.
