@@ -7,9 +7,10 @@
 //! - drops each week whose messages were all created more than
 //!   `MESSAGE_RETENTION_DAYS` ago, with their timelines and callbacks, as
 //!   whole tables (no row-by-row delete), unless a message in it is not yet
-//!   handed to Sent (`queued`, `scheduled`, `sending`) or changed status
-//!   since the cutoff without finishing (`accepted`, `sent`): such a week is
-//!   held, whole, until it has none, and reported (log and gauges).
+//!   handed to Sent (`queued`, `sending`, `scheduled` by the gateway) or
+//!   changed status since the cutoff without finishing (`accepted`,
+//!   `scheduled` by Sent, `sent`): such a week is held, whole, until it has
+//!   none, and reported (log and gauges).
 //!
 //! Workers take turns through an advisory lock. Neither creating nor
 //! dropping a week takes a lock an accept, a status change or a read waits
@@ -37,7 +38,8 @@ const RETRY_AFTER: Duration = Duration::from_secs(60);
 pub const PARTITIONS_DROPPED: &str = "worker_message_partitions_dropped_total";
 /// Weeks past retention kept because of the messages in them.
 pub const PARTITIONS_HELD: &str = "worker_message_partitions_held";
-/// The messages holding them, `{reason="unsent|recent"}`.
+/// The messages holding them, `{reason="unsent|recent"}` (recent ones are
+/// counted only in weeks no unsent message holds: see `Holders`).
 pub const PARTITIONS_HELD_MESSAGES: &str = "worker_message_partitions_held_messages";
 /// Weeks of partitions created after the current one.
 pub const PARTITIONS_AHEAD: &str = "worker_message_partitions_ahead";

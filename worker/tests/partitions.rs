@@ -210,7 +210,7 @@ async fn a_finished_week_goes_whole_and_an_unsent_message_holds_its_week() {
     let now = SystemTime::now();
 
     // This week: finished messages (one with a callback attempt), one Sent
-    // reported `sent` long ago; both go.
+    // reported `sent` long ago and one Sent `scheduled` (it has it); all go.
     let delivered = message_at(store, "a", now).await;
     through(store, delivered, MessageStatus::Delivered).await;
     let failed = message_at(store, "b", now).await;
@@ -222,6 +222,8 @@ async fn a_finished_week_goes_whole_and_an_unsent_message_holds_its_week() {
     .await;
     let stale = message_at(store, "b", now).await;
     through(store, stale, MessageStatus::Sent).await;
+    let scheduled_by_sent = message_at(store, "b", now).await;
+    through(store, scheduled_by_sent, MessageStatus::Scheduled).await;
     attempt_callbacks(store, delivered).await;
     // Two weeks on: a queued message, which holds its week, and a delivered one beside it.
     let queued = message_at(store, "a", now + 14 * DAY).await;
@@ -241,7 +243,7 @@ async fn a_finished_week_goes_whole_and_an_unsent_message_holds_its_week() {
     let later: DateTime<Utc> = (now + 130 * DAY).into();
     let report = retain(store, Some(RETENTION), later).await.unwrap();
 
-    for id in [delivered, failed, stale] {
+    for id in [delivered, failed, stale, scheduled_by_sent] {
         assert_eq!(rows_of(store, id).await, [0; 4], "{id} went with its week");
     }
     // The counts lost exactly the dropped messages, each in the status it
@@ -300,6 +302,8 @@ async fn a_recent_status_change_holds_a_week_and_no_retention_drops_nothing() {
     let now = SystemTime::now();
     let sent = message_at(store, "a", now).await;
     through(store, sent, MessageStatus::Sent).await;
+    let scheduled_by_sent = message_at(store, "a", now).await;
+    through(store, scheduled_by_sent, MessageStatus::Scheduled).await;
 
     // MESSAGE_RETENTION_DAYS=0 keeps everything.
     let far: DateTime<Utc> = (now + 400 * DAY).into();
@@ -310,24 +314,44 @@ async fn a_recent_status_change_holds_a_week_and_no_retention_drops_nothing() {
     );
     assert_eq!(rows_of(store, sent).await[0], 1);
 
-    // Sent reported `sent` after the cutoff: its week is held. (The pass
-    // runs 130 days on; the change is dated a day before that.)
+    // Sent reported `sent` and `scheduled` after the cutoff: their week is
+    // held. (The pass runs 130 days on; the changes are dated a day before
+    // that.)
     let later: DateTime<Utc> = (now + 130 * DAY).into();
-    sqlx::query("UPDATE messages SET updated_at = $2 WHERE id = $1")
-        .bind(sent.to_string())
+    sqlx::query("UPDATE messages SET updated_at = $2 WHERE id = ANY($1)")
+        .bind(vec![sent.to_string(), scheduled_by_sent.to_string()])
         .bind(later - chrono::Duration::days(1))
         .execute(store.pool())
         .await
         .unwrap();
     let report = retain(store, Some(RETENTION), later).await.unwrap();
+    let held: Vec<Holders> = report.held.iter().map(|(_, h)| *h).collect();
     assert!(
-        report
-            .held
-            .iter()
-            .any(|(_, h)| h.recent == 1 && h.unsent == 0),
+        held.contains(&Holders {
+            unsent: 0,
+            recent: 2
+        }),
         "{report:?}"
     );
     assert_eq!(rows_of(store, sent).await[0], 1);
+
+    // An unsent message beside them holds the week on its own: the recent
+    // changes are not counted (that would read the week whole each pass).
+    let queued = message_at(store, "a", now).await;
+    let report = retain(store, Some(RETENTION), later).await.unwrap();
+    let (_, holders) = report
+        .held
+        .iter()
+        .find(|(_, h)| h.unsent > 0)
+        .expect("held by the queued message");
+    assert_eq!(
+        *holders,
+        Holders {
+            unsent: 1,
+            recent: 0
+        }
+    );
+    assert_eq!(rows_of(store, queued).await[0], 1);
 }
 
 #[tokio::test]
