@@ -41,6 +41,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use common::config::Config;
@@ -151,12 +152,19 @@ async fn process_lane(
 }
 
 /// The unmatched re-check every `INBOX_REMATCH_INTERVAL_SECS`, and the purge
-/// every ten minutes (the first of each at start), until `shutdown`.
+/// every ten minutes (the first of each at start), until `shutdown`. The
+/// first re-check looks at every waiting event; each later one at those
+/// that started waiting since the previous successful one began, and
+/// [`REMATCH_MARGIN`] before.
 async fn housekeeping_loop(store: &Store, config: &Config, shutdown: &CancellationToken) {
     let mut next_purge = Instant::now();
+    let mut last_pass: Option<Instant> = None;
     while !shutdown.is_cancelled() {
-        if let Err(error) = housekeeping(store, config).await {
-            tracing::warn!(%error, "inbox housekeeping failed");
+        let started = Instant::now();
+        let lookback = last_pass.map(|at| at.elapsed() + REMATCH_MARGIN);
+        match housekeeping(store, config, lookback).await {
+            Ok(()) => last_pass = Some(started),
+            Err(error) => tracing::warn!(%error, "inbox housekeeping failed"),
         }
         if Instant::now() >= next_purge {
             purge_and_log(store, config).await;
@@ -232,11 +240,21 @@ pub async fn process_due(
 /// worked off over passes).
 const HOUSEKEEPING_CALLS: usize = 100;
 
-/// Re-checks unmatched events against new send records, and parks the ones
-/// that waited too long.
-pub async fn housekeeping(store: &Store, config: &Config) -> Result<(), sqlx::Error> {
+/// How far before the previous re-check a re-check looks: an event set
+/// waiting by a transaction that began then (its `now()`) and committed
+/// after that re-check read the queue. Transactions are far shorter.
+const REMATCH_MARGIN: Duration = Duration::from_secs(300);
+
+/// Re-checks unmatched events against new send records (those that started
+/// waiting within `lookback`, or all), and parks the ones that waited too
+/// long.
+pub async fn housekeeping(
+    store: &Store,
+    config: &Config,
+    lookback: Option<Duration>,
+) -> Result<(), sqlx::Error> {
     let rematched = in_batches(HOUSEKEEPING_CALLS, INBOX_HOUSEKEEPING_BATCH, || {
-        store.rematch_inbox()
+        store.rematch_inbox(lookback)
     })
     .await?;
     if rematched > 0 {

@@ -197,6 +197,59 @@ async fn unmatched_events_are_rechecked_periodically() {
 }
 
 #[tokio::test]
+async fn a_recheck_with_a_lookback_reads_only_events_that_started_waiting_since() {
+    let stack = Stack::start(&[]).await;
+    let pool = stack.store().pool();
+    pool.execute("ALTER TABLE messages DISABLE TRIGGER messages_provider_ids_rematch")
+        .await
+        .unwrap();
+    // Two events waiting for Sent ids: one for an hour, one for a minute.
+    for (sent_id, waited) in [("sent-hour", "1 hour"), ("sent-minute", "1 minute")] {
+        let body = json!({"n": sent_id});
+        sqlx::query(
+            "WITH event AS (
+               INSERT INTO webhook_inbox (provider, event_id, body, state, subject_id)
+               VALUES ('sent', $1, $2, 'unmatched', $1) RETURNING id)
+             INSERT INTO webhook_inbox_queue (id, waiting_for, next_attempt_at)
+             SELECT id, $1, now() - $3::interval FROM event",
+        )
+        .bind(sent_id)
+        .bind(serde_json::to_vec(&body).unwrap())
+        .bind(waited)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let id = stack.submit(API_KEY, None).await;
+    stack.accept(&id, &["sent-hour", "sent-minute"]).await;
+
+    let ten_minutes = std::time::Duration::from_secs(600);
+    assert_eq!(
+        stack
+            .store()
+            .rematch_inbox(Some(ten_minutes))
+            .await
+            .unwrap(),
+        1
+    );
+    let states: Vec<(String, String)> =
+        sqlx::query_as("SELECT event_id, state FROM webhook_inbox ORDER BY event_id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        states,
+        [
+            ("sent-hour".to_owned(), "unmatched".to_owned()),
+            ("sent-minute".to_owned(), "pending".to_owned())
+        ]
+    );
+    // A pass without a lookback (a worker's first) reads every waiting event.
+    assert_eq!(stack.store().rematch_inbox(None).await.unwrap(), 1);
+    assert_eq!(stack.store().rematch_inbox(None).await.unwrap(), 0);
+}
+
+#[tokio::test]
 async fn unmatched_events_are_parked_after_waiting_too_long() {
     let stack = Stack::start(&[
         ("INBOX_UNMATCHED_TTL_SECS", "1"),

@@ -392,20 +392,22 @@ impl Store {
     /// net behind the `messages_provider_ids_rematch` trigger), up to
     /// [`INBOX_HOUSEKEEPING_BATCH`] a call. Returns how many.
     ///
-    /// The waiting events are read in the waiting index's order, so that
-    /// Postgres reads that index (with no statistics of the queue yet, it
-    /// expects nearly every row to wait and would read the whole queue), and
-    /// those a status change is waking at that moment are skipped, not
-    /// waited for. One GIN probe per waiting event (`OFFSET 0` keeps the
-    /// subquery a probe, not a semi-join that may read every message).
-    pub async fn rematch_inbox(&self) -> Result<u64, sqlx::Error> {
+    /// With `lookback`, only events that started waiting that long ago or
+    /// later (`webhook_inbox_queue_waiting_since`): the trigger misses only
+    /// an event set waiting while its message's ids were being stored, so
+    /// the caller looks back past its previous pass, and everywhere once
+    /// (`None`) at start. Those a status change is waking at that moment are
+    /// skipped, not waited for. One GIN probe per event (`OFFSET 0` keeps
+    /// the subquery a probe, not a semi-join that may read every message).
+    pub async fn rematch_inbox(&self, lookback: Option<Duration>) -> Result<u64, sqlx::Error> {
         Ok(sqlx::query(
             "WITH found AS (
                SELECT id FROM webhook_inbox_queue q
                 WHERE waiting_for IS NOT NULL
+                  AND ($2::interval IS NULL OR next_attempt_at >= now() - $2::interval)
                   AND EXISTS (SELECT 1 FROM messages m WHERE m.provider_message_ids @> ARRAY[q.waiting_for]
                                                        AND cardinality(m.provider_message_ids) > 0 OFFSET 0)
-                ORDER BY waiting_for LIMIT $1 FOR UPDATE SKIP LOCKED
+                ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED
              ), woken AS (
                UPDATE webhook_inbox_queue SET waiting_for = NULL, next_attempt_at = now()
                 WHERE id = ANY (ARRAY(SELECT id FROM found))
@@ -414,21 +416,31 @@ impl Store {
              UPDATE webhook_inbox SET state = 'pending' WHERE id = ANY (ARRAY(SELECT id FROM woken))",
         )
         .bind(INBOX_HOUSEKEEPING_BATCH as i64)
+        .bind(lookback.map(interval))
         .execute(&self.pool)
         .await?
         .rows_affected())
     }
 
     /// Parks unmatched events received more than `max_wait` ago, up to
-    /// [`INBOX_HOUSEKEEPING_BATCH`] a call (read as [`Store::rematch_inbox`]
-    /// reads them): their send record is not coming. Returns how many.
+    /// [`INBOX_HOUSEKEEPING_BATCH`] a call: their send record is not coming.
+    /// Returns how many.
+    ///
+    /// A call looks at the oldest waiting events only (`head`, by id: inbox
+    /// ids grow with the time an event was received), not every waiting
+    /// event's inbox row: a pass costs a batch of probes however many events
+    /// wait. A full batch of expired events makes the caller call again.
     pub async fn expire_unmatched_inbox(&self, max_wait: Duration) -> Result<u64, sqlx::Error> {
         Ok(sqlx::query(
-            "WITH found AS (
-               SELECT id FROM webhook_inbox_queue q
+            "WITH head AS (
+               SELECT id, (SELECT received_at FROM webhook_inbox w WHERE w.id = q.id) < now() - $1::interval AS old
+                 FROM webhook_inbox_queue q
                 WHERE waiting_for IS NOT NULL
-                  AND (SELECT received_at FROM webhook_inbox w WHERE w.id = q.id) < now() - $1::interval
-                ORDER BY waiting_for LIMIT $2 FOR UPDATE SKIP LOCKED
+                ORDER BY id LIMIT $2
+             ), found AS (
+               SELECT id FROM webhook_inbox_queue
+                WHERE id = ANY (ARRAY(SELECT id FROM head WHERE old)) AND waiting_for IS NOT NULL
+                  FOR UPDATE SKIP LOCKED
              ), expired AS (
                DELETE FROM webhook_inbox_queue WHERE id = ANY (ARRAY(SELECT id FROM found)) RETURNING id
              )
@@ -502,6 +514,8 @@ impl Store {
 }
 
 /// A `Duration` as a Postgres interval (whole milliseconds).
+/// `d` as a Postgres interval, which counts microseconds (sqlx refuses a
+/// finer one).
 pub(super) fn interval(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(365))
+    i64::try_from(d.as_micros()).map_or(chrono::Duration::days(365), chrono::Duration::microseconds)
 }
