@@ -49,10 +49,11 @@ fresh_database
 # Waits until every message of `client` has left queued/sending (or $2 seconds pass).
 wait_done() {
   local deadline=$((SECONDS + $2))
-  # Through messages_unsent (no index names status): a count of every
-  # message took a tenth of Postgres' time in the drain it measures.
-  while [ "$(sql "SELECT count(*) FROM messages WHERE client = '$1' AND status IN ('queued', 'sending')
-                    AND accepted_at IS NULL AND failed_at IS NULL")" != 0 ]; do
+  # Whether one is left, through messages_unsent (no index names status): a
+  # count of every message took a tenth of Postgres' time in the drain it
+  # measures.
+  while [ "$(sql "SELECT EXISTS (SELECT 1 FROM messages WHERE client = '$1' AND status IN ('queued', 'sending')
+                    AND accepted_at IS NULL AND failed_at IS NULL)")" = t ]; do
     if [ $SECONDS -ge $deadline ]; then echo "messages of $1 still pending after $2 s" >&2; return; fi
     for i in "${!workers[@]}"; do
       if ! kill -0 "${workers[$i]}" 2>/dev/null; then
