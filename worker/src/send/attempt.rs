@@ -30,13 +30,14 @@ use tokio_util::sync::CancellationToken;
 pub const BUDGET_KEY: &str = "sent:outbound";
 /// Most writes of one kind in one group-commit statement.
 const MAX_COMMIT_BATCH: usize = 256;
-/// Group-commit statements of one kind in flight at once per worker. One:
-/// each statement is planned for its ids (about half a millisecond on
-/// partitioned `messages`, as much as it runs), so the larger batches of a
-/// single committer cost Postgres less per message than two committers
-/// running at once (a drain of 40,000: 2,486 accepted writes instead of
-/// 4,573, a fifth less Postgres CPU; the steady latency did not move).
-const COMMITTERS: usize = 1;
+/// Group-commit statements of one kind in flight at once per worker. Two:
+/// one committer makes batches twice as large (half the planning, a fifth
+/// less Postgres CPU in a drain of 40,000), but in the whole loop a batch
+/// waiting for a row an inbox apply holds stops every send of the worker
+/// behind it: with one, `bench/load.sh` answered sends at 10.5 and 11.0 ms
+/// p50 instead of 7.3 and 6.9, and took 9 and 64 s to settle instead of
+/// half a second.
+const COMMITTERS: usize = 2;
 /// Timeline source of everything this module records.
 const SOURCE: EventSource = EventSource::Worker;
 
