@@ -287,10 +287,11 @@ impl Store {
         // processed): then it goes back to pending. Only batches with such an
         // event name `messages`, which Postgres plans week by week.
         let state = if states.contains(&"unmatched") {
-            "CASE WHEN u.state = 'unmatched' AND EXISTS
-                       (SELECT 1 FROM messages m WHERE m.provider_message_ids @> ARRAY[u.subject]
-                                                     AND cardinality(m.provider_message_ids) > 0)
-                  THEN 'pending' ELSE u.state END"
+            &format!(
+                "CASE WHEN u.state = 'unmatched' AND EXISTS (SELECT 1 FROM messages WHERE {})
+                      THEN 'pending' ELSE u.state END",
+                carrying("u.subject")
+            )
         } else {
             "u.state"
         };
@@ -361,8 +362,6 @@ impl Store {
     /// `messages` not yet analyzed, Postgres chose to read every message
     /// once and test it against every id (44 ms for 100 ids at 3,000
     /// messages, and growing with the table; 0.7 ms as probes).
-    /// `cardinality(...) > 0` is the index's condition (it leaves out the
-    /// empty arrays of messages Sent has not answered for yet).
     pub async fn messages_by_provider_ids(
         &self,
         provider_ids: &[&str],
@@ -371,13 +370,12 @@ impl Store {
         if provider_ids.is_empty() {
             return Ok(found);
         }
-        let rows: Vec<(String, MessageId, Option<Json<TraceContext>>)> = sqlx::query_as(
+        let rows: Vec<(String, MessageId, Option<Json<TraceContext>>)> = sqlx::query_as(&format!(
             "SELECT p.id, m.id, m.trace_context FROM unnest($1::text[]) AS p(id)
-               CROSS JOIN LATERAL (SELECT id, trace_context FROM messages
-                                    WHERE provider_message_ids @> ARRAY[p.id]
-                                      AND cardinality(provider_message_ids) > 0 OFFSET 0) m
+               CROSS JOIN LATERAL (SELECT id, trace_context FROM messages WHERE {} OFFSET 0) m
               ORDER BY p.id, m.id",
-        )
+            carrying("p.id")
+        ))
         .bind(provider_ids)
         .fetch_all(&self.pool)
         .await?;
@@ -400,13 +398,12 @@ impl Store {
     /// skipped, not waited for. One GIN probe per event (`OFFSET 0` keeps
     /// the subquery a probe, not a semi-join that may read every message).
     pub async fn rematch_inbox(&self, lookback: Option<Duration>) -> Result<u64, sqlx::Error> {
-        Ok(sqlx::query(
+        Ok(sqlx::query(&format!(
             "WITH found AS (
                SELECT id FROM webhook_inbox_queue q
                 WHERE waiting_for IS NOT NULL
                   AND ($2::interval IS NULL OR next_attempt_at >= now() - $2::interval)
-                  AND EXISTS (SELECT 1 FROM messages m WHERE m.provider_message_ids @> ARRAY[q.waiting_for]
-                                                       AND cardinality(m.provider_message_ids) > 0 OFFSET 0)
+                  AND EXISTS (SELECT 1 FROM messages WHERE {} OFFSET 0)
                 ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED
              ), woken AS (
                UPDATE webhook_inbox_queue SET waiting_for = NULL, next_attempt_at = now()
@@ -414,7 +411,8 @@ impl Store {
                RETURNING id
              )
              UPDATE webhook_inbox SET state = 'pending' WHERE id = ANY (ARRAY(SELECT id FROM woken))",
-        )
+            carrying("q.waiting_for")
+        ))
         .bind(INBOX_HOUSEKEEPING_BATCH as i64)
         .bind(lookback.map(interval))
         .execute(&self.pool)
@@ -513,7 +511,13 @@ impl Store {
     }
 }
 
-/// A `Duration` as a Postgres interval (whole milliseconds).
+/// The condition of a message carrying Sent's id `sent_id` (an SQL
+/// expression), as a probe of the GIN index `messages_provider_ids`: its
+/// `cardinality` condition leaves out the messages Sent has not answered for.
+fn carrying(sent_id: &str) -> String {
+    format!("provider_message_ids @> ARRAY[{sent_id}] AND cardinality(provider_message_ids) > 0")
+}
+
 /// `d` as a Postgres interval, which counts microseconds (sqlx refuses a
 /// finer one).
 pub(super) fn interval(d: Duration) -> chrono::Duration {
