@@ -5,21 +5,6 @@
 -- a drain of 40,000 messages (a sixth of Postgres' time there), for 0.15 s
 -- of running. Its plan is the same whatever the ids (a probe of the waiting
 -- index, then of the inbox's key), so the function keeps the plan it made
--- first in each session. Same body as in 20261214000000_inbox_queue_apart.
-CREATE OR REPLACE FUNCTION webhook_inbox_rematch() RETURNS trigger
-LANGUAGE plpgsql
-SET plan_cache_mode = force_generic_plan
-AS $$
-BEGIN
-  WITH woken AS (
-    UPDATE webhook_inbox_queue SET waiting_for = NULL, next_attempt_at = now()
-     WHERE waiting_for = ANY (NEW.provider_message_ids)
-    RETURNING id
-  )
-  UPDATE webhook_inbox SET state = 'pending' WHERE id = ANY (ARRAY(SELECT id FROM woken));
-  IF FOUND THEN
-    PERFORM pg_notify('webhook_inbox', '');
-  END IF;
-  RETURN NULL;
-END
-$$;
+-- first in each session. A later CREATE OR REPLACE of the function must
+-- say this again: it replaces the function's settings too.
+ALTER FUNCTION webhook_inbox_rematch() SET plan_cache_mode = force_generic_plan;
