@@ -53,7 +53,7 @@ wait_done() {
   # count of every message took a tenth of Postgres' time in the drain it
   # measures.
   while [ "$(sql "SELECT EXISTS (SELECT 1 FROM messages WHERE client = '$1' AND status IN ('queued', 'sending')
-                    AND accepted_at IS NULL AND failed_at IS NULL)")" = t ]; do
+                    AND accepted_at IS NULL AND failed_at IS NULL)")" != f ]; do
     if [ $SECONDS -ge $deadline ]; then echo "messages of $1 still pending after $2 s" >&2; return; fi
     for i in "${!workers[@]}"; do
       if ! kill -0 "${workers[$i]}" 2>/dev/null; then

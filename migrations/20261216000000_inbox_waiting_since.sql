@@ -8,8 +8,9 @@
 -- `next_attempt_at` is when an event started waiting (the finish that sets
 -- `waiting_for` sets it to now()).
 --
--- The build locks the queue against writes (stores and finishes of webhook
--- events wait) for as long as it reads the queue: only events with work
--- left are in it, so at most a day's unmatched events.
+-- The build takes a SHARE lock on the queue for as long as it reads it:
+-- storing a webhook event, the inbox's claims and finishes, and acceptances
+-- (their trigger wakes waiting events) wait. The queue holds only events with
+-- work left (the backlog and the waiting ones): 56 ms at 200,000 rows here.
 CREATE INDEX webhook_inbox_queue_waiting_since ON webhook_inbox_queue (next_attempt_at)
     WHERE waiting_for IS NOT NULL;

@@ -250,6 +250,39 @@ async fn a_recheck_with_a_lookback_reads_only_events_that_started_waiting_since(
 }
 
 #[tokio::test]
+async fn a_queue_row_without_its_event_does_not_stop_the_expiry() {
+    let stack = Stack::start(&[]).await;
+    let pool = stack.store().pool();
+    // A thousand orphans at the head of the queue (their events deleted by
+    // hand), then an event that waited two days.
+    pool.execute(
+        "INSERT INTO webhook_inbox_queue (id, waiting_for)
+         SELECT -i, 'gone-' || i FROM generate_series(1, 1000) i",
+    )
+    .await
+    .unwrap();
+    sqlx::query(
+        "WITH event AS (
+           INSERT INTO webhook_inbox (provider, event_id, body, state, subject_id, received_at)
+           VALUES ('sent', 'old', '{}', 'unmatched', 'sent-old', now() - interval '2 days') RETURNING id)
+         INSERT INTO webhook_inbox_queue (id, waiting_for) SELECT id, 'sent-old' FROM event",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let day = std::time::Duration::from_secs(86_400);
+    while stack.store().expire_unmatched_inbox(day).await.unwrap() == 0 {
+        let (left,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM webhook_inbox_queue WHERE id < 0")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert_eq!(left, 0, "the orphans stay in the queue");
+    }
+    stack.wait_inbox_state("old", "parked").await;
+}
+
+#[tokio::test]
 async fn unmatched_events_are_parked_after_waiting_too_long() {
     let stack = Stack::start(&[
         ("INBOX_UNMATCHED_TTL_SECS", "1"),

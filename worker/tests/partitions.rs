@@ -355,6 +355,33 @@ async fn a_recent_status_change_holds_a_week_and_no_retention_drops_nothing() {
 }
 
 #[tokio::test]
+async fn a_redriven_message_that_sent_had_taken_holds_its_week() {
+    let db = TestDatabase::new().await;
+    let store = &db.store;
+    store.ensure_message_partitions().await.unwrap();
+    let now = SystemTime::now();
+    let id = message_at(store, "a", now).await;
+    // A duplicate job's acceptance lands just before the dead-letter; an
+    // operator re-drives the message: it is queued again, not yet with Sent.
+    move_to(
+        store,
+        id,
+        &[MessageStatus::Sending, MessageStatus::Accepted],
+    )
+    .await;
+    let mut change = StatusChange::new(MessageStatus::Failed, EventSource::Worker);
+    change.event = Some(common::store::DEAD_LETTERED);
+    assert!(store.dead_letter(id, &change).await.unwrap());
+    let (redriven, refused) = store.redrive(Some(&[id.to_string()]), None).await.unwrap();
+    assert_eq!((redriven.len(), refused.len()), (1, 0));
+
+    let later: DateTime<Utc> = (now + 130 * DAY).into();
+    let report = retain(store, Some(RETENTION), later).await.unwrap();
+    assert!(report.held.iter().any(|(_, h)| h.unsent == 1), "{report:?}");
+    assert_eq!(rows_of(store, id).await[0], 1);
+}
+
+#[tokio::test]
 async fn the_upgrade_moves_existing_rows_into_the_partitioned_layout() {
     let (name, url) = empty_database().await;
     let before = Migrator {

@@ -427,11 +427,13 @@ impl Store {
     /// A call looks at the oldest waiting events only (`head`, by id: inbox
     /// ids grow with the time an event was received), not every waiting
     /// event's inbox row: a pass costs a batch of probes however many events
-    /// wait. A full batch of expired events makes the caller call again.
+    /// wait. A full batch of expired events makes the caller call again. A
+    /// queue row left without its event (deleted by hand) goes too.
     pub async fn expire_unmatched_inbox(&self, max_wait: Duration) -> Result<u64, sqlx::Error> {
         Ok(sqlx::query(
             "WITH head AS (
-               SELECT id, (SELECT received_at FROM webhook_inbox w WHERE w.id = q.id) < now() - $1::interval AS old
+               SELECT id, coalesce((SELECT received_at FROM webhook_inbox w WHERE w.id = q.id) < now() - $1::interval,
+                                   true) AS old
                  FROM webhook_inbox_queue q
                 WHERE waiting_for IS NOT NULL
                 ORDER BY id LIMIT $2

@@ -529,6 +529,9 @@ impl Store {
 
     /// Puts dead-lettered messages (all, or the given ids) back to `queued`.
     /// The one deliberate backwards move, made by an operator and recorded.
+    /// `accepted_at` goes with `failed_at` (a duplicate job's acceptance can
+    /// land just before a dead-letter): the reconciler and retention find
+    /// the messages Sent does not have by both being unset.
     ///
     /// With `first_attempt_after`, a message whose first attempt is older is
     /// left alone and returned as refused: Sent may have taken that attempt
@@ -548,7 +551,7 @@ impl Store {
                   FOR UPDATE
              ), redriven AS (
                UPDATE messages m
-                  SET status = 'queued', dead_lettered_at = NULL, failed_at = NULL, attempts = 0,
+                  SET status = 'queued', dead_lettered_at = NULL, failed_at = NULL, accepted_at = NULL, attempts = 0,
                       next_attempt_at = NULL, updated_at = now()
                  FROM chosen c
                 WHERE m.id = c.id AND c.safe
