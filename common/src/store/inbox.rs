@@ -393,8 +393,8 @@ impl Store {
     /// With `lookback`, only events that started waiting that long ago or
     /// later (`webhook_inbox_queue_waiting_since`): the trigger misses only
     /// an event set waiting while its message's ids were being stored, so
-    /// the caller looks back past its previous pass, and everywhere once
-    /// (`None`) at start. Those a status change is waking at that moment are
+    /// the caller looks back past its previous pass, and everywhere
+    /// (`None`) at start and every few minutes. Those a status change is waking at that moment are
     /// skipped, not waited for. One GIN probe per event (`OFFSET 0` keeps
     /// the subquery a probe, not a semi-join that may read every message).
     pub async fn rematch_inbox(&self, lookback: Option<Duration>) -> Result<u64, sqlx::Error> {
