@@ -50,7 +50,7 @@ fresh_database
 wait_done() {
   local deadline=$((SECONDS + $2))
   # Whether one is left, through messages_unsent (no index names status): a
-  # count of every message took a tenth of Postgres' time in the drain it
+  # count of every message took a sixth of Postgres' time in the drain it
   # measures.
   while [ "$(sql "SELECT EXISTS (SELECT 1 FROM messages WHERE client = '$1' AND status IN ('queued', 'sending')
                     AND accepted_at IS NULL AND failed_at IS NULL)")" != f ]; do
