@@ -154,24 +154,18 @@ async fn process_lane(
 /// The unmatched re-check every `INBOX_REMATCH_INTERVAL_SECS`, and the purge
 /// every ten minutes (the first of each at start), until `shutdown`. A
 /// re-check looks at the events that started waiting since the previous
-/// complete one began, and [`REMATCH_MARGIN`] before; at start and every
-/// [`FULL_RECHECK_INTERVAL`], at every waiting event.
+/// complete one began, and [`REMATCH_MARGIN`] before; the one a purge
+/// follows (at start, then every ten minutes) at every waiting event.
 async fn housekeeping_loop(store: &Store, config: &Config, shutdown: &CancellationToken) {
     let mut next_purge = Instant::now();
-    let mut next_full = Instant::now();
     let mut last_pass: Option<Instant> = None;
     while !shutdown.is_cancelled() {
         let started = Instant::now();
         let lookback = last_pass
-            .filter(|_| started < next_full)
+            .filter(|_| started < next_purge)
             .map(|at| at.elapsed() + REMATCH_MARGIN);
         match housekeeping(store, config, lookback).await {
-            Ok(true) => {
-                last_pass = Some(started);
-                if lookback.is_none() {
-                    next_full = started + FULL_RECHECK_INTERVAL;
-                }
-            }
+            Ok(true) => last_pass = Some(started),
             // Stopped at its limit: the next pass looks back as far again.
             Ok(false) => {}
             Err(error) => tracing::warn!(%error, "inbox housekeeping failed"),
@@ -252,12 +246,10 @@ const HOUSEKEEPING_CALLS: usize = 100;
 
 /// How far before the previous re-check a re-check looks: an event set
 /// waiting by a transaction that began then (its `now()`) and committed
-/// after that re-check read the queue. Transactions are far shorter.
+/// after that re-check read the queue. Transactions are far shorter; the
+/// full re-check with each purge covers an acceptance that committed later
+/// still (or a jump of Postgres' clock): 0.5 s at 100,000 waiting events.
 const REMATCH_MARGIN: Duration = Duration::from_secs(300);
-/// How often a re-check reads every waiting event all the same, in case an
-/// acceptance committed later than [`REMATCH_MARGIN`] after its trigger ran
-/// (or Postgres' clock jumped): 0.5 s at 100,000 waiting events.
-const FULL_RECHECK_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Re-checks unmatched events against new send records (those that started
 /// waiting within `lookback`, or all), and parks the ones that waited too

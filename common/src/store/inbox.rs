@@ -394,8 +394,8 @@ impl Store {
     /// later (`webhook_inbox_queue_waiting_since`): the trigger misses only
     /// an event set waiting while its message's ids were being stored, so
     /// the caller looks back past its previous pass, and everywhere
-    /// (`None`) at start and every few minutes. Those a status change is waking at that moment are
-    /// skipped, not waited for. One GIN probe per event (`OFFSET 0` keeps
+    /// (`None`) at start and every ten minutes. Those a status change is
+    /// waking at that moment are skipped, not waited for. One GIN probe per event (`OFFSET 0` keeps
     /// the subquery a probe, not a semi-join that may read every message).
     pub async fn rematch_inbox(&self, lookback: Option<Duration>) -> Result<u64, sqlx::Error> {
         Ok(sqlx::query(&format!(

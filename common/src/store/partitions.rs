@@ -82,9 +82,9 @@ pub enum Retirement {
 /// message is in `messages_unsent` (`accepted_at IS NULL AND failed_at IS
 /// NULL`, which `status` implies: the reconciler reads it the same way, and
 /// a re-drive clears both), so a week held by a stuck message costs a probe
-/// of that small index each pass. Only a week with no unsent message is read whole,
-/// for its recent changes: when it is about to be dropped, or while a late
-/// status change holds it. (The `CASE` runs that scan only then.)
+/// of that small index each pass. Only a week with no unsent message is
+/// read whole, for its recent changes: when it is about to be dropped, or
+/// while a late status change holds it. (The `CASE` runs that scan only then.)
 const HOLDERS: &str = "WITH unsent AS (
                          SELECT count(*) AS n FROM {messages}
                           WHERE accepted_at IS NULL AND failed_at IS NULL
