@@ -172,13 +172,6 @@ async fn unknown_message_id_is_matched_when_the_send_record_appears() {
 #[tokio::test]
 async fn unmatched_events_are_rechecked_periodically() {
     let stack = Stack::start(&[("INBOX_REMATCH_INTERVAL_SECS", "1")]).await;
-    // Without the trigger, only the periodic re-check can find the message.
-    stack
-        .store()
-        .pool()
-        .execute("ALTER TABLE messages DISABLE TRIGGER messages_provider_ids_rematch")
-        .await
-        .unwrap();
     stack.start_inbox();
     assert_eq!(
         stack
@@ -191,7 +184,8 @@ async fn unmatched_events_are_rechecked_periodically() {
     );
     stack.wait_inbox_state("late", "unmatched").await;
     let id = stack.submit(API_KEY, None).await;
-    stack.accept(&id, &["sent-late"]).await;
+    // Without the acceptance's wake, only the periodic re-check can find it.
+    stack.accept_unwoken(&id, &["sent-late"]).await;
     stack.wait_inbox_state("late", "processed").await;
     assert_eq!(stack.message(&id).await.status, MessageStatus::Sent);
 }
@@ -200,9 +194,6 @@ async fn unmatched_events_are_rechecked_periodically() {
 async fn a_recheck_with_a_lookback_reads_only_events_that_started_waiting_since() {
     let stack = Stack::start(&[]).await;
     let pool = stack.store().pool();
-    pool.execute("ALTER TABLE messages DISABLE TRIGGER messages_provider_ids_rematch")
-        .await
-        .unwrap();
     // Two events waiting for Sent ids: one for an hour, one for a minute.
     for (sent_id, waited) in [("sent-hour", "1 hour"), ("sent-minute", "1 minute")] {
         let body = json!({"n": sent_id});
@@ -221,7 +212,9 @@ async fn a_recheck_with_a_lookback_reads_only_events_that_started_waiting_since(
         .unwrap();
     }
     let id = stack.submit(API_KEY, None).await;
-    stack.accept(&id, &["sent-hour", "sent-minute"]).await;
+    stack
+        .accept_unwoken(&id, &["sent-hour", "sent-minute"])
+        .await;
 
     let ten_minutes = std::time::Duration::from_secs(600);
     assert_eq!(
@@ -538,7 +531,8 @@ async fn notifications_wake_the_worker_without_polling() {
         assert_eq!(stack.post_sent(&body, &format!("n{k}")).await, 200);
         stack.wait_inbox_state(&format!("n{k}"), "processed").await;
     }
-    // An unmatched event is woken by the send record (trigger + notification).
+    // An unmatched event is woken by the send record (its statement wakes it and
+    // notifies).
     assert_eq!(
         stack
             .post_sent(

@@ -283,9 +283,10 @@ impl Store {
             messages.push(message);
         }
         // An event found no message, but the message's ids may have been
-        // stored since (the rematch trigger skips events still being
-        // processed): then it goes back to pending. Only batches with such an
-        // event name `messages`, which Postgres plans week by week.
+        // stored since (an acceptance wakes only the events already waiting,
+        // not those being processed): then it goes back to pending. Only
+        // batches with such an event name `messages`, which Postgres plans
+        // week by week.
         let state = if states.contains(&"unmatched") {
             &format!(
                 "CASE WHEN u.state = 'unmatched' AND EXISTS (SELECT 1 FROM messages WHERE {})
@@ -387,37 +388,34 @@ impl Store {
     }
 
     /// Makes unmatched events whose message now exists due again (the safety
-    /// net behind the `messages_provider_ids_rematch` trigger), up to
-    /// [`INBOX_HOUSEKEEPING_BATCH`] a call. Returns how many.
+    /// net behind the wake of [`Store::record_accepted_many`]), up to
+    /// [`INBOX_HOUSEKEEPING_BATCH`] a call, and wakes the workers when it
+    /// found any (`webhook_inbox_wake`, migrations/20261217000000). Returns
+    /// how many.
     ///
     /// With `lookback`, only events that started waiting that long ago or
-    /// later (`webhook_inbox_queue_waiting_since`): the trigger misses only
-    /// an event set waiting while its message's ids were being stored, so
-    /// the caller looks back past its previous pass, and everywhere
-    /// (`None`) at start and every ten minutes. Those a status change is
-    /// waking at that moment are skipped, not waited for. One GIN probe per event (`OFFSET 0` keeps
-    /// the subquery a probe, not a semi-join that may read every message).
+    /// later (`webhook_inbox_queue_waiting_since`): the acceptance misses
+    /// only an event set waiting while its message's ids were being stored,
+    /// so the caller looks back past its previous pass, and everywhere
+    /// (`None`) at start and every ten minutes. Those an acceptance is
+    /// waking at that moment are skipped, not waited for. One GIN probe per
+    /// event (`OFFSET 0` keeps the subquery a probe, not a semi-join that
+    /// may read every message).
     pub async fn rematch_inbox(&self, lookback: Option<Duration>) -> Result<u64, sqlx::Error> {
-        Ok(sqlx::query(&format!(
-            "WITH found AS (
+        let woken: i64 = sqlx::query_scalar(&format!(
+            "SELECT webhook_inbox_wake(ARRAY(
                SELECT id FROM webhook_inbox_queue q
                 WHERE waiting_for IS NOT NULL
                   AND ($2::interval IS NULL OR next_attempt_at >= now() - $2::interval)
                   AND EXISTS (SELECT 1 FROM messages WHERE {} OFFSET 0)
-                ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED
-             ), woken AS (
-               UPDATE webhook_inbox_queue SET waiting_for = NULL, next_attempt_at = now()
-                WHERE id = ANY (ARRAY(SELECT id FROM found))
-               RETURNING id
-             )
-             UPDATE webhook_inbox SET state = 'pending' WHERE id = ANY (ARRAY(SELECT id FROM woken))",
+                ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED))",
             carrying("q.waiting_for")
         ))
         .bind(INBOX_HOUSEKEEPING_BATCH as i64)
         .bind(lookback.map(interval))
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(woken as u64)
     }
 
     /// Parks unmatched events received more than `max_wait` ago, up to

@@ -295,7 +295,18 @@ impl Store {
     /// returns its `prev` row with the callback URL, so the callback needs no
     /// join.
     async fn apply_distinct(&self, rows: &[&ChangeRow<'_>]) -> Result<Vec<bool>, sqlx::Error> {
-        let found: Vec<(MessageId, bool)> = sqlx::query_as(
+        // Webhook events that arrived before the Sent ids stored here wait
+        // for them in the inbox's queue: the same statement makes them due,
+        // once (an uncorrelated subquery runs once), and only a batch with an
+        // acceptance has it (migrations/20261217000000).
+        let wake = if rows.iter().any(|r| r.provider_ids.is_some()) {
+            "(SELECT webhook_inbox_wake(ARRAY(
+                SELECT q.id FROM webhook_inbox_queue q
+                 WHERE q.waiting_for = ANY (ARRAY(SELECT unnest(provider_ids) FROM updated)))))"
+        } else {
+            "0::bigint"
+        };
+        let found: Vec<(MessageId, bool, i64)> = sqlx::query_as(&format!(
             "WITH input AS (
                SELECT u.*, CASE WHEN u.provider_json IS NOT NULL
                                 THEN ARRAY(SELECT jsonb_array_elements_text(u.provider_json)) END AS provider_ids
@@ -350,8 +361,8 @@ impl Store {
                  FROM updated
                 WHERE advance AND callback_url IS NOT NULL
              )
-             SELECT id, advance FROM prev",
-        )
+             SELECT id, advance, {wake} FROM prev"
+        ))
         .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.change.status).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.change.source).collect::<Vec<_>>())
@@ -365,7 +376,10 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         // A message that does not exist is not in the answer: nothing applied.
-        let applied: HashMap<MessageId, bool> = found.into_iter().collect();
+        let applied: HashMap<MessageId, bool> = found
+            .into_iter()
+            .map(|(id, advance, _)| (id, advance))
+            .collect();
         Ok(rows
             .iter()
             .map(|r| applied.get(&r.id).copied().unwrap_or(false))

@@ -147,6 +147,22 @@ impl Stack {
             .unwrap();
     }
 
+    /// Stores Sent's ids the way an acceptance that woke no waiting event
+    /// would (a worker of the release before the wake, during an upgrade):
+    /// only the periodic re-check can find the events waiting for them.
+    pub async fn accept_unwoken(&self, id: &str, sent_ids: &[&str]) {
+        sqlx::query(
+            "UPDATE messages SET status = 'accepted', accepted_at = now(), updated_at = now(),
+                    provider_message_ids = $2, provider_message_id = $2[1]
+              WHERE id = $1",
+        )
+        .bind(id)
+        .bind(sent_ids)
+        .execute(self.store().pool())
+        .await
+        .unwrap();
+    }
+
     /// POSTs a Sent event, signed as Sent signs it; returns the HTTP status.
     pub async fn post_sent(&self, body: &Value, event_id: &str) -> reqwest::StatusCode {
         let body = serde_json::to_vec(body).unwrap();
