@@ -53,7 +53,8 @@ wait_done() {
   # count of every message took a sixth of Postgres' time in the drain it
   # measures. Once a second: the rate is read from Postgres' timestamps, not
   # from when this loop sees the end, and a psql every 0.2 s took 7% of the
-  # machine's CPU in the drain (perf, 2026-12-04).
+  # machine's CPU in the drain (perf, 2026-12-04). The drain's CPU seconds
+  # below may then count up to a second of idle after its end.
   while [ "$(sql "SELECT EXISTS (SELECT 1 FROM messages WHERE client = '$1' AND status IN ('queued', 'sending')
                     AND accepted_at IS NULL AND failed_at IS NULL)")" != f ]; do
     if [ $SECONDS -ge $deadline ]; then echo "messages of $1 still pending after $2 s" >&2; return; fi

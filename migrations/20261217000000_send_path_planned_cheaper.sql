@@ -23,30 +23,34 @@ $$;
 --    (common/src/store/messages.rs, `apply_distinct`), where the trigger
 --    ran a plpgsql function, with a setting to switch, for every message
 --    sent (4% of Postgres' CPU in the drain). A worker of the previous
---    release that is still running during an upgrade stores ids without
---    waking: its events wait for the periodic re-check (at most
---    INBOX_REMATCH_INTERVAL_SECS), and none is lost.
+--    release still running during an upgrade stores ids without waking:
+--    the periodic re-check finds those events, within
+--    INBOX_REMATCH_INTERVAL_SECS when they started waiting in the last five
+--    minutes, within ten minutes (the full re-check) otherwise. None is lost.
 DROP TRIGGER messages_provider_ids_rematch ON messages;
 DROP FUNCTION webhook_inbox_rematch();
 
 -- What the trigger did, for the acceptance and the periodic re-check
--- (Store::rematch_inbox) alike: the queue rows `queued` of events still
--- waiting become due now, their events `pending`, and the workers are
--- woken. Returns how many. The events are named as an array, so that their
--- update is a probe of the key: planned as a semi-join against the woken
--- rows, whose number Postgres cannot know, the update read the whole inbox
--- (bench/wal.sh with auto_explain: 18 ms an acceptance at 12,000 events).
--- Its plans are the same whatever the ids, and kept for the session
--- (migration 20261216000001 says why that matters under the database's
+-- (Store::rematch_inbox) alike: the events waiting for any of `sent_ids`
+-- become due now and `pending`, and the workers are woken. Returns how
+-- many. Its own statement takes a snapshot of its own, when called, so an
+-- event that an inbox worker set waiting while the caller ran is woken too
+-- (the trigger ran at the end of its statement for the same reason). The
+-- events are named as an array, so that their update is a probe of the
+-- key: planned as a semi-join against the woken rows, whose number
+-- Postgres cannot know, the update read the whole inbox (bench/wal.sh with
+-- auto_explain: 18 ms an acceptance at 12,000 events). Its plans are the
+-- same whatever the ids, and kept for the session (migration
+-- 20261216000001 says why that matters under the database's
 -- force_custom_plan).
-CREATE FUNCTION webhook_inbox_wake(queued bigint[]) RETURNS bigint
+CREATE FUNCTION webhook_inbox_wake(sent_ids text[]) RETURNS bigint
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
   woken bigint;
 BEGIN
   WITH due AS (
     UPDATE webhook_inbox_queue SET waiting_for = NULL, next_attempt_at = now()
-     WHERE id = ANY (queued) AND waiting_for IS NOT NULL
+     WHERE waiting_for = ANY (sent_ids)
     RETURNING id
   )
   UPDATE webhook_inbox SET state = 'pending' WHERE id = ANY (ARRAY(SELECT id FROM due));

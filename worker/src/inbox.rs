@@ -12,8 +12,9 @@
 //! changes happened at Sent): every event lands in the message's timeline,
 //! but the status only ever moves forward, so events may arrive in any order.
 //! An event for a Sent id no message carries yet waits as `unmatched` until
-//! the send record appears (a trigger on `messages` makes it due again; a
-//! periodic re-check backs that up), for at most `INBOX_UNMATCHED_TTL_SECS`.
+//! the send record appears (the statement that stores its Sent ids makes it
+//! due again; a periodic re-check backs that up), for at most
+//! `INBOX_UNMATCHED_TTL_SECS`.
 //! Failed processing is retried with exponential backoff and, after
 //! `INBOX_MAX_ATTEMPTS`, parked with its error (`worker inbox-redrive` puts
 //! parked events back); a batch the database refuses is applied event by

@@ -190,6 +190,70 @@ async fn unmatched_events_are_rechecked_periodically() {
     assert_eq!(stack.message(&id).await.status, MessageStatus::Sent);
 }
 
+/// One acceptance batch of several messages wakes, in the statement that
+/// stores their Sent ids, every event waiting for any of them: a message
+/// already further along included (its ids are stored again), and no other.
+#[tokio::test]
+async fn an_acceptance_batch_wakes_the_events_waiting_for_its_sent_ids() {
+    use common::store::{Acceptance, StatusChange};
+
+    let stack = Stack::start(&[]).await;
+    let pool = stack.store().pool();
+    for sent_id in ["sent-a1", "sent-a2", "sent-b", "sent-other"] {
+        sqlx::query(
+            "WITH event AS (
+               INSERT INTO webhook_inbox (provider, event_id, body, state, subject_id)
+               VALUES ('sent', $1, convert_to($1, 'UTF8'), 'unmatched', $1) RETURNING id)
+             INSERT INTO webhook_inbox_queue (id, waiting_for) SELECT id, $1 FROM event",
+        )
+        .bind(sent_id)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let a = stack.submit(API_KEY, None).await.parse().unwrap();
+    let b = stack.submit(API_KEY, None).await.parse().unwrap();
+    let change = |status| StatusChange::new(status, EventSource::Worker);
+    stack
+        .store()
+        .change_status(b, &change(MessageStatus::Delivered))
+        .await
+        .unwrap();
+    let acceptance = |id, sent_ids: &[&str]| Acceptance {
+        id,
+        provider_ids: sent_ids.iter().map(|s| s.to_string()).collect(),
+        change: change(MessageStatus::Accepted),
+    };
+    stack
+        .store()
+        .record_accepted_many(&[
+            acceptance(a, &["sent-a1", "sent-a2"]),
+            acceptance(b, &["sent-b"]),
+        ])
+        .await
+        .unwrap();
+
+    let states: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT w.event_id, w.state, q.waiting_for
+           FROM webhook_inbox w JOIN webhook_inbox_queue q USING (id) ORDER BY w.event_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let state = |id: &str, state: &str, waiting: Option<&str>| {
+        (id.to_owned(), state.to_owned(), waiting.map(str::to_owned))
+    };
+    assert_eq!(
+        states,
+        [
+            state("sent-a1", "pending", None),
+            state("sent-a2", "pending", None),
+            state("sent-b", "pending", None),
+            state("sent-other", "unmatched", Some("sent-other")),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_recheck_with_a_lookback_reads_only_events_that_started_waiting_since() {
     let stack = Stack::start(&[]).await;

@@ -283,8 +283,9 @@ impl Store {
             messages.push(message);
         }
         // An event found no message, but the message's ids may have been
-        // stored since (an acceptance wakes only the events already waiting,
-        // not those being processed): then it goes back to pending. Only
+        // stored since (an acceptance wakes only the events waiting when its
+        // wake runs, not those being processed): then it goes back to
+        // pending. Only
         // batches with such an event name `messages`, which Postgres plans
         // week by week.
         let state = if states.contains(&"unmatched") {
@@ -391,24 +392,23 @@ impl Store {
     /// net behind the wake of [`Store::record_accepted_many`]), up to
     /// [`INBOX_HOUSEKEEPING_BATCH`] a call, and wakes the workers when it
     /// found any (`webhook_inbox_wake`, migrations/20261217000000). Returns
-    /// how many.
+    /// how many: more than the batch when events share a Sent id.
     ///
     /// With `lookback`, only events that started waiting that long ago or
     /// later (`webhook_inbox_queue_waiting_since`): the acceptance misses
     /// only an event set waiting while its message's ids were being stored,
     /// so the caller looks back past its previous pass, and everywhere
-    /// (`None`) at start and every ten minutes. Those an acceptance is
-    /// waking at that moment are skipped, not waited for. One GIN probe per
-    /// event (`OFFSET 0` keeps the subquery a probe, not a semi-join that
-    /// may read every message).
+    /// (`None`) at start and every ten minutes. One GIN probe per event
+    /// (`OFFSET 0` keeps the subquery a probe, not a semi-join that may read
+    /// every message).
     pub async fn rematch_inbox(&self, lookback: Option<Duration>) -> Result<u64, sqlx::Error> {
         let woken: i64 = sqlx::query_scalar(&format!(
             "SELECT webhook_inbox_wake(ARRAY(
-               SELECT id FROM webhook_inbox_queue q
+               SELECT waiting_for FROM webhook_inbox_queue q
                 WHERE waiting_for IS NOT NULL
                   AND ($2::interval IS NULL OR next_attempt_at >= now() - $2::interval)
                   AND EXISTS (SELECT 1 FROM messages WHERE {} OFFSET 0)
-                ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED))",
+                ORDER BY next_attempt_at LIMIT $1))",
             carrying("q.waiting_for")
         ))
         .bind(INBOX_HOUSEKEEPING_BATCH as i64)

@@ -293,16 +293,15 @@ impl Store {
     /// before the change, which the event stores for the dashboard's readers
     /// (migrations/20261213000000_events_carry_their_client.sql); `updated`
     /// returns its `prev` row with the callback URL, so the callback needs no
-    /// join.
+    /// join. Each row comes back with whether it applied, and with how many
+    /// waiting webhook events the batch woke (for the wake's sake only).
     async fn apply_distinct(&self, rows: &[&ChangeRow<'_>]) -> Result<Vec<bool>, sqlx::Error> {
         // Webhook events that arrived before the Sent ids stored here wait
         // for them in the inbox's queue: the same statement makes them due,
-        // once (an uncorrelated subquery runs once), and only a batch with an
-        // acceptance has it (migrations/20261217000000).
+        // once (an uncorrelated subquery runs once, after `updated`), and
+        // only a batch with an acceptance has it (migrations/20261217000000).
         let wake = if rows.iter().any(|r| r.provider_ids.is_some()) {
-            "(SELECT webhook_inbox_wake(ARRAY(
-                SELECT q.id FROM webhook_inbox_queue q
-                 WHERE q.waiting_for = ANY (ARRAY(SELECT unnest(provider_ids) FROM updated)))))"
+            "(SELECT webhook_inbox_wake(ARRAY(SELECT unnest(provider_ids) FROM updated)))"
         } else {
             "0::bigint"
         };
