@@ -285,9 +285,8 @@ impl Store {
         // An event found no message, but the message's ids may have been
         // stored since (an acceptance wakes only the events waiting when its
         // wake runs, not those being processed): then it goes back to
-        // pending. Only
-        // batches with such an event name `messages`, which Postgres plans
-        // week by week.
+        // pending. Only batches with such an event name `messages`, which
+        // Postgres plans week by week.
         let state = if states.contains(&"unmatched") {
             &format!(
                 "CASE WHEN u.state = 'unmatched' AND EXISTS (SELECT 1 FROM messages WHERE {})
