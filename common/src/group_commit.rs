@@ -6,14 +6,24 @@
 //! runs, the next items queue up. So there is no timer to tune and no added
 //! latency when idle (a lone item is written at once, alone).
 //!
+//! With [`Batching::hold`], a committer that finds items while another
+//! commit runs holds its batch open until that commit ends (or the batch
+//! fills, or the hold passes), so the committers take turns instead of
+//! writing side by side: half as many statements for the same items, each
+//! planned once (the worker's send path). Idle, it adds nothing: with no
+//! commit running, a batch goes at once.
+//!
 //! A committer may keep a state across a burst, i.e. while batches are
 //! waiting back-to-back ([`GroupCommit::start_with_state`]): typically a
 //! pooled connection, whose acquisition costs a round trip of its own.
 
 use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 /// A failed batch fails every write in it; each submitter gets the same error.
 pub type CommitError = Arc<sqlx::Error>;
@@ -25,6 +35,7 @@ pub struct Batching<I> {
     weight: fn(&I) -> usize,
     max_weight: usize,
     queue: usize,
+    hold: Option<Duration>,
 }
 
 impl<I> Batching<I> {
@@ -39,6 +50,7 @@ impl<I> Batching<I> {
             weight: |_| 1,
             max_weight: usize::MAX,
             queue: max_items.saturating_mul(committers).saturating_mul(4),
+            hold: None,
         }
     }
 
@@ -50,6 +62,17 @@ impl<I> Batching<I> {
         Batching {
             weight,
             max_weight,
+            ..self
+        }
+    }
+
+    /// A batch formed while another commit runs waits for that commit to
+    /// end, for up to `hold`, taking items meanwhile (see the module's
+    /// documentation). The bound keeps a commit that waits for a lock from
+    /// stopping every write behind it for longer.
+    pub fn hold(self, hold: Duration) -> Batching<I> {
+        Batching {
+            hold: Some(hold),
             ..self
         }
     }
@@ -76,7 +99,14 @@ struct Pending<I, O> {
     reply: oneshot::Sender<Result<O, CommitError>>,
 }
 
-type Queue<I, O> = Mutex<mpsc::Receiver<Pending<I, O>>>;
+/// What the committers share: the items waiting (one committer takes
+/// from them at a time), and the commits running, with a signal at the end
+/// of each (for [`Batching::hold`]).
+struct Queue<I, O> {
+    rx: Mutex<mpsc::Receiver<Pending<I, O>>>,
+    writing: AtomicUsize,
+    written: Notify,
+}
 
 /// Hands items to committer tasks that write them in batches with a writer,
 /// which answers one output per input, in order. An output may itself be a
@@ -121,11 +151,15 @@ impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
         F: Future<Output = (Option<S>, Result<Vec<O>, sqlx::Error>)> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel::<Pending<I, O>>(batching.queue);
-        let rx = Arc::new(Mutex::new(rx));
+        let queue = Arc::new(Queue {
+            rx: Mutex::new(rx),
+            writing: AtomicUsize::new(0),
+            written: Notify::new(),
+        });
         let write = Arc::new(write);
         for _ in 0..batching.committers {
-            let (rx, write) = (rx.clone(), write.clone());
-            tokio::spawn(async move { committer(&rx, batching, &*write).await });
+            let (queue, write) = (queue.clone(), write.clone());
+            tokio::spawn(async move { committer(&queue, batching, &*write).await });
         }
         GroupCommit { tx }
     }
@@ -145,19 +179,22 @@ impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
 
 /// Waits for a batch, writes it, and goes on with the next one while a burst
 /// lasts (see [`GroupCommit::start_with_state`]).
-async fn committer<I, O, S, W, F>(rx: &Queue<I, O>, batching: Batching<I>, write: &W)
+async fn committer<I, O, S, W, F>(queue: &Queue<I, O>, batching: Batching<I>, write: &W)
 where
     W: Fn(Option<S>, Vec<I>) -> F,
     F: Future<Output = (Option<S>, Result<Vec<O>, sqlx::Error>)>,
 {
-    while let Some(mut batch) = next_batch(rx, batching).await {
+    while let Some(mut batch) = next_batch(queue, batching).await {
         let mut state = None;
         loop {
+            queue.writing.fetch_add(1, Ordering::SeqCst);
             state = commit(write, state, batch).await;
+            queue.writing.fetch_sub(1, Ordering::SeqCst);
+            queue.written.notify_waiters();
             if state.is_none() {
                 break;
             }
-            match try_next_batch(rx, batching) {
+            match try_next_batch(queue, batching).await {
                 Some(next) => batch = next,
                 None => break,
             }
@@ -165,36 +202,70 @@ where
     }
 }
 
-/// Waits for one item, then takes whatever else is already waiting.
-async fn next_batch<I, O>(rx: &Queue<I, O>, batching: Batching<I>) -> Option<Vec<Pending<I, O>>> {
-    let mut rx = rx.lock().await;
+/// Waits for one item, then takes whatever else is waiting (or comes
+/// while it holds the batch).
+async fn next_batch<I, O>(
+    queue: &Queue<I, O>,
+    batching: Batching<I>,
+) -> Option<Vec<Pending<I, O>>> {
+    let mut rx = queue.rx.lock().await;
     let first = rx.recv().await?;
-    Some(fill(&mut rx, first, batching))
+    Some(fill(queue, &mut rx, first, batching).await)
 }
 
 /// Whatever is waiting now, if anything is and no other committer is already
 /// waiting for it.
-fn try_next_batch<I, O>(rx: &Queue<I, O>, batching: Batching<I>) -> Option<Vec<Pending<I, O>>> {
-    let mut rx = rx.try_lock().ok()?;
+async fn try_next_batch<I, O>(
+    queue: &Queue<I, O>,
+    batching: Batching<I>,
+) -> Option<Vec<Pending<I, O>>> {
+    let mut rx = queue.rx.try_lock().ok()?;
     let first = rx.try_recv().ok()?;
-    Some(fill(&mut rx, first, batching))
+    Some(fill(queue, &mut rx, first, batching).await)
 }
 
-/// `first` and whatever else is waiting, up to the batch limits.
-fn fill<I, O>(
+/// `first` and whatever else is waiting, up to the batch limits; with
+/// [`Batching::hold`], while another commit runs, also what comes until it
+/// ends or the hold passes.
+async fn fill<I, O>(
+    queue: &Queue<I, O>,
     rx: &mut mpsc::Receiver<Pending<I, O>>,
     first: Pending<I, O>,
     batching: Batching<I>,
 ) -> Vec<Pending<I, O>> {
-    let mut weight = (batching.weight)(&first.item);
-    let mut batch = vec![first];
-    while batch.len() < batching.max_items && weight < batching.max_weight {
+    let mut batch = Vec::new();
+    let mut weight = 0usize;
+    // Adds an item; says whether the batch has room for another.
+    let mut add = |next: Pending<I, O>, batch: &mut Vec<_>| {
+        weight = weight.saturating_add((batching.weight)(&next.item));
+        batch.push(next);
+        batch.len() < batching.max_items && weight < batching.max_weight
+    };
+    let mut room = add(first, &mut batch);
+    while room {
         match rx.try_recv() {
-            Ok(next) => {
-                weight = weight.saturating_add((batching.weight)(&next.item));
-                batch.push(next);
-            }
+            Ok(next) => room = add(next, &mut batch),
             Err(_) => break,
+        }
+    }
+    let Some(hold) = batching.hold else {
+        return batch;
+    };
+    // Listening before looking: a commit that ends in between still wakes us.
+    let mut written = pin!(queue.written.notified());
+    written.as_mut().enable();
+    if queue.writing.load(Ordering::SeqCst) == 0 {
+        return batch;
+    }
+    let mut held = pin!(tokio::time::sleep(hold));
+    while room {
+        tokio::select! {
+            _ = &mut written => break,
+            _ = &mut held => break,
+            next = rx.recv() => match next {
+                Some(next) => room = add(next, &mut batch),
+                None => break,
+            },
         }
     }
     batch
@@ -231,12 +302,9 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::pin::pin;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
+    use std::pin::Pin;
 
     use futures::poll;
-    use tokio::sync::Notify;
 
     use super::*;
 
@@ -373,6 +441,64 @@ mod tests {
         for (submit, &i) in waiting.into_iter().zip(queued) {
             assert_eq!(submit.await.unwrap(), i);
         }
+    }
+
+    /// A submitted item's answer.
+    type Answer<'a> = Pin<Box<dyn Future<Output = Result<usize, CommitError>> + 'a>>;
+
+    /// Submits item 0 and, while its batch is being written, `later` one
+    /// at a time, letting the other committer run after each; returns them.
+    async fn during_first_commit<'a>(
+        script: &Script,
+        group: &'a GroupCommit<usize, usize>,
+        later: &[usize],
+    ) -> (Answer<'a>, Vec<Answer<'a>>) {
+        let mut first: Answer = Box::pin(group.submit(0));
+        assert!(poll!(&mut first).is_pending());
+        script.started.notified().await;
+        let mut waiting = Vec::new();
+        for &i in later {
+            let mut submit: Answer = Box::pin(group.submit(i));
+            let _ = poll!(&mut submit);
+            tokio::task::yield_now().await;
+            waiting.push(submit);
+        }
+        (first, waiting)
+    }
+
+    #[tokio::test]
+    async fn a_batch_formed_during_a_commit_is_held_until_it_ends() {
+        let script = Script::new(usize::MAX);
+        let group = script.start(Batching::new(2, 100).hold(Duration::from_secs(3600)));
+        let (first, mut waiting) = during_first_commit(&script, &group, &[1, 2, 3]).await;
+        for submit in &mut waiting {
+            assert!(poll!(submit).is_pending(), "held while 0 is written");
+        }
+        script.gate.notify_one();
+        first.await.unwrap();
+        for submit in waiting {
+            submit.await.unwrap();
+        }
+        let batches: Vec<Vec<usize>> = script.log().into_iter().map(|(_, b, _)| b).collect();
+        // Without the hold, the second committer writes each as it comes.
+        assert_eq!(batches, [vec![0], vec![1, 2, 3]]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_batch_goes_when_the_hold_passes() {
+        let script = Script::new(usize::MAX);
+        let group = script.start(Batching::new(2, 100).hold(Duration::from_secs(5)));
+        let (first, waiting) = during_first_commit(&script, &group, &[1, 2]).await;
+        let started = tokio::time::Instant::now();
+        // The commit of 0 waits (for a lock, say): 1 and 2 go after the hold.
+        for submit in waiting {
+            submit.await.unwrap();
+        }
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        script.gate.notify_one();
+        first.await.unwrap();
+        let batches: Vec<Vec<usize>> = script.log().into_iter().map(|(_, b, _)| b).collect();
+        assert_eq!(batches, [vec![0], vec![1, 2]]);
     }
 
     #[tokio::test]
