@@ -1,6 +1,7 @@
 //! The load run: mixed traffic at a fixed rate below saturation for
-//! minutes, then a ramp (each step 25% harder) until the gateway falls
-//! behind, then the accounting of every message accepted on the way.
+//! minutes, then a ramp (each step 25% harder) until the gateway or the
+//! workers fall behind, then the accounting of every message accepted on the
+//! way.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,15 +24,32 @@ pub struct Plan {
 }
 
 /// A step counts as keeping up while under 1% of operations fail, p99 stays
-/// under this, and the client never has to skip an operation.
+/// under this, the client never has to skip an operation, and the workers
+/// end it at most [`BACKLOG_LIMIT_SECONDS`] behind.
 const P99_LIMIT_MS: f64 = 1_000.0;
 const ERROR_LIMIT: f64 = 0.01;
+/// The work left at a step's end, in seconds of its operations: messages not
+/// yet with Sent, and webhook events due but not applied (sent-sim posts four
+/// for each message). A gateway that answers on time while the workers fall
+/// behind has not kept up: the loop is every part of it.
+const BACKLOG_LIMIT_SECONDS: f64 = 1.0;
 
 pub struct Phase {
     pub target_rate: f64,
+    /// From the first operation due to the last one answered.
     pub seconds: f64,
     pub ops: BTreeMap<Op, OpStats>,
     pub skipped: u64,
+    pub backlog: Backlog,
+}
+
+/// What the workers had left to do when a phase's last operation was answered.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Backlog {
+    /// Accepted by the gateway, neither handed to Sent nor failed.
+    pub unsent: i64,
+    /// Webhook events stored and due, not yet applied.
+    pub inbox: i64,
 }
 
 impl Phase {
@@ -61,6 +79,8 @@ impl Phase {
             && self.error_share() < ERROR_LIMIT
             && self.worst_p99_ms() < P99_LIMIT_MS
             && self.total() as f64 >= 0.95 * self.target_rate * self.seconds
+            && self.backlog.unsent as f64 <= BACKLOG_LIMIT_SECONDS * self.target_rate
+            && self.backlog.inbox as f64 <= 4.0 * BACKLOG_LIMIT_SECONDS * self.target_rate
     }
 }
 
@@ -86,12 +106,14 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<LoadRe
         results,
     )
     .await?;
+    let db = stack.database().await?;
     let recorder = Recorder::new();
     let traffic = Traffic::new(&stack.gateway_url, recorder.clone(), Mix::MIXED);
     let mut servers = SharedServers::default();
 
     let sustained = phase(
         &mut stack,
+        &db,
         &mut servers,
         &traffic,
         &recorder,
@@ -105,6 +127,7 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<LoadRe
         rate *= 1.25;
         let step = phase(
             &mut stack,
+            &db,
             &mut servers,
             &traffic,
             &recorder,
@@ -133,6 +156,7 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<LoadRe
 
 async fn phase(
     stack: &mut Stack,
+    db: &sqlx::PgPool,
     servers: &mut SharedServers,
     traffic: &Traffic,
     recorder: &Recorder,
@@ -141,21 +165,38 @@ async fn phase(
 ) -> anyhow::Result<Phase> {
     let skipped_before = recorder.skipped.load(std::sync::atomic::Ordering::Relaxed);
     let started = std::time::Instant::now();
-    let driving = {
+    let mut driving = {
         let traffic = traffic.clone();
-        tokio::spawn(async move { traffic.run(rate, duration).await })
+        tokio::spawn(async move {
+            traffic.run(rate, duration).await;
+            std::time::Instant::now()
+        })
     };
-    while !driving.is_finished() {
-        stack.sleep_sampling(Duration::from_secs(1)).await;
-        servers.sample();
-    }
-    driving.await?;
+    // Sampling memory meanwhile, but ending when the traffic does: a phase
+    // measured to the next whole second ran up to a second "longer", and
+    // then fell short of its rate.
+    let ended = loop {
+        tokio::select! {
+            ended = &mut driving => break ended?,
+            () = stack.sleep_sampling(Duration::from_secs(1)) => servers.sample(),
+        }
+    };
     stack.check_alive()?;
+    // Both counts read through partial indexes (messages_unsent and the
+    // queue's due-events index), which hold only what is left to do.
+    let backlog = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM messages WHERE accepted_at IS NULL AND failed_at IS NULL) AS unsent,
+                (SELECT count(*) FROM webhook_inbox_queue
+                  WHERE waiting_for IS NULL AND next_attempt_at <= now()) AS inbox",
+    )
+    .fetch_one(db)
+    .await?;
     Ok(Phase {
         target_rate: rate,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: ended.duration_since(started).as_secs_f64(),
         ops: recorder.take_ops(),
         skipped: recorder.skipped.load(std::sync::atomic::Ordering::Relaxed) - skipped_before,
+        backlog,
     })
 }
 
