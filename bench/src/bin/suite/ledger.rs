@@ -66,8 +66,8 @@ impl Ledger {
     }
 }
 
-const DELIVERED: [&str; 2] = ["delivered", "read"];
-const FAILED: [&str; 4] = ["failed", "blocked", "filtered", "cancelled"];
+pub const DELIVERED: [&str; 2] = ["delivered", "read"];
+pub const FAILED: [&str; 4] = ["failed", "blocked", "filtered", "cancelled"];
 const AT_SENT: [&str; 2] = ["accepted", "sent"];
 
 /// The ledger of a run: every message `recorder` saw accepted by `stack`,
