@@ -7,11 +7,11 @@
 //! latency when idle (a lone item is written at once, alone).
 //!
 //! With [`Batching::hold`], a committer that finds items while another
-//! commit runs holds its batch open until that commit ends (or the batch
-//! fills, or the hold passes), so the committers take turns instead of
-//! writing side by side: half as many statements for the same items, each
-//! planned once (the worker's send path). Idle, it adds nothing: with no
-//! commit running, a batch goes at once.
+//! commit runs holds its batch open until a running commit ends (or the
+//! batch fills, or the hold passes), so the committers take turns instead
+//! of writing side by side: larger batches, so fewer statements to plan for
+//! the same items (about 0.6x in the worker's send path). Idle, it adds
+//! nothing: with no commit running, a batch goes at once.
 //!
 //! A committer may keep a state across a burst, i.e. while batches are
 //! waiting back-to-back ([`GroupCommit::start_with_state`]): typically a
@@ -66,10 +66,12 @@ impl<I> Batching<I> {
         }
     }
 
-    /// A batch formed while another commit runs waits for that commit to
-    /// end, for up to `hold`, taking items meanwhile (see the module's
+    /// A batch formed while another commit runs waits for a running commit
+    /// to end, for up to `hold`, taking items meanwhile (see the module's
     /// documentation). The bound keeps a commit that waits for a lock from
-    /// stopping every write behind it for longer.
+    /// stopping every write behind it for longer. A committer that ends a
+    /// commit while another holds its batch ends its burst: a state kept
+    /// across bursts ([`GroupCommit::start_with_state`]) is kept less often.
     pub fn hold(self, hold: Duration) -> Batching<I> {
         Batching {
             hold: Some(hold),
@@ -184,44 +186,64 @@ where
     W: Fn(Option<S>, Vec<I>) -> F,
     F: Future<Output = (Option<S>, Result<Vec<O>, sqlx::Error>)>,
 {
-    while let Some(mut batch) = next_batch(queue, batching).await {
+    while let Some((mut batch, mut writing)) = next_batch(queue, batching).await {
         let mut state = None;
         loop {
-            queue.writing.fetch_add(1, Ordering::SeqCst);
             state = commit(write, state, batch).await;
-            queue.writing.fetch_sub(1, Ordering::SeqCst);
-            queue.written.notify_waiters();
+            drop(writing);
             if state.is_none() {
                 break;
             }
             match try_next_batch(queue, batching).await {
-                Some(next) => batch = next,
+                Some(next) => (batch, writing) = next,
                 None => break,
             }
         }
     }
 }
 
-/// Waits for one item, then takes whatever else is waiting (or comes
-/// while it holds the batch).
-async fn next_batch<I, O>(
-    queue: &Queue<I, O>,
-    batching: Batching<I>,
-) -> Option<Vec<Pending<I, O>>> {
-    let mut rx = queue.rx.lock().await;
-    let first = rx.recv().await?;
-    Some(fill(queue, &mut rx, first, batching).await)
+/// A batch, and its mark as being written.
+type Batch<'q, I, O> = (Vec<Pending<I, O>>, Writing<'q, I, O>);
+
+/// Counts a batch as being written from when it is taken until it is
+/// dropped, after its commit (or a panic in it), which it signals.
+struct Writing<'q, I, O>(&'q Queue<I, O>);
+
+impl<'q, I, O> Writing<'q, I, O> {
+    /// Taken while holding `rx`, so that the next committer to take items
+    /// sees this batch as being written.
+    fn start(queue: &'q Queue<I, O>) -> Writing<'q, I, O> {
+        queue.writing.fetch_add(1, Ordering::SeqCst);
+        Writing(queue)
+    }
 }
 
-/// Whatever is waiting now, if anything is and no other committer is already
-/// waiting for it.
+impl<I, O> Drop for Writing<'_, I, O> {
+    fn drop(&mut self) {
+        self.0.writing.fetch_sub(1, Ordering::SeqCst);
+        self.0.written.notify_waiters();
+    }
+}
+
+/// Waits for one item, then takes whatever else is waiting (and, with a
+/// hold, what comes while it holds the batch).
+async fn next_batch<I, O>(queue: &Queue<I, O>, batching: Batching<I>) -> Option<Batch<'_, I, O>> {
+    let mut rx = queue.rx.lock().await;
+    let first = rx.recv().await?;
+    let batch = fill(queue, &mut rx, first, batching).await;
+    Some((batch, Writing::start(queue)))
+}
+
+/// What is waiting now (and, with a hold, what comes while it holds the
+/// batch), if anything is and no other committer is already taking items.
 async fn try_next_batch<I, O>(
     queue: &Queue<I, O>,
     batching: Batching<I>,
-) -> Option<Vec<Pending<I, O>>> {
+) -> Option<Batch<'_, I, O>> {
     let mut rx = queue.rx.try_lock().ok()?;
     let first = rx.try_recv().ok()?;
-    Some(fill(queue, &mut rx, first, batching).await)
+    let batch = fill(queue, &mut rx, first, batching).await;
+    Some((batch, Writing::start(queue)))
 }
 
 /// `first` and whatever else is waiting, up to the batch limits; with
@@ -466,10 +488,11 @@ mod tests {
         (first, waiting)
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_batch_formed_during_a_commit_is_held_until_it_ends() {
         let script = Script::new(usize::MAX);
         let group = script.start(Batching::new(2, 100).hold(Duration::from_secs(3600)));
+        let started = tokio::time::Instant::now();
         let (first, mut waiting) = during_first_commit(&script, &group, &[1, 2, 3]).await;
         for submit in &mut waiting {
             assert!(poll!(submit).is_pending(), "held while 0 is written");
@@ -479,6 +502,8 @@ mod tests {
         for submit in waiting {
             submit.await.unwrap();
         }
+        // Released by the end of the commit, not by the hold.
+        assert_eq!(started.elapsed(), Duration::ZERO);
         let batches: Vec<Vec<usize>> = script.log().into_iter().map(|(_, b, _)| b).collect();
         // Without the hold, the second committer writes each as it comes.
         assert_eq!(batches, [vec![0], vec![1, 2, 3]]);

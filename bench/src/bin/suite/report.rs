@@ -137,7 +137,7 @@ pub fn load(report: &LoadReport) {
     ops_table(&s.ops, s.seconds);
     println!(
         "\nramp (each step 25% more; a step keeps up while errors < 1%, p99 < 1 s, nothing skipped,\n\
-         and at its end at most a second of its operations' messages are late: 2 s old, no final status):"
+         and at its end no more messages late (2 s old, no final status) than its operations a second):"
     );
     println!(
         "  {:>9} {:>11} {:>10} {:>11} {:>8} {:>8}  kept up",
