@@ -6,7 +6,8 @@
 # at a fixed rate for minutes, then a ramp, 25% more each step, until a step
 # no longer keeps up (1% errors, a p99 over 1 s, the client skipping
 # operations, or more messages late, 2 s old and without a final status,
-# than its operations a second). Then every accepted message must reach a final status.
+# than its operations a second). Then every accepted message must reach a
+# final status.
 # Prints latency per operation, the ramp, the accounting and peak memory of
 # every process; fails when a message is lost or sent twice.
 #

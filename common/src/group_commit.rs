@@ -209,15 +209,6 @@ type Batch<'q, I, O> = (Vec<Pending<I, O>>, Writing<'q, I, O>);
 /// dropped, after its commit (or a panic in it), which it signals.
 struct Writing<'q, I, O>(&'q Queue<I, O>);
 
-impl<'q, I, O> Writing<'q, I, O> {
-    /// Taken while holding `rx`, so that the next committer to take items
-    /// sees this batch as being written.
-    fn start(queue: &'q Queue<I, O>) -> Writing<'q, I, O> {
-        queue.writing.fetch_add(1, Ordering::SeqCst);
-        Writing(queue)
-    }
-}
-
 impl<I, O> Drop for Writing<'_, I, O> {
     fn drop(&mut self) {
         self.0.writing.fetch_sub(1, Ordering::SeqCst);
@@ -230,8 +221,7 @@ impl<I, O> Drop for Writing<'_, I, O> {
 async fn next_batch<I, O>(queue: &Queue<I, O>, batching: Batching<I>) -> Option<Batch<'_, I, O>> {
     let mut rx = queue.rx.lock().await;
     let first = rx.recv().await?;
-    let batch = fill(queue, &mut rx, first, batching).await;
-    Some((batch, Writing::start(queue)))
+    Some(fill(queue, &mut rx, first, batching).await)
 }
 
 /// What is waiting now (and, with a hold, what comes while it holds the
@@ -242,19 +232,20 @@ async fn try_next_batch<I, O>(
 ) -> Option<Batch<'_, I, O>> {
     let mut rx = queue.rx.try_lock().ok()?;
     let first = rx.try_recv().ok()?;
-    let batch = fill(queue, &mut rx, first, batching).await;
-    Some((batch, Writing::start(queue)))
+    Some(fill(queue, &mut rx, first, batching).await)
 }
 
 /// `first` and whatever else is waiting, up to the batch limits; with
 /// [`Batching::hold`], while another commit runs, also what comes until it
-/// ends or the hold passes.
-async fn fill<I, O>(
-    queue: &Queue<I, O>,
+/// ends or the hold passes. The batch is marked as being written before
+/// `rx` (held by the caller) is let go, so that the next committer to take
+/// items sees it.
+async fn fill<'q, I, O>(
+    queue: &'q Queue<I, O>,
     rx: &mut mpsc::Receiver<Pending<I, O>>,
     first: Pending<I, O>,
     batching: Batching<I>,
-) -> Vec<Pending<I, O>> {
+) -> Batch<'q, I, O> {
     let mut batch = Vec::new();
     let mut weight = 0usize;
     // Adds an item; says whether the batch has room for another.
@@ -270,27 +261,39 @@ async fn fill<I, O>(
             Err(_) => break,
         }
     }
-    let Some(hold) = batching.hold else {
-        return batch;
-    };
+    if room && let Some(hold) = batching.hold {
+        hold_open(queue, rx, hold, |next| add(next, &mut batch)).await;
+    }
+    queue.writing.fetch_add(1, Ordering::SeqCst);
+    (batch, Writing(queue))
+}
+
+/// While another commit runs, `add`s what comes until a commit ends, `hold`
+/// passes, or `add` says the batch is full.
+async fn hold_open<I, O>(
+    queue: &Queue<I, O>,
+    rx: &mut mpsc::Receiver<Pending<I, O>>,
+    hold: Duration,
+    mut add: impl FnMut(Pending<I, O>) -> bool,
+) {
     // Listening before looking: a commit that ends in between still wakes us.
     let mut written = pin!(queue.written.notified());
     written.as_mut().enable();
     if queue.writing.load(Ordering::SeqCst) == 0 {
-        return batch;
+        return;
     }
     let mut held = pin!(tokio::time::sleep(hold));
-    while room {
+    loop {
         tokio::select! {
-            _ = &mut written => break,
-            _ = &mut held => break,
-            next = rx.recv() => match next {
-                Some(next) => room = add(next, &mut batch),
-                None => break,
-            },
+            _ = &mut written => return,
+            _ = &mut held => return,
+            next = rx.recv() => {
+                if !next.is_some_and(&mut add) {
+                    return;
+                }
+            }
         }
     }
-    batch
 }
 
 /// Writes one batch and answers each of its items; returns the state to keep.
