@@ -132,6 +132,25 @@ pub async fn updates_of(store: &Store, table: &str) -> (i64, i64) {
     .expect("read table statistics")
 }
 
+/// Heap blocks of `table` its statements have read so far (from the
+/// buffer cache or not), for tests that check a statement probes rather
+/// than scans.
+pub async fn heap_blocks_read(store: &Store, table: &str) -> i64 {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(store.pool())
+        .await
+        .expect("flush statistics");
+    sqlx::query_scalar(
+        "SELECT coalesce(heap_blks_read, 0) + coalesce(heap_blks_hit, 0)
+           FROM pg_statio_user_tables, pg_stat_clear_snapshot()
+          WHERE relid = $1::regclass",
+    )
+    .bind(table)
+    .fetch_one(store.pool())
+    .await
+    .expect("read table statistics")
+}
+
 /// Timeline events whose message is gone. The writers keep this at zero,
 /// not a foreign key (migrations/20261214000001_timeline_keys_kept_by_writers.sql).
 pub async fn orphan_events(store: &Store) -> i64 {

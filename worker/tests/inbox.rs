@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use common::signature::sign_legacy;
 use common::store::InboxInsert;
-use common::test_support::updates_of;
+use common::test_support::{heap_blocks_read, updates_of};
 use inbox_support::*;
 use serde_json::json;
 use sqlx::Executor;
@@ -706,4 +706,150 @@ async fn a_claimed_event_is_leased_then_claimed_again_and_claim_and_finish_are_h
         .await
         .unwrap();
     assert_eq!(queued.0, 0, "a finished event leaves the queue");
+}
+
+/// Stores `n` Stripe events and finishes them all: the queue's rows are
+/// gone, their index entries stay until a vacuum (none runs here).
+async fn finished_events(store: &common::store::Store, n: usize) {
+    use common::store::{InboxFinish, InboxResult};
+    use std::time::Duration;
+
+    let events: Vec<InboxInsert> = (0..n)
+        .map(|i| InboxInsert {
+            provider: Provider::Stripe,
+            event_id: format!("evt_old_{i}"),
+            event_type: Some("x".into()),
+            headers: json!({}),
+            body: format!(
+                "{{\"id\": \"evt_old_{i}\", \"pad\": \"{}\"}}",
+                "x".repeat(200)
+            )
+            .into_bytes(),
+        })
+        .collect();
+    store.insert_inbox(&events).await.unwrap();
+    loop {
+        let claimed = store
+            .claim_inbox(500, Duration::from_secs(60))
+            .await
+            .unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        let done: Vec<InboxFinish> = claimed
+            .iter()
+            .map(|e| InboxFinish {
+                id: e.id,
+                attempts: e.attempts,
+                result: InboxResult::NotApplicable,
+            })
+            .collect();
+        store.finish_inbox(&done).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_claim_passes_the_queues_finished_events_without_reading_them() {
+    use std::time::Duration;
+
+    let stack = Stack::start(&[]).await;
+    let store = stack.db.single_connection_store().await;
+    finished_events(&store, 3_000).await;
+    let event = |id: &str| InboxInsert {
+        provider: Provider::Stripe,
+        event_id: id.into(),
+        event_type: Some("x".into()),
+        headers: json!({}),
+        body: format!("{{\"id\": \"{id}\"}}").into_bytes(),
+    };
+    // The first claim after them meets their dead index entries and marks
+    // them; the next reads only the live event's block.
+    store.insert_inbox(&[event("evt_first")]).await.unwrap();
+    assert_eq!(
+        store
+            .claim_inbox(10, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    store.insert_inbox(&[event("evt_next")]).await.unwrap();
+    let before = heap_blocks_read(&store, "webhook_inbox_queue").await;
+    assert_eq!(
+        store
+            .claim_inbox(10, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let read = heap_blocks_read(&store, "webhook_inbox_queue").await - before;
+    assert!(
+        read < 10,
+        "a claim read {read} blocks of the queue: it visits the finished events (a bitmap scan)"
+    );
+}
+
+#[tokio::test]
+async fn a_wake_reads_the_inbox_only_to_wake_and_then_by_key() {
+    use common::store::{InboxFinish, InboxResult};
+    use std::time::Duration;
+
+    let stack = Stack::start(&[]).await;
+    // One session: the wake's plans are kept for it, made here while the
+    // inbox is empty.
+    let store = stack.db.single_connection_store().await;
+    let wake = |ids: &'static [&'static str]| {
+        let store = store.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT webhook_inbox_wake($1)")
+                .bind(ids)
+                .fetch_one(store.pool())
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(wake(&["sent_none"]).await, 0);
+    finished_events(&store, 3_000).await;
+
+    let before = heap_blocks_read(&store, "webhook_inbox").await;
+    assert_eq!(wake(&["sent_none"]).await, 0);
+    let read = heap_blocks_read(&store, "webhook_inbox").await - before;
+    assert_eq!(
+        read, 0,
+        "a wake that wakes nothing read {read} blocks of the inbox"
+    );
+
+    // An event waiting for its message: woken by a probe of its key.
+    store
+        .insert_inbox(&[InboxInsert {
+            provider: Provider::Stripe,
+            event_id: "evt_waiting".into(),
+            event_type: Some("x".into()),
+            headers: json!({}),
+            body: b"{\"id\": \"evt_waiting\"}".to_vec(),
+        }])
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_inbox(10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    store
+        .finish_inbox(&[InboxFinish {
+            id: claimed[0].id,
+            attempts: claimed[0].attempts,
+            result: InboxResult::Unmatched {
+                subject_id: "sent_waited".into(),
+            },
+        }])
+        .await
+        .unwrap();
+    let before = heap_blocks_read(&store, "webhook_inbox").await;
+    assert_eq!(wake(&["sent_waited"]).await, 1);
+    let read = heap_blocks_read(&store, "webhook_inbox").await - before;
+    assert!(
+        read < 10,
+        "a wake read {read} blocks of the inbox to wake one event"
+    );
 }

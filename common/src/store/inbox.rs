@@ -205,23 +205,13 @@ impl Store {
         limit: i64,
         lease: Duration,
     ) -> Result<Vec<InboxEvent>, sqlx::Error> {
-        let mut events: Vec<InboxEvent> = sqlx::query_as(
-            "WITH claimed AS (
-               UPDATE webhook_inbox_queue SET attempts = attempts + 1, leased_until = now() + $2::interval
-                WHERE id IN (SELECT id FROM webhook_inbox_queue
-                              WHERE waiting_for IS NULL AND next_attempt_at <= now()
-                                AND (leased_until IS NULL OR leased_until <= now())
-                              ORDER BY next_attempt_at, id
-                              LIMIT $1 FOR UPDATE SKIP LOCKED)
-               RETURNING id, attempts
-             )
-             SELECT w.id, w.provider, w.event_id, w.event_type, w.body, c.attempts, w.received_at
-               FROM claimed c JOIN webhook_inbox w ON w.id = c.id",
-        )
-        .bind(limit)
-        .bind(interval(lease))
-        .fetch_all(&self.pool)
-        .await?;
+        // A function: its plan must walk the due index (migrations/20261218000000).
+        let mut events: Vec<InboxEvent> =
+            sqlx::query_as("SELECT * FROM webhook_inbox_claim($1, $2)")
+                .bind(limit)
+                .bind(interval(lease))
+                .fetch_all(&self.pool)
+                .await?;
         events.sort_by_key(|e| e.id);
         Ok(events)
     }
