@@ -346,13 +346,15 @@ impl Store {
     /// id -> our ids (in id order) with each message's trace. Sent ids no
     /// message carries are absent.
     ///
-    /// One GIN probe per Sent id (a lateral join), not one `&&` over them
-    /// all: the planner estimates an overlap with a couple of hundred
-    /// elements to match most of the table and scans all of it. `OFFSET 0`
-    /// keeps the probe per id: flattened into a join, with weeks of
-    /// `messages` not yet analyzed, Postgres chose to read every message
-    /// once and test it against every id (44 ms for 100 ids at 3,000
-    /// messages, and growing with the table; 0.7 ms as probes).
+    /// One GIN probe per Sent id and week (a lateral join in
+    /// `messages_carrying`, migrations/20261218000000, whose plan is kept
+    /// for the session), not one `&&` over them all: the planner estimates
+    /// an overlap with a couple of hundred elements to match most of the
+    /// table and scans all of it. `OFFSET 0` keeps the probe per id:
+    /// flattened into a join, with weeks of `messages` not yet analyzed,
+    /// Postgres chose to read every message once and test it against every
+    /// id (44 ms for 100 ids at 3,000 messages, and growing with the table;
+    /// 0.7 ms as probes).
     pub async fn messages_by_provider_ids(
         &self,
         provider_ids: &[&str],
@@ -361,12 +363,10 @@ impl Store {
         if provider_ids.is_empty() {
             return Ok(found);
         }
-        let rows: Vec<(String, MessageId, Option<Json<TraceContext>>)> = sqlx::query_as(&format!(
-            "SELECT p.id, m.id, m.trace_context FROM unnest($1::text[]) AS p(id)
-               CROSS JOIN LATERAL (SELECT id, trace_context FROM messages WHERE {} OFFSET 0) m
-              ORDER BY p.id, m.id",
-            carrying("p.id")
-        ))
+        let rows: Vec<(String, MessageId, Option<Json<TraceContext>>)> = sqlx::query_as(
+            "SELECT sent_id, message_id, trace_context FROM messages_carrying($1)
+              ORDER BY sent_id, message_id",
+        )
         .bind(provider_ids)
         .fetch_all(&self.pool)
         .await?;
@@ -503,6 +503,7 @@ impl Store {
 /// The condition of a message carrying Sent's id `sent_id` (an SQL
 /// expression), as a probe of the GIN index `messages_provider_ids`: its
 /// `cardinality` condition leaves out the messages Sent has not answered for.
+/// (`messages_carrying` in migrations/20261218000000 probes the same way.)
 fn carrying(sent_id: &str) -> String {
     format!("provider_message_ids @> ARRAY[{sent_id}] AND cardinality(provider_message_ids) > 0")
 }
