@@ -626,15 +626,8 @@ async fn a_claimed_event_is_leased_then_claimed_again_and_claim_and_finish_are_h
 
     let stack = Stack::start(&[]).await;
     let store = stack.db.single_connection_store().await;
-    let event = |id: &str| InboxInsert {
-        provider: Provider::Stripe,
-        event_id: id.into(),
-        event_type: Some("x".into()),
-        headers: json!({}),
-        body: format!("{{\"id\": \"{id}\"}}").into_bytes(),
-    };
     store
-        .insert_inbox(&[event("evt_lease"), event("evt_other")])
+        .insert_inbox(&[stripe_event("evt_lease"), stripe_event("evt_other")])
         .await
         .unwrap();
     let before = updates_of(&store, "webhook_inbox_queue").await;
@@ -708,6 +701,17 @@ async fn a_claimed_event_is_leased_then_claimed_again_and_claim_and_finish_are_h
     assert_eq!(queued.0, 0, "a finished event leaves the queue");
 }
 
+/// A Stripe event with a body of its own.
+fn stripe_event(id: &str) -> InboxInsert {
+    InboxInsert {
+        provider: Provider::Stripe,
+        event_id: id.into(),
+        event_type: Some("x".into()),
+        headers: json!({}),
+        body: format!("{{\"id\": \"{id}\"}}").into_bytes(),
+    }
+}
+
 /// Stores `n` Stripe events and finishes them all: the queue's rows are
 /// gone, their index entries stay until a vacuum (none runs here).
 async fn finished_events(store: &common::store::Store, n: usize) {
@@ -755,16 +759,12 @@ async fn a_claim_passes_the_queues_finished_events_without_reading_them() {
     let stack = Stack::start(&[]).await;
     let store = stack.db.single_connection_store().await;
     finished_events(&store, 3_000).await;
-    let event = |id: &str| InboxInsert {
-        provider: Provider::Stripe,
-        event_id: id.into(),
-        event_type: Some("x".into()),
-        headers: json!({}),
-        body: format!("{{\"id\": \"{id}\"}}").into_bytes(),
-    };
     // The first claim after them meets their dead index entries and marks
     // them; the next reads only the live event's block.
-    store.insert_inbox(&[event("evt_first")]).await.unwrap();
+    store
+        .insert_inbox(&[stripe_event("evt_first")])
+        .await
+        .unwrap();
     assert_eq!(
         store
             .claim_inbox(10, Duration::from_secs(60))
@@ -773,7 +773,10 @@ async fn a_claim_passes_the_queues_finished_events_without_reading_them() {
             .len(),
         1
     );
-    store.insert_inbox(&[event("evt_next")]).await.unwrap();
+    store
+        .insert_inbox(&[stripe_event("evt_next")])
+        .await
+        .unwrap();
     let before = heap_blocks_read(&store, "webhook_inbox_queue").await;
     assert_eq!(
         store
@@ -822,13 +825,7 @@ async fn a_wake_reads_the_inbox_only_to_wake_and_then_by_key() {
 
     // An event waiting for its message: woken by a probe of its key.
     store
-        .insert_inbox(&[InboxInsert {
-            provider: Provider::Stripe,
-            event_id: "evt_waiting".into(),
-            event_type: Some("x".into()),
-            headers: json!({}),
-            body: b"{\"id\": \"evt_waiting\"}".to_vec(),
-        }])
+        .insert_inbox(&[stripe_event("evt_waiting")])
         .await
         .unwrap();
     let claimed = store
