@@ -10,9 +10,10 @@
 -- Now the inbox is written only when an event was woken, and that
 -- statement is planned when it runs (EXECUTE), for the inbox as it is
 -- then: a probe of its key. The queue's own statement keeps its generic
--- plan, a probe of `webhook_inbox_queue_waiting` whatever the ids.
+-- plan, made while the queue may be empty, so it may not scan the table:
+-- it probes `webhook_inbox_queue_waiting` whatever the ids and the queue.
 CREATE OR REPLACE FUNCTION webhook_inbox_wake(sent_ids text[]) RETURNS bigint
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
 DECLARE
   due bigint[];
   woken bigint;
@@ -40,7 +41,8 @@ $$;
 -- scan visits the heap for every entry the index has, and every event ever
 -- queued and finished leaves a dead one until vacuum comes (22 ms and 470
 -- buffers to claim nothing with 22,000 of them). A plain index scan marks
--- the dead entries it meets (LP_DEAD), and later scans pass them without
+-- the dead entries it meets (LP_DEAD, once no transaction can see their
+-- rows, as a vacuum would need too), and later scans pass them without
 -- reading the heap: the statement is a function that allows no other scan.
 CREATE FUNCTION webhook_inbox_claim(n bigint, lease interval)
 RETURNS TABLE (id bigint, provider text, event_id text, event_type text, body bytea,
@@ -64,8 +66,10 @@ $$;
 -- the 75 s Postgres spent in the same loop), for a plan that is the same
 -- whatever the ids (the probe is per id, inside the lateral). Now its plan
 -- is made once a session, and made again when a week is attached or
--- dropped (that invalidates it), and only index scans are allowed, so a
+-- dropped (that invalidates it), and no sequential scan is allowed, so a
 -- plan made while a week was empty still probes it when it is full.
+-- Every column is qualified: `trace_context` is also an output column,
+-- which plpgsql would find ambiguous.
 CREATE FUNCTION messages_carrying(sent_ids text[])
 RETURNS TABLE (sent_id text, message_id text, trace_context jsonb)
 LANGUAGE plpgsql STABLE SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$

@@ -116,39 +116,62 @@ impl TestDatabase {
 /// ([`TestDatabase::single_connection_store`]): a backend's counts are
 /// flushed when asked, and read by the same backend.
 pub async fn updates_of(store: &Store, table: &str) -> (i64, i64) {
-    sqlx::query("SELECT pg_stat_force_next_flush()")
-        .execute(store.pool())
-        .await
-        .expect("flush statistics");
-    sqlx::query_as(
+    statistics(
+        store,
         "SELECT coalesce(sum(n_tup_upd), 0)::bigint, coalesce(sum(n_tup_hot_upd), 0)::bigint
            FROM pg_stat_user_tables, pg_stat_clear_snapshot()
           WHERE relid = $1::regclass
              OR relid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = $1::regclass)",
+        table,
     )
-    .bind(table)
-    .fetch_one(store.pool())
     .await
-    .expect("read table statistics")
 }
 
-/// Heap blocks of `table` its statements have read so far (from the
-/// buffer cache or not), for tests that check a statement probes rather
-/// than scans.
+/// Accesses to heap blocks of `table` so far (a block read twice counts
+/// twice), for tests that check a statement probes rather than scans.
+/// `store` must have one connection, as for [`updates_of`].
 pub async fn heap_blocks_read(store: &Store, table: &str) -> i64 {
+    let (blocks,): (i64,) = statistics(
+        store,
+        "SELECT coalesce(heap_blks_read, 0) + coalesce(heap_blks_hit, 0)
+           FROM pg_statio_user_tables, pg_stat_clear_snapshot()
+          WHERE relid = $1::regclass",
+        table,
+    )
+    .await;
+    blocks
+}
+
+/// Table rows that plain index scans of `index` have fetched so far (a
+/// bitmap scan's fetches count to the table, not to the index), for tests
+/// that check which scan a statement's plan makes. `store` must have one
+/// connection, as for [`updates_of`].
+pub async fn rows_fetched_through(store: &Store, index: &str) -> i64 {
+    let (rows,): (i64,) = statistics(
+        store,
+        "SELECT idx_tup_fetch FROM pg_stat_user_indexes, pg_stat_clear_snapshot()
+          WHERE indexrelid = $1::regclass",
+        index,
+    )
+    .await;
+    rows
+}
+
+/// Flushes this backend's statistics, then reads them with `select` (its
+/// `$1`: the table or index).
+async fn statistics<T>(store: &Store, select: &str, relation: &str) -> T
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
     sqlx::query("SELECT pg_stat_force_next_flush()")
         .execute(store.pool())
         .await
         .expect("flush statistics");
-    sqlx::query_scalar(
-        "SELECT coalesce(heap_blks_read, 0) + coalesce(heap_blks_hit, 0)
-           FROM pg_statio_user_tables, pg_stat_clear_snapshot()
-          WHERE relid = $1::regclass",
-    )
-    .bind(table)
-    .fetch_one(store.pool())
-    .await
-    .expect("read table statistics")
+    sqlx::query_as(select)
+        .bind(relation)
+        .fetch_one(store.pool())
+        .await
+        .expect("read table statistics")
 }
 
 /// Timeline events whose message is gone. The writers keep this at zero,
