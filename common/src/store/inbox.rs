@@ -275,14 +275,10 @@ impl Store {
         // An event found no message, but the message's ids may have been
         // stored since (an acceptance wakes only the events waiting when its
         // wake runs, not those being processed): then it goes back to
-        // pending. Only batches with such an event name `messages`, which
-        // Postgres plans week by week.
+        // pending. Only batches with such an event look for messages.
         let state = if states.contains(&"unmatched") {
-            &format!(
-                "CASE WHEN u.state = 'unmatched' AND EXISTS (SELECT 1 FROM messages WHERE {})
-                      THEN 'pending' ELSE u.state END",
-                carrying("u.subject")
-            )
+            "CASE WHEN u.state = 'unmatched' AND EXISTS (SELECT 1 FROM messages_carrying(ARRAY[u.subject]))
+                  THEN 'pending' ELSE u.state END"
         } else {
             "u.state"
         };
@@ -387,19 +383,18 @@ impl Store {
     /// later (`webhook_inbox_queue_waiting_since`): the acceptance misses
     /// only an event set waiting while its message's ids were being stored,
     /// so the caller looks back past its previous pass, and everywhere
-    /// (`None`) at start and every ten minutes. One GIN probe per event
-    /// (`OFFSET 0` keeps the subquery a probe, not a semi-join that may read
-    /// every message).
+    /// (`None`) at start and every ten minutes. One GIN probe per event and
+    /// week (`messages_carrying`: a function call, never a semi-join that
+    /// may read every message).
     pub async fn rematch_inbox(&self, lookback: Option<Duration>) -> Result<u64, sqlx::Error> {
-        let woken: i64 = sqlx::query_scalar(&format!(
+        let woken: i64 = sqlx::query_scalar(
             "SELECT webhook_inbox_wake(ARRAY(
                SELECT waiting_for FROM webhook_inbox_queue q
                 WHERE waiting_for IS NOT NULL
                   AND ($2::interval IS NULL OR next_attempt_at >= now() - $2::interval)
-                  AND EXISTS (SELECT 1 FROM messages WHERE {} OFFSET 0)
+                  AND EXISTS (SELECT 1 FROM messages_carrying(ARRAY[q.waiting_for]))
                 ORDER BY next_attempt_at LIMIT $1))",
-            carrying("q.waiting_for")
-        ))
+        )
         .bind(INBOX_HOUSEKEEPING_BATCH as i64)
         .bind(lookback.map(interval))
         .fetch_one(&self.pool)
@@ -498,14 +493,6 @@ impl Store {
         .fetch_all(&self.pool)
         .await
     }
-}
-
-/// The condition of a message carrying Sent's id `sent_id` (an SQL
-/// expression), as a probe of the GIN index `messages_provider_ids`: its
-/// `cardinality` condition leaves out the messages Sent has not answered for.
-/// (`messages_carrying` in migrations/20261218000000 probes the same way.)
-fn carrying(sent_id: &str) -> String {
-    format!("provider_message_ids @> ARRAY[{sent_id}] AND cardinality(provider_message_ids) > 0")
 }
 
 /// `d` as a Postgres interval, which counts microseconds (sqlx refuses a
