@@ -157,6 +157,20 @@ pub async fn rows_fetched_through(store: &Store, index: &str) -> i64 {
     rows
 }
 
+/// Scans of any index of `table` so far (each probe of a key array's
+/// keys counts once), for tests that check which partitions a statement
+/// reads. `store` must have one connection, as for [`updates_of`].
+pub async fn index_scans_of(store: &Store, table: &str) -> i64 {
+    let (scans,): (i64,) = statistics(
+        store,
+        "SELECT coalesce(idx_scan, 0) FROM pg_stat_user_tables, pg_stat_clear_snapshot()
+          WHERE relid = $1::regclass",
+        table,
+    )
+    .await;
+    scans
+}
+
 /// Flushes this backend's statistics, then reads them with `select` (its
 /// `$1`: the table or index).
 async fn statistics<T>(store: &Store, select: &str, relation: &str) -> T
