@@ -25,7 +25,7 @@ cargo build --release -q -p gateway -p bench
 fresh_database
 
 rss_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
-run() { target/release/loadgen --target "127.0.0.1:$1" --connections "$CONNECTIONS" --seconds "$SECONDS_PER" --api-key "$KEY" "${@:2}"; }
+run() { target/release/loadgen --target "127.0.0.1:$1" --connections "$CONNECTIONS" --seconds "$SECONDS_PER" --api-key="$KEY" "${@:2}"; }
 
 BARE_BIND=127.0.0.1:$BARE_PORT target/release/bare & pids+=($!); bare_pid=$!
 wait_port "$BARE_PORT"

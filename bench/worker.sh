@@ -104,7 +104,7 @@ start_workers() {
 
 # --- drain: a backlog of N, queued before any worker runs ---
 batches=$(( (N + 999) / 1000 ))
-target/release/loadgen --target "127.0.0.1:$PORT" --api-key "$DRAIN_KEY" --scenario batch \
+target/release/loadgen --target "127.0.0.1:$PORT" --api-key="$DRAIN_KEY" --scenario batch \
   --batch-size 1000 --connections 4 --requests "$batches" --seconds 600 > /dev/null
 N=$(sql "SELECT count(*) FROM messages WHERE client = 'drain'")
 cpu_before=$(cpu_snapshot)
@@ -116,7 +116,7 @@ drain=$(sql "SELECT count(*) FILTER (WHERE status = 'accepted'),
                FROM messages WHERE client = 'drain'")
 
 # --- steady: 500 messages/s through the gateway, workers running ---
-steady_load=$(target/release/loadgen --target "127.0.0.1:$PORT" --api-key "$STEADY_KEY" --scenario send \
+steady_load=$(target/release/loadgen --target "127.0.0.1:$PORT" --api-key="$STEADY_KEY" --scenario send \
   --rate "$STEADY_RATE" --connections 16 --seconds "$STEADY_SECONDS")
 wait_done steady 120
 steady=$(sql "SELECT count(*), count(*) FILTER (WHERE status = 'accepted'),
