@@ -157,13 +157,13 @@ pub async fn rows_fetched_through(store: &Store, index: &str) -> i64 {
     rows
 }
 
-/// Scans of any index of `table` so far (each probe of a key array's
-/// keys counts once), for tests that check which partitions a statement
-/// reads. `store` must have one connection, as for [`updates_of`].
-pub async fn index_scans_of(store: &Store, table: &str) -> i64 {
+/// Scans of `table` so far, sequential or by any of its indexes, for tests
+/// that check which partitions a statement reads. `store` must have one
+/// connection, as for [`updates_of`].
+pub async fn scans_of(store: &Store, table: &str) -> i64 {
     let (scans,): (i64,) = statistics(
         store,
-        "SELECT coalesce(idx_scan, 0) FROM pg_stat_user_tables, pg_stat_clear_snapshot()
+        "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) FROM pg_stat_user_tables, pg_stat_clear_snapshot()
           WHERE relid = $1::regclass",
         table,
     )

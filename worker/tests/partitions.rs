@@ -43,10 +43,6 @@ const PARTITIONING: i64 = 20261211100000;
 /// below is written by today's code, so the database "before" has them too;
 /// the migration adds them to whichever layout it finds.
 const EVENTS_CARRY_CLIENT: i64 = 20261213000000;
-/// Today's writers change statuses through functions of a later migration
-/// (migrations/20261219000000_send_path_plans_kept.sql), which the history
-/// below needs on the schema before.
-const SEND_PATH_PLANS: i64 = 20261219000000;
 
 /// A submission of messages with these ids, each with a callback URL.
 fn submission(client: &str, ids: &[MessageId]) -> Submission {
@@ -400,18 +396,6 @@ async fn the_upgrade_moves_existing_rows_into_the_partitioned_layout() {
     };
     let mut conn = PgConnection::connect(&url).await.unwrap();
     before.run(&mut conn).await.unwrap();
-    // The functions today's writers call, for the history's sake, with a
-    // wake (of a later migration too) that wakes nothing; they go before
-    // the upgrade, whose migrations make them.
-    let plans = MIGRATOR
-        .iter()
-        .find(|m| m.version == SEND_PATH_PLANS)
-        .unwrap();
-    sqlx::raw_sql("CREATE FUNCTION webhook_inbox_wake(text[]) RETURNS bigint LANGUAGE sql AS 'SELECT 0::bigint'")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    sqlx::raw_sql(&plans.sql).execute(&mut conn).await.unwrap();
     let store = Store::connect_lazy(&url, 4).unwrap();
 
     // An installation with history: messages through their statuses, with
@@ -464,10 +448,6 @@ async fn the_upgrade_moves_existing_rows_into_the_partitioned_layout() {
     );
     let last_event = scalar(&store, "SELECT max(id) FROM message_events").await;
 
-    sqlx::raw_sql("DROP FUNCTION messages_begin_attempts, messages_apply, webhook_inbox_wake")
-        .execute(&mut conn)
-        .await
-        .unwrap();
     MIGRATOR.run(&mut conn).await.unwrap();
 
     // The old tables are the partition of everything before the first week.

@@ -160,10 +160,22 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        // One statement, whose plan the session keeps
-        // (migrations/20261219000000_send_path_plans_kept.sql).
         let rows: Vec<MessageRecord> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM messages_begin_attempts($1)"
+            "WITH locked AS (
+               SELECT id AS locked_id, status AS prev_status FROM messages WHERE id = ANY($1) ORDER BY id FOR UPDATE
+             ), updated AS (
+               UPDATE messages
+                  SET status = 'sending', attempts = attempts + 1, updated_at = now(),
+                      sending_at = coalesce(sending_at, now()), next_attempt_at = NULL
+                 FROM locked
+                WHERE id = locked_id AND id = ANY($1)
+                  AND (status IN ('queued', 'sending') OR (status = 'scheduled' AND accepted_at IS NULL))
+               RETURNING {COLUMNS}, prev_status
+             ), event AS (
+               INSERT INTO message_events (message_id, status, source, attempt, client, prev_status)
+               SELECT id, 'sending', 'worker', attempts, client, prev_status FROM updated
+             )
+             SELECT {COLUMNS} FROM updated"
         ))
         .bind(ids)
         .fetch_all(&self.pool)
@@ -270,15 +282,86 @@ impl Store {
         Ok(applied)
     }
 
-    /// `apply_changes` for rows of distinct messages, by one statement whose
-    /// plan the session keeps: `messages_apply`
-    /// (migrations/20261219000000_send_path_plans_kept.sql) says what it
-    /// writes. It also wakes the webhook events that wait for the Sent ids
-    /// it stores.
+    /// `apply_changes` for rows of distinct messages.
+    ///
+    /// `prev` locks the messages in id order (concurrent batches cannot
+    /// deadlock) and reads their status as of the lock; a change applies when
+    /// it ranks above that status. `updated` writes the applied changes, and
+    /// Sent's ids of acceptances whether applied or not; every row gets its
+    /// timeline event; applied changes of messages with a `callback_url` get
+    /// their callback row. `prev` carries the message's client and status
+    /// before the change, which the event stores for the dashboard's readers
+    /// (migrations/20261213000000_events_carry_their_client.sql); `updated`
+    /// returns its `prev` row with the callback URL, so the callback needs no
+    /// join. Each row comes back with whether it applied, and with how many
+    /// waiting webhook events the batch woke (for the wake's sake only).
     async fn apply_distinct(&self, rows: &[&ChangeRow<'_>]) -> Result<Vec<bool>, sqlx::Error> {
-        let found: Vec<(MessageId, bool)> = sqlx::query_as(
-            "SELECT changed_id, advanced FROM messages_apply($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
+        // Webhook events that arrived before the Sent ids stored here wait
+        // for them in the inbox's queue: the same statement makes them due,
+        // once (an uncorrelated subquery runs once, after `updated`), and
+        // only a batch with an acceptance has it (migrations/20261217000000).
+        let wake = if rows.iter().any(|r| r.provider_ids.is_some()) {
+            "(SELECT webhook_inbox_wake(ARRAY(SELECT unnest(provider_ids) FROM updated)))"
+        } else {
+            "0::bigint"
+        };
+        let found: Vec<(MessageId, bool, i64)> = sqlx::query_as(&format!(
+            "WITH input AS (
+               SELECT u.*, CASE WHEN u.provider_json IS NOT NULL
+                                THEN ARRAY(SELECT jsonb_array_elements_text(u.provider_json)) END AS provider_ids
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::jsonb[], $6::text[], $7::text[],
+                             $8::timestamptz[], $9::text[], $10::jsonb[])
+                        AS u(id, status, source, attempt, detail, error_code, error, at, event, provider_json)
+             ), prev AS (
+               SELECT i.*, m.client, m.status AS previous_status,
+                      status_rank(i.status) > status_rank(m.status) AS advance
+                 FROM messages m JOIN input i ON i.id = m.id
+                -- Redundant with the join, but values: Postgres plans only
+                -- the weeks of `messages` these ids are in.
+                WHERE m.id = ANY($1::text[])
+                ORDER BY m.id
+                  FOR UPDATE OF m
+             ), updated AS (
+               UPDATE messages m
+                  SET status = CASE WHEN p.advance THEN p.status ELSE m.status END,
+                      updated_at = CASE WHEN p.advance THEN now() ELSE m.updated_at END,
+                      provider_message_ids = coalesce(p.provider_ids, m.provider_message_ids),
+                      provider_message_id = CASE WHEN p.provider_ids IS NULL THEN m.provider_message_id
+                                                 ELSE p.provider_ids[1] END,
+                      last_error_code = CASE WHEN p.advance AND p.error_code IS NOT NULL THEN p.error_code
+                                             WHEN p.provider_ids IS NOT NULL THEN NULL
+                                             ELSE m.last_error_code END,
+                      last_error = CASE WHEN p.advance AND p.error IS NOT NULL THEN p.error
+                                        WHEN p.provider_ids IS NOT NULL THEN NULL
+                                        ELSE m.last_error END,
+                      accepted_at  = CASE WHEN p.advance AND p.status = 'accepted'
+                                          THEN coalesce(m.accepted_at, p.at) ELSE m.accepted_at END,
+                      sent_at      = CASE WHEN p.advance AND p.status = 'sent'
+                                          THEN coalesce(m.sent_at, p.at) ELSE m.sent_at END,
+                      delivered_at = CASE WHEN p.advance AND p.status = 'delivered'
+                                          THEN coalesce(m.delivered_at, p.at) ELSE m.delivered_at END,
+                      read_at      = CASE WHEN p.advance AND p.status = 'read'
+                                          THEN coalesce(m.read_at, p.at) ELSE m.read_at END,
+                      failed_at    = CASE WHEN p.advance AND p.status IN ('failed', 'blocked', 'filtered', 'cancelled')
+                                          THEN coalesce(m.failed_at, p.at) ELSE m.failed_at END,
+                      dead_lettered_at = CASE WHEN p.advance AND p.event = 'dead_lettered'
+                                              THEN now() ELSE m.dead_lettered_at END
+                 FROM prev p
+                WHERE m.id = p.id AND m.id = ANY($1::text[]) AND (p.advance OR p.provider_ids IS NOT NULL)
+               RETURNING m.callback_url, p.*
+             ), event AS (
+               INSERT INTO message_events (message_id, status, applied, source, attempt, detail, at, client, prev_status)
+               SELECT id, coalesce(event, status), advance, source, attempt, detail, at, client, previous_status
+                 FROM prev
+             ), callback AS (
+               INSERT INTO status_callbacks (message_id, client, url, status, previous_status, at, error_code, error, channel)
+               SELECT id, client, callback_url, status, previous_status, at, error_code, error,
+                      detail ->> 'channel'
+                 FROM updated
+                WHERE advance AND callback_url IS NOT NULL
+             )
+             SELECT id, advance, {wake} FROM prev"
+        ))
         .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.change.status).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.change.source).collect::<Vec<_>>())
@@ -292,7 +375,10 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         // A message that does not exist is not in the answer: nothing applied.
-        let applied: HashMap<MessageId, bool> = found.into_iter().collect();
+        let applied: HashMap<MessageId, bool> = found
+            .into_iter()
+            .map(|(id, advance, _)| (id, advance))
+            .collect();
         Ok(rows
             .iter()
             .map(|r| applied.get(&r.id).copied().unwrap_or(false))
