@@ -111,10 +111,6 @@ enum KeysCommand {
     },
 }
 
-// Why not glibc's malloc: the workspace's Cargo.toml, at `mimalloc`.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
