@@ -19,6 +19,10 @@
 #   WORKER_BIN=/path/to/other/worker bench/worker.sh   # A/B against another build's worker
 #   BIN_DIR=/path/to/other/target/release bench/worker.sh  # ... or its gateway, sent-sim
 #                                                          # and worker (its schema too)
+#   WEEKS_AHEAD=21 bench/worker.sh   # weeks of `messages` made up to 21 ahead before the
+#                                    # drain: 22 partitions, as 90 days kept and 8 ahead
+#                                    # come to (a fresh database has 9; builds that
+#                                    # partition only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
@@ -92,6 +96,10 @@ GATEWAY_BIND=127.0.0.1:$PORT API_KEYS=drain:$DRAIN_KEY,steady:$STEADY_KEY RATELI
   "$BIN_DIR/gateway" & pids+=($!); gw_pid=$!
 wait_port "$SIM_PORT"
 wait_port "$PORT"
+if [ -n "${WEEKS_AHEAD:-}" ]; then
+  echo "partitions of messages: $(sql "SELECT message_partitions_ensure(now() + make_interval(weeks => $WEEKS_AHEAD));
+                                      SELECT count(*) FROM message_partitions()" | tail -1)"
+fi
 
 workers=()
 start_workers() {
