@@ -394,6 +394,14 @@ pub fn assert_no_secret(what: &str, logs: &str, secrets: &[String]) {
     assert!(leaks.is_empty(), "secrets in {what}:\n{}", leaks.join("\n"));
 }
 
+/// A message id made at `at`: its message is in the week of `at`.
+pub fn message_id_at(at: std::time::SystemTime) -> crate::domain::MessageId {
+    ulid::Ulid::from_datetime(at)
+        .to_string()
+        .parse()
+        .expect("a ULID is a message id")
+}
+
 /// A name no other test uses at the same time (roles are cluster-wide).
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -8,7 +8,7 @@ use chrono::Utc;
 use common::domain::{Channel, EventSource, MessageId, MessageStatus, PhoneNumber};
 use common::store::{Acceptance, NewMessage, StatusChange, Store, Submission, Unsent};
 use common::telemetry::TraceContext;
-use common::test_support::{TestDatabase, scans_of, updates_of};
+use common::test_support::{TestDatabase, message_id_at, scans_of, updates_of};
 use serde_json::json;
 
 fn message(callback_url: Option<&str>) -> NewMessage {
@@ -536,11 +536,7 @@ async fn a_batch_reads_only_the_weeks_of_its_messages() {
     let store = db.single_connection_store().await;
     store.ensure_message_partitions().await.unwrap();
     let mut later = message(None);
-    later.id =
-        ulid::Ulid::from_datetime(std::time::SystemTime::now() + Duration::from_secs(14 * 86_400))
-            .to_string()
-            .parse()
-            .unwrap();
+    later.id = message_id_at(std::time::SystemTime::now() + Duration::from_secs(14 * 86_400));
     let later = store_messages(&store, vec![later]).await[0];
     let ids = store_messages(&store, (0..5).map(|_| message(None)).collect()).await;
     let (week, later_week): (String, String) = sqlx::query_as(

@@ -27,7 +27,7 @@ use common::domain::{Channel, EventSource, MessageId, MessageStatus, PhoneNumber
 use common::store::{Holders, MIGRATOR, NewMessage, Retirement, StatusChange, Store, Submission};
 use common::telemetry::TraceContext;
 use common::test_support::{
-    TestDatabase, admin_url, database_url, drop_database, orphan_events, unique,
+    TestDatabase, admin_url, database_url, drop_database, message_id_at, orphan_events, unique,
 };
 use serde_json::json;
 use sqlx::migrate::Migrator;
@@ -80,14 +80,9 @@ async fn submit(store: &Store, client: &str, ids: &[MessageId]) -> Result<(), sq
         .map(|_| ())
 }
 
-/// An id made at `at`: its message is in the week of `at`.
-fn id_at(at: SystemTime) -> MessageId {
-    ulid::Ulid::from_datetime(at).to_string().parse().unwrap()
-}
-
 /// A message created at `at` (its id's time).
 async fn message_at(store: &Store, client: &str, at: SystemTime) -> MessageId {
-    let id = id_at(at);
+    let id = message_id_at(at);
     submit(store, client, &[id]).await.unwrap();
     id
 }
@@ -514,7 +509,7 @@ async fn a_freshly_migrated_database_accepts_before_any_housekeeping() {
     // Today, and every week up to seven ahead (a gateway's clock ahead, a
     // worker down for weeks).
     for weeks in 0..=7 {
-        let id = id_at(now + WEEK * weeks);
+        let id = message_id_at(now + WEEK * weeks);
         submit(&store, "a", &[id])
             .await
             .unwrap_or_else(|e| panic!("{weeks} weeks ahead: {e}"));
@@ -620,7 +615,7 @@ async fn the_sql_ulid_prefix_is_our_ids_prefix() {
             .fetch_one(db.store.pool())
             .await
             .unwrap();
-        assert_eq!(prefix, id_at(at).to_string()[..10]);
+        assert_eq!(prefix, message_id_at(at).to_string()[..10]);
     }
 }
 
