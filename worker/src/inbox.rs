@@ -73,9 +73,10 @@ pub const CHANNEL: &str = "webhook_inbox";
 /// Notifications (and polling) wake one lane only, the leader. A lane that
 /// claims a full batch wakes a helper lane before working on it, so a backlog
 /// is worked on by every lane, while a trickle of events is taken by the
-/// leader alone, in batches of whatever arrived while it was busy: waking a
-/// lane per notification would split a steady stream into batches of a few
-/// events, each paying four statements.
+/// leader alone, in batches of whatever arrived since its last claim (at
+/// most one claim every [`CLAIM_GAP`]): waking a lane per notification would
+/// split a steady stream into batches of a few events, each paying four
+/// statements.
 pub async fn run(
     store: Store,
     config: Arc<Config>,
@@ -123,8 +124,20 @@ pub async fn run(
     Ok(())
 }
 
+/// Claims of a lane that took less than a full batch at least this far
+/// apart (a full batch is followed at once). A batch of status events costs
+/// four statements, each planned for its batch, whatever its size, and a
+/// leader woken by every commit of the gateway's inbox claimed 3 events at
+/// a time in the whole loop at 150 operations/s. Spaced 50 ms, a claim
+/// takes what came due meanwhile (10 events there), and the inbox's
+/// statements took two fifths of the Postgres time (`bench/load.sh`
+/// profiled by statement; see the README). A status is at most this much
+/// later.
+const CLAIM_GAP: Duration = Duration::from_millis(50);
+
 /// One batch at a time until `shutdown`, woken by `wake` (or the poll
-/// interval); a full batch wakes one of the `helpers`.
+/// interval), claims at least [`CLAIM_GAP`] apart unless the last was full;
+/// a full batch wakes one of the `helpers`.
 async fn process_lane(
     store: &Store,
     config: &Config,
@@ -133,7 +146,13 @@ async fn process_lane(
     shutdown: &CancellationToken,
 ) {
     let settings = &config.inbox;
+    let mut next_claim = NextClaim::default();
     while !shutdown.is_cancelled() {
+        tokio::select! {
+            _ = next_claim.ready() => {}
+            _ = shutdown.cancelled() => break,
+        }
+        let at = Instant::now();
         let more = match process_due(store, config, || helpers.notify_one()).await {
             Ok(claimed) => claimed as i64 >= settings.batch_size,
             Err(error) => {
@@ -141,6 +160,7 @@ async fn process_lane(
                 false
             }
         };
+        next_claim.after(at, more);
         if more {
             continue;
         }
@@ -149,6 +169,25 @@ async fn process_lane(
             _ = wake.notified() => {}
             _ = tokio::time::sleep(settings.poll_interval) => {}
         }
+    }
+}
+
+/// When a lane may claim next: at once after a full batch (a backlog), else
+/// [`CLAIM_GAP`] after its last claim began.
+#[derive(Default)]
+struct NextClaim {
+    next: Option<Instant>,
+}
+
+impl NextClaim {
+    async fn ready(&self) {
+        if let Some(next) = self.next {
+            tokio::time::sleep_until(next).await;
+        }
+    }
+
+    fn after(&mut self, at: Instant, full: bool) {
+        self.next = (!full).then_some(at + CLAIM_GAP);
     }
 }
 
@@ -594,5 +633,36 @@ impl Report for StatusUpdate {
                 %message_id, event_id, status = %self.status, channel, applied, "message status from Sent"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A trickle is claimed at most every gap; a backlog at once.
+    #[tokio::test(start_paused = true)]
+    async fn claims_wait_out_the_gap_unless_the_last_was_full() {
+        let mut next = NextClaim::default();
+        let start = Instant::now();
+        next.ready().await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "the first claim waited");
+
+        next.after(Instant::now(), false);
+        tokio::time::advance(Duration::from_millis(10)).await;
+        next.ready().await;
+        assert_eq!(
+            start.elapsed(),
+            CLAIM_GAP,
+            "a claim after a partial batch did not wait out the gap"
+        );
+
+        next.after(Instant::now(), true);
+        next.ready().await;
+        assert_eq!(
+            start.elapsed(),
+            CLAIM_GAP,
+            "a claim after a full batch waited"
+        );
     }
 }
