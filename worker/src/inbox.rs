@@ -130,7 +130,7 @@ pub async fn run(
 /// leader woken by every commit of the gateway's inbox claimed 3 events at
 /// a time in the whole loop at 150 operations/s. Spaced 50 ms, a claim
 /// takes what came due meanwhile (10 events there), and the inbox's
-/// statements took two fifths of the Postgres time (`bench/load.sh`
+/// statements took half the Postgres time they took (`bench/load.sh`
 /// profiled by statement; see the README). A status is at most this much
 /// later.
 const CLAIM_GAP: Duration = Duration::from_millis(50);
