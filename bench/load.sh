@@ -13,6 +13,9 @@
 #
 #   bench/load.sh                          # 150 ops/s for 180 s, then the ramp
 #   bench/load.sh --rate 200 --seconds 60 --step-seconds 10
+#   bench/load.sh --rate 150 --seconds 30 --max-steps 0 --private-postgres
+#                                          # on a Postgres of its own: prints the
+#                                          # statements that cost it most
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh

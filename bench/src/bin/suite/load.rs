@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::ledger::{self, Ledger};
 use crate::stack::{Stack, StackOptions};
+use crate::statements::{self, Statement};
 use crate::traffic::{Mix, Op, OpStats, Recorder, Traffic};
 
 #[derive(Debug, Clone)]
@@ -20,6 +21,9 @@ pub struct Plan {
     pub settle_timeout: Duration,
     /// Directory of the binaries to load (default: next to this one).
     pub bin: Option<std::path::PathBuf>,
+    /// On a Postgres of the run's own, whose costliest statements are
+    /// reported.
+    pub private_postgres: bool,
 }
 
 /// A step counts as keeping up while under 1% of operations fail, p99 stays
@@ -84,6 +88,9 @@ pub struct LoadReport {
     pub ramp: Vec<Phase>,
     pub ledger: Ledger,
     pub rss_mb: Vec<(String, f64)>,
+    /// With `Plan::private_postgres`, from the first operation to the end
+    /// of the accounting.
+    pub statements: Option<Vec<Statement>>,
 }
 
 pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<LoadReport> {
@@ -92,7 +99,7 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<LoadRe
             name: "load".into(),
             workers: 2,
             private_redis: false,
-            private_postgres: false,
+            private_postgres: plan.private_postgres,
             redis_cluster: false,
             log_level: "warn",
             bin: plan.bin.clone(),
@@ -102,6 +109,9 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<LoadRe
     )
     .await?;
     let db = stack.database().await?;
+    if plan.private_postgres {
+        statements::reset(&db).await?;
+    }
     let recorder = Recorder::new();
     let traffic = Traffic::new(&stack.gateway_url, recorder.clone(), Mix::MIXED);
     let mut servers = SharedServers::default();
@@ -138,6 +148,11 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<LoadRe
     }
 
     let ledger = ledger::of_run(&stack, &recorder, plan.settle_timeout).await?;
+    let statements = if plan.private_postgres {
+        Some(statements::costliest(&db).await?)
+    } else {
+        None
+    };
     let mut rss_mb = stack.rss_report();
     rss_mb.extend(servers.report());
     stack.stop().await?;
@@ -146,6 +161,7 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<LoadRe
         ramp,
         ledger,
         rss_mb,
+        statements,
     })
 }
 

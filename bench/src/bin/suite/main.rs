@@ -14,6 +14,7 @@ mod ledger;
 mod load;
 mod report;
 mod stack;
+mod statements;
 mod traffic;
 mod wal;
 
@@ -59,6 +60,12 @@ enum Command {
         /// Directory of another build's gateway, worker and sent-sim.
         #[arg(long)]
         bin: Option<PathBuf>,
+        /// On a Postgres cluster of the run's own, and print the statements
+        /// that cost it most (`pg_stat_statements`, planning included).
+        /// SUITE_PG_OPTIONS adds server options, e.g. `-c autovacuum=off`
+        /// as the machine's Postgres runs.
+        #[arg(long)]
+        private_postgres: bool,
     },
     /// WAL bytes Postgres writes over the whole life of a message.
     Wal {
@@ -95,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
             step_seconds,
             max_steps,
             bin,
+            private_postgres,
         } => {
             let plan = load::Plan {
                 rate,
@@ -103,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
                 max_steps,
                 settle_timeout: Duration::from_secs(300),
                 bin,
+                private_postgres,
             };
             let report = load::run(plan, &args.results).await?;
             report::load(&report);
@@ -134,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
                     let report = wal::run(plan, &args.results).await?;
                     println!("\n== round {round}");
                     report::wal(&report);
-                    report::wal_statements(&report);
+                    report::statements(&report.statements);
                     reports.push(report);
                 }
             }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use crate::faults::FaultReport;
 use crate::ledger::Ledger;
 use crate::load::{LoadReport, Phase};
+use crate::statements::Statement;
 use crate::traffic::{Op, OpStats};
 use crate::wal::WalReport;
 
@@ -174,6 +175,10 @@ pub fn load(report: &LoadReport) {
     for (name, mb) in &report.rss_mb {
         println!("  {name:<34} {mb:>8.1}");
     }
+    if let Some(costliest) = &report.statements {
+        println!("\nPostgres' costliest statements over the whole run:");
+        statements(costliest);
+    }
 }
 
 /// One `suite wal` run: the total and the relations that wrote it.
@@ -206,14 +211,17 @@ pub fn wal(report: &WalReport) {
     }
 }
 
-/// Where Postgres spent its time in a `suite wal` run.
-pub fn wal_statements(report: &WalReport) {
+/// Where Postgres spent its time in a run (`crate::statements`).
+pub fn statements(statements: &[Statement]) {
     println!(
-        "  {:<90} {:>8} {:>10} {:>10}",
-        "statement", "calls", "exec ms", "plan ms"
+        "  {:<90} {:>8} {:>9} {:>10} {:>10}",
+        "statement", "calls", "rows", "exec ms", "plan ms"
     );
-    for (query, calls, exec, plan) in &report.statements {
-        println!("  {query:<90} {calls:>8} {exec:>10.0} {plan:>10.0}");
+    for s in statements {
+        println!(
+            "  {:<90} {:>8} {:>9} {:>10.0} {:>10.0}",
+            s.query, s.calls, s.rows, s.exec_ms, s.plan_ms
+        );
     }
 }
 

@@ -19,6 +19,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use crate::stack::{API_KEY, Stack, StackOptions};
+use crate::statements::{self, Statement};
 
 pub struct Plan {
     pub messages: u64,
@@ -38,8 +39,7 @@ pub struct WalReport {
     /// Table or index and kind of record, WAL bytes, records (largest first).
     pub relations: Vec<(String, u64, u64)>,
     pub callbacks: u64,
-    /// Statement (its start), calls, execution and planning ms (costliest first).
-    pub statements: Vec<(String, i64, f64, f64)>,
+    pub statements: Vec<Statement>,
 }
 
 impl WalReport {
@@ -79,11 +79,9 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<WalRep
     )
     .await?;
     let pool = stack.database().await?;
-    for extension in ["pg_walinspect", "pg_stat_statements"] {
-        sqlx::query(&format!("CREATE EXTENSION IF NOT EXISTS {extension}"))
-            .execute(&pool)
-            .await?;
-    }
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        .execute(&pool)
+        .await?;
     let callback_url = format!("http://{receiver}/callbacks");
 
     submit(
@@ -98,9 +96,7 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<WalRep
 
     sqlx::query("CHECKPOINT").execute(&pool).await?;
     let callbacks_before = received.load(Ordering::Relaxed);
-    sqlx::query("SELECT pg_stat_statements_reset()")
-        .execute(&pool)
-        .await?;
+    statements::reset(&pool).await?;
     let start: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
         .fetch_one(&pool)
         .await?;
@@ -150,15 +146,7 @@ pub async fn run(plan: Plan, results: &std::path::Path) -> anyhow::Result<WalRep
     .bind(&end)
     .fetch_all(&pool)
     .await?;
-    // Where Postgres spent its time: the statements that cost most, planning
-    // included.
-    let statements: Vec<(String, i64, f64, f64)> = sqlx::query_as(
-        "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 90), calls,
-                total_exec_time, total_plan_time
-           FROM pg_stat_statements ORDER BY total_exec_time + total_plan_time DESC LIMIT 12",
-    )
-    .fetch_all(&pool)
-    .await?;
+    let statements = statements::costliest(&pool).await?;
     let bin = plan
         .bin
         .map_or_else(|| "this build".to_owned(), |p| p.display().to_string());

@@ -1,0 +1,41 @@
+//! Where Postgres spends its time in a run on a cluster of the run's own
+//! (`StackOptions::private_postgres`, which preloads `pg_stat_statements`
+//! with planning tracked): the statements that cost most, planning included.
+//! Statements run by functions and triggers are counted apart from the
+//! statement that called them, which counts them too.
+
+use sqlx::PgPool;
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct Statement {
+    /// The statement's start.
+    pub query: String,
+    pub calls: i64,
+    pub rows: i64,
+    pub exec_ms: f64,
+    pub plan_ms: f64,
+}
+
+/// Counts from now on (and makes the extension, in the run's database).
+pub async fn reset(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(pool)
+        .await?;
+    sqlx::query("SELECT pg_stat_statements_reset()")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The statements called by the processes (not by functions) that cost
+/// most since [`reset`], costliest first.
+pub async fn costliest(pool: &PgPool) -> anyhow::Result<Vec<Statement>> {
+    Ok(sqlx::query_as(
+        "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS query, calls, rows,
+                total_exec_time AS exec_ms, total_plan_time AS plan_ms
+           FROM pg_stat_statements WHERE toplevel
+          ORDER BY total_exec_time + total_plan_time DESC LIMIT 15",
+    )
+    .fetch_all(pool)
+    .await?)
+}
