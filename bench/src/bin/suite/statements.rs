@@ -1,8 +1,9 @@
 //! Where Postgres spends its time in a run on a cluster of the run's own
 //! (`StackOptions::private_postgres`, which preloads `pg_stat_statements`
 //! with planning tracked): the statements that cost most, planning included.
-//! Statements run by functions and triggers are counted apart from the
-//! statement that called them, which counts them too.
+//! Only what the processes send is tracked (`pg_stat_statements.track` is
+//! `top`): the statements of a function or a trigger count to the statement
+//! that called it.
 
 use sqlx::PgPool;
 
@@ -27,13 +28,12 @@ pub async fn reset(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The statements called by the processes (not by functions) that cost
-/// most since [`reset`], costliest first.
+/// The statements that cost most since [`reset`], costliest first.
 pub async fn costliest(pool: &PgPool) -> anyhow::Result<Vec<Statement>> {
     Ok(sqlx::query_as(
         "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS query, calls, rows,
                 total_exec_time AS exec_ms, total_plan_time AS plan_ms
-           FROM pg_stat_statements WHERE toplevel
+           FROM pg_stat_statements
           ORDER BY total_exec_time + total_plan_time DESC LIMIT 15",
     )
     .fetch_all(pool)
