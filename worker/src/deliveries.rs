@@ -1,7 +1,8 @@
 //! The claim-and-deliver loop of the outboxes (status callbacks, forwards):
 //! claim as many due rows as there is room for, deliver each in a task of
 //! its own, and claim again when a delivery ends, when the outbox's
-//! notification wakes us, or every poll interval.
+//! notification wakes us, or every poll interval. Claims are spaced by
+//! [`NextClaim`], which the inbox's lanes use too.
 
 use std::future::Future;
 use std::time::Duration;
@@ -42,20 +43,18 @@ pub async fn run<T, C, CF, D, DF>(
     DF: Future<Output = ()> + Send + 'static,
 {
     let mut in_flight = JoinSet::new();
-    let mut last_claim: Option<Instant> = None;
+    let mut next_claim = NextClaim::new(pace.gap);
     while !shutdown.is_cancelled() {
-        if let Some(at) = last_claim {
-            tokio::select! {
-                _ = tokio::time::sleep_until(at + pace.gap) => {}
-                _ = shutdown.cancelled() => break,
-            }
+        if !next_claim.ready(shutdown).await {
+            break;
         }
         // Deliveries that ended during the gap make room too, not only the
         // one that woke us.
         while in_flight.try_join_next().is_some() {}
         let room = pace.concurrency.saturating_sub(in_flight.len());
         if room > 0 {
-            last_claim = Some(Instant::now());
+            // Bounded by the room, not by a batch size: always spaced.
+            next_claim.after(Instant::now(), false);
             for row in claim(room).await {
                 in_flight.spawn(deliver(row));
             }
@@ -68,6 +67,38 @@ pub async fn run<T, C, CF, D, DF>(
         }
     }
     while in_flight.join_next().await.is_some() {}
+}
+
+/// When a claim loop may claim next: at once at first and after a full
+/// claim (a backlog), else `gap` after its last claim began. Claims cost
+/// Postgres about as much for one row as for many, so spacing them lets
+/// each take what came due meanwhile.
+pub struct NextClaim {
+    gap: Duration,
+    next: Option<Instant>,
+}
+
+impl NextClaim {
+    pub fn new(gap: Duration) -> NextClaim {
+        NextClaim { gap, next: None }
+    }
+
+    /// Waits until the next claim may begin; `false` when `shutdown` came
+    /// first.
+    pub async fn ready(&self, shutdown: &CancellationToken) -> bool {
+        let Some(next) = self.next else {
+            return !shutdown.is_cancelled();
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => true,
+            _ = shutdown.cancelled() => false,
+        }
+    }
+
+    /// A claim began `at`; `full` when it took all it could (more is due).
+    pub fn after(&mut self, at: Instant, full: bool) {
+        self.next = (!full).then_some(at + self.gap);
+    }
 }
 
 #[cfg(test)]
@@ -114,5 +145,34 @@ mod tests {
         run(pace, &wake, &shutdown, claim, deliver).await;
         assert_eq!(delivered.load(Ordering::Relaxed), BACKLOG);
         assert_eq!(claims.load(Ordering::Relaxed), BACKLOG / CONCURRENCY);
+    }
+
+    /// A trickle is claimed at most every gap; a backlog at once.
+    #[tokio::test(start_paused = true)]
+    async fn claims_wait_out_the_gap_unless_the_last_was_full() {
+        const GAP: Duration = Duration::from_millis(50);
+        let shutdown = CancellationToken::new();
+        let mut next = NextClaim::new(GAP);
+        let start = Instant::now();
+        assert!(next.ready(&shutdown).await);
+        assert_eq!(start.elapsed(), Duration::ZERO, "the first claim waited");
+
+        next.after(Instant::now(), false);
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert!(next.ready(&shutdown).await);
+        assert_eq!(
+            start.elapsed(),
+            GAP,
+            "a claim after a partial batch did not wait out the gap"
+        );
+
+        next.after(Instant::now(), true);
+        assert!(next.ready(&shutdown).await);
+        assert_eq!(start.elapsed(), GAP, "a claim after a full batch waited");
+
+        next.after(Instant::now(), false);
+        shutdown.cancel();
+        assert!(!next.ready(&shutdown).await, "a shutdown was waited out");
+        assert_eq!(start.elapsed(), GAP, "a shutdown waited for the gap");
     }
 }

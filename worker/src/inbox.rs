@@ -59,6 +59,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::instrument::WithSubscriber;
 
 use crate::batches::in_batches;
+use crate::deliveries::NextClaim;
 use crate::listen::listen;
 use crate::purge::{PURGE_INTERVAL, purge_and_log};
 
@@ -146,11 +147,10 @@ async fn process_lane(
     shutdown: &CancellationToken,
 ) {
     let settings = &config.inbox;
-    let mut next_claim = NextClaim::default();
+    let mut next_claim = NextClaim::new(CLAIM_GAP);
     while !shutdown.is_cancelled() {
-        tokio::select! {
-            _ = next_claim.ready() => {}
-            _ = shutdown.cancelled() => break,
+        if !next_claim.ready(shutdown).await {
+            break;
         }
         let at = Instant::now();
         let more = match process_due(store, config, || helpers.notify_one()).await {
@@ -169,25 +169,6 @@ async fn process_lane(
             _ = wake.notified() => {}
             _ = tokio::time::sleep(settings.poll_interval) => {}
         }
-    }
-}
-
-/// When a lane may claim next: at once after a full batch (a backlog), else
-/// [`CLAIM_GAP`] after its last claim began.
-#[derive(Default)]
-struct NextClaim {
-    next: Option<Instant>,
-}
-
-impl NextClaim {
-    async fn ready(&self) {
-        if let Some(next) = self.next {
-            tokio::time::sleep_until(next).await;
-        }
-    }
-
-    fn after(&mut self, at: Instant, full: bool) {
-        self.next = (!full).then_some(at + CLAIM_GAP);
     }
 }
 
@@ -633,36 +614,5 @@ impl Report for StatusUpdate {
                 %message_id, event_id, status = %self.status, channel, applied, "message status from Sent"
             ),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A trickle is claimed at most every gap; a backlog at once.
-    #[tokio::test(start_paused = true)]
-    async fn claims_wait_out_the_gap_unless_the_last_was_full() {
-        let mut next = NextClaim::default();
-        let start = Instant::now();
-        next.ready().await;
-        assert_eq!(start.elapsed(), Duration::ZERO, "the first claim waited");
-
-        next.after(Instant::now(), false);
-        tokio::time::advance(Duration::from_millis(10)).await;
-        next.ready().await;
-        assert_eq!(
-            start.elapsed(),
-            CLAIM_GAP,
-            "a claim after a partial batch did not wait out the gap"
-        );
-
-        next.after(Instant::now(), true);
-        next.ready().await;
-        assert_eq!(
-            start.elapsed(),
-            CLAIM_GAP,
-            "a claim after a full batch waited"
-        );
     }
 }
