@@ -43,7 +43,12 @@ batch=$(run "$PORT" --scenario batch --batch-size 100 --connections 16)
 gw_rss=$(rss_mb "$gw_pid")
 
 stored=$(psql -h 127.0.0.1 -U postgres -tA -c "SELECT count(*) FROM messages" "$DB")
-queued=$(redis-cli -h 127.0.0.1 ZCARD "$PREFIX:send:scheduled")
+# apalis keeps every job in its queue's scheduled set; a queue per shard,
+# named with a hash tag (common/src/queue.rs), so count them all.
+queued=0
+for key in $(redis-cli -h 127.0.0.1 --scan --pattern "{$PREFIX:send:*}:scheduled"); do
+  queued=$((queued + $(redis-cli -h 127.0.0.1 ZCARD "$key")))
+done
 
 python3 - "$bare" "$send" "$batch" "$bare_rss" "$gw_rss" "$stored" "$queued" <<'PY' | tee "$RESULTS/submission.txt"
 import json, sys
@@ -57,3 +62,8 @@ print(f"send / bare throughput ratio: {send['requests_per_sec'] / bare['requests
 print(f"RSS peak: gateway {gw_rss} MB, bare {bare_rss} MB")
 print(f"durably stored messages: {stored}, jobs in Redis: {queued}")
 PY
+# No worker runs: every message the gateway accepted must still have its job.
+if [ "$stored" != "$queued" ]; then
+  echo "accepted messages without their job in Redis: $stored stored, $queued jobs" >&2
+  exit 1
+fi
