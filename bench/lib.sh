@@ -4,17 +4,13 @@
 RESULTS=bench/results
 mkdir -p "$RESULTS"
 
-# Processes the script starts; cleanup stops them and removes its Redis keys:
-# those under the prefix and those whose hash tag starts with it (the send
-# queue's, `{PREFIX:send:0}:...`, which a run leaves one per message when it
-# stops before the workers' housekeeping prunes them).
+# Processes the script starts; cleanup stops them and removes its Redis keys.
+source scripts/redis_keys.sh
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  for pattern in "$PREFIX:*" "{$PREFIX:*"; do
-    redis-cli -h 127.0.0.1 --scan --pattern "$pattern" | xargs -r -n 500 redis-cli -h 127.0.0.1 DEL >/dev/null || true
-  done
+  drop_redis_keys "$PREFIX"
 }
 trap cleanup EXIT
 

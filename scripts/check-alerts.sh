@@ -58,6 +58,7 @@ SENT_PORT=$(free_port) # nothing listens there: sends fail with connect_error an
 DB=sent_gateway_check_alerts
 PREFIX=check-alerts:$(date +%s)
 source scripts/secrets.sh
+source scripts/redis_keys.sh
 KEY=$(random_key)
 OUT=target/check-alerts
 mkdir -p "$OUT"
@@ -72,7 +73,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  redis-cli -h 127.0.0.1 --scan --pattern "$PREFIX:*" | xargs -r -n 500 redis-cli -h 127.0.0.1 DEL >/dev/null || true
+  drop_redis_keys "$PREFIX"
 }
 trap cleanup EXIT
 

@@ -28,6 +28,7 @@ WORKERS=${WORKERS:-1}
 DB=sent_gateway_schemathesis
 PREFIX=schemathesis:$(date +%s)
 source scripts/secrets.sh
+source scripts/redis_keys.sh
 KEY=$(random_key)
 VENV=target/schemathesis-venv
 OUT=target/schemathesis
@@ -47,7 +48,7 @@ psql -h 127.0.0.1 -U postgres -q -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" p
 gw_pid=
 cleanup() {
   if [ -n "$gw_pid" ]; then kill "$gw_pid" 2>/dev/null || true; wait "$gw_pid" 2>/dev/null || true; fi
-  redis-cli -h 127.0.0.1 --scan --pattern "$PREFIX:*" | xargs -r -n 500 redis-cli -h 127.0.0.1 DEL >/dev/null || true
+  drop_redis_keys "$PREFIX"
 }
 trap cleanup EXIT
 
