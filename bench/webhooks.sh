@@ -88,9 +88,11 @@ RATELIMIT_ENABLED=true RATELIMIT_WEBHOOKS=10000000/second \
 wait_port "$PORT"
 
 # MESSAGES accepted messages whose Sent ids the events name (the gateway has migrated).
+# Their ids are this week's, as the gateway's are: `messages` has a partition
+# per week of ids and none for any other id.
 sql "INSERT INTO messages (id, client, phone_number, template_name, status, attempts,
                            provider_message_id, provider_message_ids, sending_at, accepted_at)
-     SELECT 'BENCH' || lpad(i::text, 21, '0'), 'bench', '+14155550123', 'welcome', 'accepted', 1,
+     SELECT ulid_time_prefix(now()) || lpad(i::text, 16, '0'), 'bench', '+14155550123', 'welcome', 'accepted', 1,
             'bench-sent-' || i, ARRAY['bench-sent-' || i], now(), now()
        FROM generate_series(0, $MESSAGES - 1) i" > /dev/null
 sql "VACUUM ANALYZE messages" > /dev/null

@@ -15,24 +15,34 @@ pub const STARTUP_WAIT: Duration = Duration::from_secs(30);
 /// [`STARTUP_WAIT`]. The error names the variable to check.
 pub async fn connect(config: &Config) -> anyhow::Result<(Store, Redis)> {
     let direct = config.database_direct_url.as_ref().map(|url| url.expose());
-    let store = Store::connect_lazy(
-        config.database_url.expose(),
-        config.database_max_connections,
-    )
-    .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?
-    .with_direct_url(direct)
-    // Not waited for: a replica that is down fails only its readers (503).
-    .with_read_url(config.database_read_url.as_ref().map(|url| url.expose()))
-    .map_err(|e| anyhow::anyhow!("DATABASE_READ_URL: {e}"))?;
+    let open = || -> anyhow::Result<Store> {
+        Store::connect_lazy(
+            config.database_url.expose(),
+            config.database_max_connections,
+        )
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?
+        .with_direct_url(direct)
+        // Not waited for: a replica that is down fails only its readers (503).
+        .with_read_url(config.database_read_url.as_ref().map(|url| url.expose()))
+        .map_err(|e| anyhow::anyhow!("DATABASE_READ_URL: {e}"))
+    };
+    // The schema is checked (and migrated) through a pool of its own, closed
+    // before the process's pool opens its first session. A migration's
+    // database defaults (`plan_cache_mode`, migrations/20261209000030) reach
+    // only sessions started after it: a session kept from before kept the
+    // generic plans that setting exists to prevent (a gateway's inbox insert
+    // planned on an empty inbox scanned the whole inbox for every batch,
+    // from a fresh install until the gateway restarted).
+    let before = open()?;
     retry("postgres (DATABASE_URL)", || async {
         // A pooler may know only the databases it serves: create through Postgres.
         Store::ensure_database(direct.unwrap_or(config.database_url.expose())).await?;
-        store.ping().await
+        before.ping().await
     })
     .await?;
     if config.migrate_on_start {
         // Once reachable, a failed migration is not worth waiting out.
-        store
+        before
             .migrate()
             .await
             .map_err(|e| anyhow::anyhow!("migrating the database (DATABASE_URL): {e}"))?;
@@ -40,7 +50,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<(Store, Redis)> {
         retry(
             "the schema (MIGRATE_ON_START=false: run `gateway migrate` first)",
             || async {
-                match store.schema_is_current().await {
+                match before.schema_is_current().await {
                     Ok(true) => Ok(()),
                     Ok(false) => Err("migrations not applied yet".to_owned()),
                     Err(e) => Err(e.to_string()),
@@ -49,6 +59,8 @@ pub async fn connect(config: &Config) -> anyhow::Result<(Store, Redis)> {
         )
         .await?;
     }
+    before.pool().close().await;
+    let store = open()?;
     let redis = retry(&format!("redis ({})", config.redis.variable()), || {
         crate::redis_conn::open(&config.redis, &config.redis_tls)
     })
